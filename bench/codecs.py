@@ -15,7 +15,7 @@ import hashlib
 import importlib
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image, features
@@ -62,7 +62,7 @@ class PillowCodec(Codec):
     """A codec reached through ``PIL.Image.save`` / ``PIL.Image.open``."""
 
     format: str = ""
-    save_options: dict[str, Any] = {}
+    save_options: ClassVar[dict[str, Any]] = {}
     feature: str = ""
 
     def unavailable(self) -> str | None:
@@ -104,7 +104,7 @@ class WebpCodec(PillowCodec):
     description = "WebP (Pillow, libwebp), method=6, lossy"
     format = "WEBP"
     feature = "webp"
-    save_options = {"method": 6}
+    save_options: ClassVar[dict[str, Any]] = {"method": 6}
     qualities = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80)
 
 
@@ -113,7 +113,7 @@ class AvifCodec(PillowCodec):
     description = "AVIF (Pillow's built-in AVIF plugin, libavif + libaom), speed=4, 4:2:0"
     format = "AVIF"
     feature = "avif"
-    save_options = {"speed": 4}
+    save_options: ClassVar[dict[str, Any]] = {"speed": 4}
     qualities = (10, 20, 30, 40, 50, 60, 70, 75)
 
     def version(self) -> str:

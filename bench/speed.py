@@ -1,0 +1,148 @@
+"""Encode and decode speed per image on this machine.
+
+``python -m bench.speed --dataset kodak --repeats 5``
+
+Each codec runs at one setting (``Codec.speed_quality`` unless ``--quality``
+overrides it). Per image: one untimed warm-up encode and decode, then
+``--repeats`` timed encodes and decodes (wall clock, ``time.perf_counter``,
+in-process, one image at a time); the per-image figure is the median over the
+repeats, and the table gives the mean over images of those medians. Decode
+times are compared to JPEG and WebP measured in the same run (both are always
+included). Decode time covers bytes -> ``[H, W, 3]`` uint8 array.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import datasets, metrics, schema
+from bench.codecs import Codec, codec_names, make_codec
+from bench.progress import Progress
+from bench.rd import BENCH_DIR, DEFAULT_CODECS, parse_qualities
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def time_codec(codec: Codec, images: list[Path], quality: int, repeats: int) -> dict[str, Any]:
+    """Median encode/decode seconds per image; means over images in ms."""
+    per_image: dict[str, dict[str, float]] = {}
+    with Progress(len(images), codec.name) as bar:
+        for path in images:
+            img = datasets.load_rgb(path)
+            data = codec.encode(img, quality)  # warm-up (and first use of lazy back-ends)
+            codec.decode(data)
+            enc, dec = [], []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                data = codec.encode(img, quality)
+                t1 = time.perf_counter()
+                codec.decode(data)
+                t2 = time.perf_counter()
+                enc.append(t1 - t0)
+                dec.append(t2 - t1)
+            per_image[path.stem] = {
+                "bpp": metrics.bpp(len(data), *img.shape[:2]),
+                "encoding_time": statistics.median(enc),
+                "decoding_time": statistics.median(dec),
+            }
+            bar.update()
+    values = list(per_image.values())
+    return {
+        "quality": quality,
+        "description": f"{codec.description}. {codec.version()}",
+        "bpp": statistics.fmean(v["bpp"] for v in values),
+        "encode_ms": 1e3 * statistics.fmean(v["encoding_time"] for v in values),
+        "decode_ms": 1e3 * statistics.fmean(v["decoding_time"] for v in values),
+        "per_image": per_image,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", default="kodak", help="kodak, div2k (with --div2k-dir) or a folder")
+    ap.add_argument("--div2k-dir")
+    ap.add_argument("--images", nargs="+", help="image names or globs")
+    ap.add_argument("--limit", type=int)
+    ap.add_argument("--codecs", default=DEFAULT_CODECS, help=f"comma list of {', '.join(codec_names())}")
+    ap.add_argument("--gscodec-effort", help="comma list of efforts: adds gscodec-e<N> for each")
+    ap.add_argument("--quality", nargs="+", help="setting for all codecs (50) or per codec (jpeg=50 jpeg2000=34)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", help="device for gscodec.decode (e.g. cuda); classical codecs run on CPU")
+    ap.add_argument("--out", type=Path, help="output JSON (default bench/results/<dataset>/speed.json)")
+    args = ap.parse_args(argv)
+    try:
+        dataset, folder = datasets.resolve(args.dataset, args.div2k_dir)
+        patterns = [s for item in args.images or [] for s in item.split(",") if s]
+        images = datasets.list_images(folder, patterns or None, args.limit)
+        if not images:
+            raise ValueError(f"no images matched in {folder}")
+        names = ["jpeg", "webp"] + [n for n in args.codecs.split(",") if n]
+        names += [f"gscodec-e{int(e)}" for e in (args.gscodec_effort or "").split(",") if e]
+        codecs = [make_codec(n, device=args.device) for n in dict.fromkeys(names)]
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    results: dict[str, Any] = {}
+    for codec in codecs:
+        reason = codec.unavailable()
+        if reason:
+            print(f"skipping {reason}", file=sys.stderr)
+            continue
+        (quality,) = parse_qualities(args.quality, codec.name, (codec.speed_quality,))[-1:]
+        try:
+            results[codec.name] = time_codec(codec, images, quality, args.repeats)
+        except TypeError as exc:
+            if "device" not in str(exc):
+                raise
+            print(f"skipping {codec.name}: {exc}", file=sys.stderr)
+    for r in results.values():
+        for ref in ("jpeg", "webp"):
+            if ref in results:
+                r[f"decode_vs_{ref}"] = r["decode_ms"] / results[ref]["decode_ms"]
+
+    report = {
+        "dataset": dataset,
+        "images": len(images),
+        "repeats": args.repeats,
+        "date": datetime.date.today().isoformat(),
+        "machine": {
+            "cpu": cpu_model(),
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "device": args.device or "cpu",
+        },
+        "codecs": results,
+    }
+    out = args.out or BENCH_DIR / "results" / dataset / "speed.json"
+    schema.write(out, report)
+    print(f"\n{dataset}, {len(images)} images, median of {args.repeats} repeats per image, mean over images")
+    print(f"{'codec':<14} {'quality':>7} {'bpp':>7} {'enc ms':>9} {'dec ms':>8} {'dec/JPEG':>9} {'dec/WebP':>9}")
+    for name, r in results.items():
+        print(
+            f"{name:<14} {r['quality']:>7} {r['bpp']:7.3f} {r['encode_ms']:9.1f} {r['decode_ms']:8.2f} "
+            f"{r.get('decode_vs_jpeg', float('nan')):9.2f} {r.get('decode_vs_webp', float('nan')):9.2f}"
+        )
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

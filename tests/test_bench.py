@@ -1,0 +1,151 @@
+"""Fast tests of the benchmark harness (bench/): BD-rate, result schema, cache."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# bench/ is a folder of scripts, not part of the installed package: make the
+# repository root importable also when pytest is run without `python -m`.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import bdrate, datasets, metrics, rd
+from bench.codecs import JpegCodec
+
+H, W = 168, 176  # smallest sizes above the 160 px that 5-scale MS-SSIM needs
+
+
+def _synthetic(seed: int) -> np.ndarray:
+    """A smooth colour image with some texture, [H, W, 3] uint8."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:H, 0:W].astype(np.float64)
+    chans = [
+        128 + 90 * np.sin(x / (7 + 3 * c + seed) + y / (11 + c)) + rng.normal(0, 6, (H, W))
+        for c in range(3)
+    ]
+    return np.clip(np.stack(chans, axis=-1), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture()
+def image_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(_synthetic(i)).save(folder / f"img{i}.png")
+    return folder
+
+
+def _run(image_dir: Path, tmp_path: Path, *extra: str) -> dict:
+    argv = [
+        "--dataset", str(image_dir), "--codecs", "jpeg", "--qualities", "20,60",
+        "--workers", "1", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), *extra,
+    ]
+    assert rd.main(argv) == 0
+    return json.loads((tmp_path / "out" / "jpeg.json").read_text())
+
+
+# --- BD-rate -------------------------------------------------------------------
+
+RATE = np.array([0.15, 0.3, 0.55, 0.9, 1.4])
+PSNR = np.array([25.0, 28.0, 30.5, 32.5, 34.8])
+
+
+@pytest.mark.parametrize("factor", [0.5, 0.8, 1.0, 1.25, 2.0])
+def test_bd_rate_of_constant_rate_factor_is_that_factor(factor: float) -> None:
+    assert bdrate.bd_rate(RATE, PSNR, factor * RATE, PSNR) == pytest.approx(100 * (factor - 1), abs=1e-9)
+
+
+@pytest.mark.parametrize("shift", [-1.0, 0.0, 0.5])
+def test_bd_psnr_of_constant_quality_shift_is_that_shift(shift: float) -> None:
+    assert bdrate.bd_quality(RATE, PSNR, RATE, PSNR + shift) == pytest.approx(shift, abs=1e-9)
+
+
+def test_bd_rate_is_antisymmetric_in_log_rate_and_ignores_point_order() -> None:
+    test_rate = RATE * np.array([0.7, 0.75, 0.8, 0.85, 0.9])
+    fwd = bdrate.bd_rate(RATE, PSNR, test_rate[::-1], PSNR[::-1])
+    back = bdrate.bd_rate(test_rate, PSNR, RATE, PSNR)
+    assert math.log1p(fwd / 100) == pytest.approx(-math.log1p(back / 100))
+    assert -30 < fwd < -10
+
+
+def test_bd_rate_without_overlap_is_an_error() -> None:
+    with pytest.raises(ValueError, match="overlap"):
+        bdrate.bd_rate(RATE, PSNR, RATE, PSNR + 20)
+
+
+# --- bench.rd ------------------------------------------------------------------
+
+
+def test_rd_writes_compressai_schema(image_dir: Path, tmp_path: Path) -> None:
+    data = _run(image_dir, tmp_path)
+    assert data["name"] == "jpeg" and isinstance(data["description"], str)
+    assert data["qualities"] == [20, 60] and data["images"] == 2
+    res = data["results"]
+    assert set(res) == {"bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"}
+    assert all(len(v) == 2 for v in res.values())
+    assert res["bpp"][0] < res["bpp"][1] and res["psnr-rgb"][0] < res["psnr-rgb"][1]
+    assert all(0 < v <= 1 for v in res["ms-ssim-rgb"])
+    assert set(data["per_image"]) == {"img0", "img1"}
+
+    # bpp from real bytes and PSNR on the 8-bit decode, recomputed independently
+    bpps, psnrs = [], []
+    for i in range(2):
+        img = _synthetic(i)
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=60)
+        dec = np.asarray(Image.open(buf).convert("RGB"))
+        bpps.append(8 * buf.tell() / (H * W))
+        psnrs.append(10 * math.log10(255**2 / np.mean((img.astype(float) - dec) ** 2)))
+        assert data["per_image"][f"img{i}"]["bpp"][1] == pytest.approx(bpps[-1])
+    assert res["bpp"][1] == pytest.approx(np.mean(bpps))
+    assert res["psnr-rgb"][1] == pytest.approx(np.mean(psnrs))
+
+
+def test_rd_resumes_from_cache_without_encoding_again(
+    image_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _run(image_dir, tmp_path)
+    calls: list[int] = []
+    original = JpegCodec.encode
+
+    def counting_encode(self: JpegCodec, img: np.ndarray, quality: int) -> bytes:
+        calls.append(quality)
+        return original(self, img, quality)
+
+    monkeypatch.setattr(JpegCodec, "encode", counting_encode)
+    again = _run(image_dir, tmp_path)
+    assert calls == []
+    assert again["results"] == first["results"]
+
+    # an interrupted run: one result missing from the cache is the only one recomputed
+    (tmp_path / "cache" / "imgs" / "jpeg" / "q60" / "img1.json").unlink()
+    resumed = _run(image_dir, tmp_path)
+    assert calls == [60]
+    assert resumed["results"]["bpp"] == first["results"]["bpp"]
+
+
+def test_parse_qualities_global_and_per_codec() -> None:
+    assert rd.parse_qualities(None, "jpeg", (1, 2)) == [1, 2]
+    assert rd.parse_qualities(["10,20"], "jpeg", (1,)) == [10, 20]
+    assert rd.parse_qualities(["webp=5", "jpeg=30,40"], "jpeg", (1,)) == [30, 40]
+    assert rd.parse_qualities(["webp=5"], "jpeg", (1,)) == [1]
+
+
+def test_small_div2k_folder_is_not_named_div2k(image_dir: Path) -> None:
+    name, _ = datasets.resolve("div2k", str(image_dir))
+    assert name == "div2k-partial"
+
+
+def test_metrics_on_identical_and_tiny_images() -> None:
+    img = _synthetic(3)
+    assert metrics.psnr_rgb(img, img) == math.inf
+    assert metrics.ms_ssim_rgb(img, img) == pytest.approx(1.0, abs=1e-6)
+    assert metrics.ms_ssim_rgb(img[:64, :64], img[:64, :64]) is None
+    assert metrics.bpp(96, 16, 48) == 1.0
