@@ -86,12 +86,14 @@ def quality_points(data: dict, metric: str) -> tuple[list[float], list[float]]:
 
 
 def table(reference: dict, others: list[dict], metric: str) -> list[dict]:
-    """One row per curve: name, BD-rate %, BD-quality dB (``None`` when undefined)."""
+    """One row per curve: name, BD-rate %, BD-quality dB (``None`` when undefined)
+    and the common quality range (dB) over which BD-rate averages."""
     ref = quality_points(reference, metric)
     rows = []
     for data in others:
         test = quality_points(data, metric)
-        row = {"name": data["name"], "bd-rate": None, "bd-quality": None, "note": ""}
+        row = {"name": data["name"], "bd-rate": None, "bd-quality": None, "note": "",
+               "range": (max(min(ref[1]), min(test[1])), min(max(ref[1]), max(test[1])))}
         try:
             row["bd-rate"] = bd_rate(*ref, *test)
             row["bd-quality"] = bd_quality(*ref, *test)
@@ -109,15 +111,21 @@ def format_table(reference: dict, rows: list[dict], metric: str, markdown: bool 
         return "n/a" if v is None else format(v, fmt)
 
     if markdown:
-        lines = [head, "", f"| codec | BD-rate (%) | {unit} | note |", "| --- | ---: | ---: | --- |"]
+        lines = [
+            head, "",
+            f"| codec | BD-rate (%) | {unit} | common range (dB) | note |",
+            "| --- | ---: | ---: | --- | --- |",
+        ]
         lines += [
-            f"| {r['name']} | {num(r['bd-rate'], '+.1f')} | {num(r['bd-quality'], '+.2f')} | {r['note']} |"
+            f"| {r['name']} | {num(r['bd-rate'], '+.1f')} | {num(r['bd-quality'], '+.2f')} "
+            f"| {r['range'][0]:.2f}–{r['range'][1]:.2f} | {r['note']} |"
             for r in rows
         ]
     else:
-        lines = [head, f"{'codec':<40} {'BD-rate %':>10} {unit:>16}"]
+        lines = [head, f"{'codec':<32} {'BD-rate %':>10} {unit:>16} {'common range (dB)':>18}"]
         lines += [
-            f"{r['name']:<40} {num(r['bd-rate'], '+.1f'):>10} {num(r['bd-quality'], '+.3f'):>16} {r['note']}"
+            f"{r['name']:<32} {num(r['bd-rate'], '+.1f'):>10} {num(r['bd-quality'], '+.3f'):>16} "
+            f"{r['range'][0]:>8.2f}..{r['range'][1]:<8.2f} {r['note']}"
             for r in rows
         ]
     return "\n".join(lines)

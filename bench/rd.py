@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         patterns = [s for item in args.images or [] for s in item.split(",") if s]
         images = datasets.list_images(folder, patterns or None, args.limit)
         if not images:
-            raise ValueError(f"no images matched in {folder}")
+            raise ValueError(f"no images matched directly in {folder} (sub-folders are not searched)")
         names = [n for n in args.codecs.split(",") if n]
         names += [f"gscodec-e{int(e)}" for e in (args.gscodec_effort or "").split(",") if e]
         codecs = [make_codec(n) for n in dict.fromkeys(names)]
@@ -216,7 +216,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipping {reason}", file=sys.stderr)
             continue
         qualities = parse_qualities(args.qualities, codec.name, codec.qualities)
-        result = run_codec(codec, images, qualities, cache, dataset, args.workers, args.recompute)
+        try:
+            result = run_codec(codec, images, qualities, cache, dataset, args.workers, args.recompute)
+        except KeyboardInterrupt:
+            print(
+                f"\ninterrupted: finished results are cached under {cache.root}; "
+                "run the same command again to resume",
+                file=sys.stderr,
+            )
+            return 130
         schema.write(out / f"{codec.name}.json", result)
         print_table(result)
         print(f"wrote {out / (codec.name + '.json')}", file=sys.stderr)

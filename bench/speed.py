@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         patterns = [s for item in args.images or [] for s in item.split(",") if s]
         images = datasets.list_images(folder, patterns or None, args.limit)
         if not images:
-            raise ValueError(f"no images matched in {folder}")
+            raise ValueError(f"no images matched directly in {folder} (sub-folders are not searched)")
         names = ["jpeg", "webp"] + [n for n in args.codecs.split(",") if n]
         names += [f"gscodec-e{int(e)}" for e in (args.gscodec_effort or "").split(",") if e]
         codecs = [make_codec(n, device=args.device) for n in dict.fromkeys(names)]
