@@ -55,25 +55,33 @@ def _mean_difference(xr: np.ndarray, yr: np.ndarray, xt: np.ndarray, yt: np.ndar
 
 
 def bd_rate(
-    ref_rate: Sequence[float], ref_quality: Sequence[float],
-    test_rate: Sequence[float], test_quality: Sequence[float],
+    ref_rate: Sequence[float],
+    ref_quality: Sequence[float],
+    test_rate: Sequence[float],
+    test_quality: Sequence[float],
 ) -> float:
     """BD-rate of test against reference, in percent (negative: test saves bits)."""
     d = _mean_difference(
-        np.asarray(ref_quality, float), np.log(np.asarray(ref_rate, float)),
-        np.asarray(test_quality, float), np.log(np.asarray(test_rate, float)),
+        np.asarray(ref_quality, float),
+        np.log(np.asarray(ref_rate, float)),
+        np.asarray(test_quality, float),
+        np.log(np.asarray(test_rate, float)),
     )
     return 100.0 * math.expm1(d)
 
 
 def bd_quality(
-    ref_rate: Sequence[float], ref_quality: Sequence[float],
-    test_rate: Sequence[float], test_quality: Sequence[float],
+    ref_rate: Sequence[float],
+    ref_quality: Sequence[float],
+    test_rate: Sequence[float],
+    test_quality: Sequence[float],
 ) -> float:
     """BD-PSNR (or BD-quality in the given unit) of test against reference."""
     return _mean_difference(
-        np.log(np.asarray(ref_rate, float)), np.asarray(ref_quality, float),
-        np.log(np.asarray(test_rate, float)), np.asarray(test_quality, float),
+        np.log(np.asarray(ref_rate, float)),
+        np.asarray(ref_quality, float),
+        np.log(np.asarray(test_rate, float)),
+        np.asarray(test_quality, float),
     )
 
 
@@ -92,8 +100,13 @@ def table(reference: dict, others: list[dict], metric: str) -> list[dict]:
     rows = []
     for data in others:
         test = quality_points(data, metric)
-        row = {"name": data["name"], "bd-rate": None, "bd-quality": None, "note": "",
-               "range": (max(min(ref[1]), min(test[1])), min(max(ref[1]), max(test[1])))}
+        row = {
+            "name": data["name"],
+            "bd-rate": None,
+            "bd-quality": None,
+            "note": "",
+            "range": (max(min(ref[1]), min(test[1])), min(max(ref[1]), max(test[1]))),
+        }
         try:
             row["bd-rate"] = bd_rate(*ref, *test)
             row["bd-quality"] = bd_quality(*ref, *test)
@@ -112,7 +125,8 @@ def format_table(reference: dict, rows: list[dict], metric: str, markdown: bool 
 
     if markdown:
         lines = [
-            head, "",
+            head,
+            "",
             f"| codec | BD-rate (%) | {unit} | common range (dB) | note |",
             "| --- | ---: | ---: | --- | --- |",
         ]

@@ -68,8 +68,7 @@ class PillowCodec(Codec):
     def unavailable(self) -> str | None:
         if self.feature and not features.check(self.feature):
             return (
-                f"{self.name}: this Pillow build has no {self.feature!r} support; "
-                f"install a Pillow wheel built with it"
+                f"{self.name}: this Pillow build has no {self.feature!r} support; install a Pillow wheel built with it"
             )
         return None
 
@@ -81,9 +80,7 @@ class PillowCodec(Codec):
 
     def encode(self, img: np.ndarray, quality: int) -> bytes:
         buf = io.BytesIO()
-        Image.fromarray(img, "RGB").save(
-            buf, format=self.format, quality=int(quality), **self.save_options
-        )
+        Image.fromarray(img, "RGB").save(buf, format=self.format, quality=int(quality), **self.save_options)
         return buf.getvalue()
 
     def decode(self, data: bytes) -> np.ndarray:
@@ -97,6 +94,11 @@ class JpegCodec(PillowCodec):
     format = "JPEG"
     feature = "jpg"
     qualities = (5, 10, 20, 30, 40, 50, 60, 70, 80)
+
+    def version(self) -> str:
+        import PIL
+
+        return f"Pillow {PIL.__version__}, libjpeg-turbo {features.version('libjpeg_turbo')}"
 
 
 class WebpCodec(PillowCodec):
@@ -242,8 +244,7 @@ class GsCodec(Codec):
             if "device" not in str(exc):
                 raise
             raise TypeError(
-                f"gscodec.decode does not accept device={self.device!r} yet ({exc}); "
-                "run without --device"
+                f"gscodec.decode does not accept device={self.device!r} yet ({exc}); run without --device"
             ) from exc
         return np.asarray(out, dtype=np.uint8)
 
@@ -264,6 +265,6 @@ def make_codec(name: str, device: str | None = None) -> Codec:
             return cls()
     if name == "gscodec":
         return GsCodec(device=device)
-    if name.startswith("gscodec-e") and name[len("gscodec-e"):].isdigit():
-        return GsCodec(effort=int(name[len("gscodec-e"):]), device=device)
+    if name.startswith("gscodec-e") and name[len("gscodec-e") :].isdigit():
+        return GsCodec(effort=int(name[len("gscodec-e") :]), device=device)
     raise ValueError(f"unknown codec {name!r}; choose from {', '.join(codec_names())}")

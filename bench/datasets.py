@@ -62,8 +62,7 @@ def list_images(folder: Path, patterns: list[str] | None = None, limit: int | No
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if patterns:
         files = [
-            p for p in files
-            if any(fnmatch.fnmatch(p.name, pat) or fnmatch.fnmatch(p.stem, pat) for pat in patterns)
+            p for p in files if any(fnmatch.fnmatch(p.name, pat) or fnmatch.fnmatch(p.stem, pat) for pat in patterns)
         ]
     if limit is not None:
         files = files[:limit]

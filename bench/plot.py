@@ -25,13 +25,13 @@ def plot(files: list[Path], out: Path, title: str = "", max_bpp: float | None = 
     for path in files:
         data = schema.load(path)
         style = "--" if "per_image" not in data else "-"  # anchors dashed
-        for ax, metric in zip(axes, ("psnr-rgb", "ms-ssim-rgb")):
+        for ax, metric in zip(axes, ("psnr-rgb", "ms-ssim-rgb"), strict=True):
             x, y = schema.curve(data, metric)
             if max_bpp is not None:
-                x, y = [a for a in x if a <= max_bpp], [b for a, b in zip(x, y) if a <= max_bpp]
+                x, y = [a for a in x if a <= max_bpp], [b for a, b in zip(x, y, strict=True) if a <= max_bpp]
             if x:
                 ax.plot(x, y, style, marker="o", markersize=3, label=data["name"])
-    for ax, label in zip(axes, ("PSNR-RGB (dB)", "MS-SSIM-RGB")):
+    for ax, label in zip(axes, ("PSNR-RGB (dB)", "MS-SSIM-RGB"), strict=True):
         ax.set_xlabel("bits per pixel")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)

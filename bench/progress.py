@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Self, TextIO
+from typing import TextIO
 
 
 class Progress:
@@ -21,7 +21,7 @@ class Progress:
         self.tty = self.stream.isatty()
         self._last_decile = -1
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> Progress:
         self._draw()
         return self
 

@@ -48,7 +48,9 @@ def evaluate(codec: Codec, image: Path, quality: int, version: str) -> dict[str,
     t2 = time.perf_counter()
     psnr = metrics.psnr_rgb(img, out) if out.shape == img.shape else math.nan
     if out.shape != img.shape or out.dtype != img.dtype:
-        raise ValueError(f"{codec.name} q{quality} {image.name}: decoded {out.shape} {out.dtype}, expected {img.shape} uint8")
+        raise ValueError(
+            f"{codec.name} q{quality} {image.name}: decoded {out.shape} {out.dtype}, expected {img.shape} uint8"
+        )
     return {
         "codec": codec.name,
         "quality": quality,
@@ -110,9 +112,7 @@ def run_codec(
         elif todo:
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
-                pending: set[Future[dict[str, Any]]] = {
-                    pool.submit(evaluate, codec, p, q, version) for q, p in todo
-                }
+                pending: set[Future[dict[str, Any]]] = {pool.submit(evaluate, codec, p, q, version) for q, p in todo}
                 try:
                     while pending:
                         finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -133,13 +133,8 @@ def summarize(
 ) -> dict[str, Any]:
     """Means over images per setting, plus per-image lists, in CompressAI's schema."""
     names = [p.stem for p in images]
-    per_image = {
-        n: {m: [records[(q, n)][m] for q in qualities] for m in schema.METRICS} for n in names
-    }
-    results = {
-        m: [schema.mean([records[(q, n)][m] for n in names]) for q in qualities]
-        for m in schema.METRICS
-    }
+    per_image = {n: {m: [records[(q, n)][m] for q in qualities] for m in schema.METRICS} for n in names}
+    results = {m: [schema.mean([records[(q, n)][m] for n in names]) for q in qualities] for m in schema.METRICS}
     return {
         "name": codec.name,
         "description": f"{codec.description}. {codec.version()}",
@@ -220,8 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run_codec(codec, images, qualities, cache, dataset, args.workers, args.recompute)
         except KeyboardInterrupt:
             print(
-                f"\ninterrupted: finished results are cached under {cache.root}; "
-                "run the same command again to resume",
+                f"\ninterrupted: finished results are cached under {cache.root}; run the same command again to resume",
                 file=sys.stderr,
             )
             return 130

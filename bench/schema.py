@@ -45,10 +45,10 @@ def write(path: str | Path, data: dict[str, Any]) -> None:
 
 
 def curve(data: dict[str, Any], metric: str) -> tuple[list[float], list[float]]:
-    """``(bpp, metric)`` points with both values present, sorted by bpp."""
+    """``(bpp, metric)`` points with both values present, sorted by bpp (none if the
+    file lacks ``metric``)."""
     res = data["results"]
-    pts = sorted(
-        (b, m) for b, m in zip(res["bpp"], res.get(metric, []))
-        if b is not None and m is not None
-    )
+    if metric not in res:
+        return [], []
+    pts = sorted((b, m) for b, m in zip(res["bpp"], res[metric], strict=True) if b is not None and m is not None)
     return [p[0] for p in pts], [p[1] for p in pts]

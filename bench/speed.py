@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    load_before = os.getloadavg()
     results: dict[str, Any] = {}
     for codec in codecs:
         reason = codec.unavailable()
@@ -128,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
             "python": platform.python_version(),
             "device": args.device or "cpu",
+            # 1-minute load average before and after: other jobs inflate timings
+            "loadavg_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         },
         "codecs": results,
     }
@@ -140,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<14} {r['quality']:>7} {r['bpp']:7.3f} {r['encode_ms']:9.1f} {r['decode_ms']:8.2f} "
             f"{r.get('decode_vs_jpeg', float('nan')):9.2f} {r.get('decode_vs_webp', float('nan')):9.2f}"
         )
+    print(f"load average (1 min) before/after: {report['machine']['loadavg_1min']}")
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

@@ -26,10 +26,7 @@ def _synthetic(seed: int) -> np.ndarray:
     """A smooth colour image with some texture, [H, W, 3] uint8."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:H, 0:W].astype(np.float64)
-    chans = [
-        128 + 90 * np.sin(x / (7 + 3 * c + seed) + y / (11 + c)) + rng.normal(0, 6, (H, W))
-        for c in range(3)
-    ]
+    chans = [128 + 90 * np.sin(x / (7 + 3 * c + seed) + y / (11 + c)) + rng.normal(0, 6, (H, W)) for c in range(3)]
     return np.clip(np.stack(chans, axis=-1), 0, 255).astype(np.uint8)
 
 
@@ -44,8 +41,19 @@ def image_dir(tmp_path: Path) -> Path:
 
 def _run(image_dir: Path, tmp_path: Path, *extra: str) -> dict:
     argv = [
-        "--dataset", str(image_dir), "--codecs", "jpeg", "--qualities", "20,60",
-        "--workers", "1", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), *extra,
+        "--dataset",
+        str(image_dir),
+        "--codecs",
+        "jpeg",
+        "--qualities",
+        "20,60",
+        "--workers",
+        "1",
+        "--out",
+        str(tmp_path / "out"),
+        "--cache",
+        str(tmp_path / "cache"),
+        *extra,
     ]
     assert rd.main(argv) == 0
     return json.loads((tmp_path / "out" / "jpeg.json").read_text())
@@ -149,3 +157,35 @@ def test_metrics_on_identical_and_tiny_images() -> None:
     assert metrics.ms_ssim_rgb(img, img) == pytest.approx(1.0, abs=1e-6)
     assert metrics.ms_ssim_rgb(img[:64, :64], img[:64, :64]) is None
     assert metrics.bpp(96, 16, 48) == 1.0
+
+
+def test_gscodec_wrapper_passes_effort_and_explains_missing_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    from bench.codecs import make_codec
+
+    seen: dict = {}
+
+    def encode(img: np.ndarray, /, *, quality: int, effort: int = 0) -> bytes:
+        seen.update(quality=quality, effort=effort)
+        return img.tobytes()
+
+    def decode(data: bytes, /) -> np.ndarray:
+        return np.frombuffer(data, np.uint8).reshape(H, W, 3)
+
+    (tmp_path / "gscodec").mkdir()
+    (tmp_path / "gscodec" / "__init__.py").write_text("")
+    fake = types.ModuleType("gscodec")
+    fake.__file__ = str(tmp_path / "gscodec" / "__init__.py")
+    fake.encode, fake.decode = encode, decode
+    monkeypatch.setitem(sys.modules, "gscodec", fake)
+
+    codec = make_codec("gscodec-e2")
+    assert codec.name == "gscodec-e2" and codec.unavailable() is None
+    img = _synthetic(0)
+    assert np.array_equal(codec.decode(codec.encode(img, 40)), img)
+    assert seen == {"quality": 40, "effort": 2}
+    with pytest.raises(TypeError, match="does not accept device='cuda'"):
+        make_codec("gscodec", device="cuda").decode(img.tobytes())
