@@ -1,0 +1,175 @@
+"""The public functions: encode / decode like an image format (after imagecodecs)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .codec import decode_splats, encode_splats, quantize_background
+from .color import rgb_to_ycbcr
+from .container import BACKGROUND_UNIT, check_size, parse_header
+from .encoder import DEFAULT_EFFORT, EFFORT_ITERATIONS, Encoder, plan_for
+from .errors import GscError
+from .image import to_rgb_float
+from .quantize import dequantize_layer, fit_params, quantize_layer, steps_for_quality
+from .render import render_splats, to_uint8_rgb
+from .splats import Splats, SplatTensors
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUALITY = 50
+MAX_EFFORT = len(EFFORT_ITERATIONS) - 1
+
+
+def encode(
+    image: object,
+    /,
+    *,
+    quality: float = DEFAULT_QUALITY,
+    effort: int = DEFAULT_EFFORT,
+    target_bpp: float | None = None,
+    drop_alpha: bool = False,
+    progress: Callable[[float], None] | None = None,
+    seed: int = 0,
+) -> bytes:
+    """Compress an image to .gsc bytes.
+
+    image: numpy array, PIL image or torch tensor (see `gscodec.image.to_rgb_float`).
+    quality: 0-100, higher is larger and better. effort: 0-9, more refinement steps
+    (encode time grows about linearly). target_bpp: search quality for this rate
+    instead (bits per pixel, from the file size). progress: called with 0..1.
+    """
+    rgb = to_rgb_float(image, drop_alpha=drop_alpha)
+    _check_options(quality, effort)
+    check_size(rgb.shape[1], rgb.shape[0])
+    if target_bpp is not None:
+        return _encode_to_rate(rgb, float(target_bpp), effort, progress, seed)
+    splats = _fit(rgb, quality, effort, progress, seed)
+    return encode_splats(splats, quality=quality)
+
+
+def _check_options(quality: object, effort: object) -> None:
+    if not isinstance(quality, (int, float)) or not 0 <= quality <= 100:
+        raise GscError(f"quality must be a number in 0..100, got {quality!r}")
+    if not isinstance(effort, (int, np.integer)) or not 0 <= effort <= MAX_EFFORT:
+        raise GscError(f"effort must be an integer in 0..{MAX_EFFORT}, got {effort!r}")
+
+
+def _fit(rgb: np.ndarray, quality: float, effort: int, progress, seed: int) -> Splats:
+    """Optimise splats for the image, then quantize their geometry and re-solve colours."""
+    h, w = rgb.shape[:2]
+    ycc = rgb_to_ycbcr(torch.from_numpy(rgb))
+    background = np.asarray(quantize_background(ycc.reshape(-1, 3).mean(0).numpy()), np.float32)
+    background /= BACKGROUND_UNIT
+    plan = plan_for(quality, effort, h, w)
+    enc = Encoder(ycc - torch.from_numpy(background), seed=seed)
+    report = progress or (lambda _: None)
+    weight = plan.iterations + 10  # the initial placement and final solve count as 10 steps
+    s = enc.initial(plan.n_splats)
+    report(5 / weight)
+    s = enc.refine(s, plan.iterations, lambda f: report((5 + f * plan.iterations) / weight))
+    # quantization-aware finish: colours solved for the quantized geometry
+    steps = steps_for_quality(quality)
+    floating = Splats.from_tensors(s, width=w, height=h, background=background, patch_sizes=(plan.patch_size,))
+    params = fit_params(floating, plan.patch_size, steps)
+    symbols, order = quantize_layer(floating, params)
+    means, scales, angles, _ = dequantize_layer(params, symbols, w, h)
+    geometry = SplatTensors(*(torch.from_numpy(a) for a in (means, scales, angles)), s.colors[order])
+    colors = enc.solve_colors(geometry, 30, geometry.colors).numpy()
+    report(1.0)
+    return Splats(w, h, means, scales, angles, colors, background, patch_sizes=(plan.patch_size,))
+
+
+def _encode_to_rate(rgb: np.ndarray, target_bpp: float, effort: int, progress, seed: int) -> bytes:
+    """Bisect quality with quick encodes, then encode once at the requested effort."""
+    if not target_bpp > 0:
+        raise GscError(f"target_bpp must be positive, got {target_bpp}")
+    h, w = rgb.shape[:2]
+    lo, hi = 0.0, 100.0
+    for _ in range(6):
+        mid = (lo + hi) / 2
+        bpp = 8 * len(encode_splats(_fit(rgb, mid, 0, None, seed), quality=mid)) / (h * w)
+        lo, hi = (mid, hi) if bpp < target_bpp else (lo, mid)
+    return encode(rgb, quality=lo, effort=effort, progress=progress, seed=seed)
+
+
+def decode(
+    data: bytes, /, *, scale: float = 1.0, layers: int | None = None, device: str = "cpu"
+) -> np.ndarray:
+    """Decode .gsc bytes to an [H, W, 3] uint8 RGB array.
+
+    scale: output size factor (thumbnails below 1, upscaling above; the output is
+    round(H * scale) x round(W * scale)). layers: decode only the first layers
+    (progressive decoding). device: "cpu" for now.
+    """
+    return render(decode_splats(data, layers=layers), scale=scale, device=device)
+
+
+def render(splats: Splats, /, *, scale: float = 1.0, device: str = "cpu") -> np.ndarray:
+    """Render splats to an [H, W, 3] uint8 RGB array at ``scale``."""
+    if not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise GscError(f"scale must be a positive number, got {scale!r}")
+    if device != "cpu":
+        raise GscError(f"device {device!r} is not available (this build renders on the CPU)")
+    h, w = max(1, round(splats.height * scale)), max(1, round(splats.width * scale))
+    check_size(w, h)
+    t = splats.tensors()
+    with torch.no_grad():
+        ycc = render_splats(
+            t.means, t.scales, t.angles, t.colors, h, w, scale=scale,
+            background=torch.from_numpy(splats.background),
+        )
+    return to_uint8_rgb(ycc).numpy()
+
+
+def check(data: bytes, /) -> bool:
+    """Whether ``data`` starts with a valid .gsc header (does not decode the rest)."""
+    try:
+        parse_header(bytes(data[:64]))
+    except (GscError, TypeError):
+        return False
+    return True
+
+
+def read(path: str | os.PathLike, /, **kwargs: object) -> np.ndarray:
+    """Decode the .gsc file at ``path`` (keyword arguments as for `decode`)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise GscError(f"cannot read {path}: {exc.strerror}") from None
+    return decode(data, **kwargs)  # type: ignore[arg-type]
+
+
+def write(path: str | os.PathLike, image: object, /, **kwargs: object) -> int:
+    """Encode ``image`` to ``path`` atomically (keyword arguments as for `encode`).
+
+    Returns the number of bytes written. The file appears whole or not at all.
+    """
+    data = encode(image, **kwargs)  # type: ignore[arg-type]
+    write_atomic(path, data)
+    return len(data)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write bytes to a temporary file beside ``path`` and rename it into place."""
+    target = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    except OSError as exc:
+        raise GscError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

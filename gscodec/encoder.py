@@ -1,0 +1,215 @@
+"""The optimisation encoder: image -> splats, without a trained network.
+
+1. Place splats where the detail is (sampled from a gradient-magnitude map), each
+   sized to the local splat density; solve the colours exactly (rendering is linear
+   in the colours: a sparse least-squares problem, solved by conjugate gradients).
+2. Refine every parameter with Adam through the renderer (``effort`` sets the number
+   of steps); at intervals, move the weakest splats to where the error is largest
+   and re-solve the colours.
+3. Quantization-aware finish: quantize the geometry, solve the colours for the
+   quantized geometry, then quantize the colours.
+
+A trained predictor (later) replaces step 1; steps 2-3 stay.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .color import YCBCR_TO_RGB
+from .render import color_operator, render_splats
+from .splats import SplatTensors
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float], None]  # receives the fraction done, 0..1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to encode one image: the splat budget, layer layout and refinement steps."""
+
+    n_splats: int
+    patch_size: int
+    iterations: int
+
+
+EFFORT_ITERATIONS = (0, 25, 50, 100, 150, 200, 300, 450, 700, 1000)
+DEFAULT_EFFORT = 4
+
+
+def plan_for(quality: float, effort: int, height: int, width: int) -> Plan:
+    """The splat budget grows geometrically with quality (0.35 % to 8 % of the pixels)."""
+    t = min(max(quality, 0.0), 100.0) / 100.0
+    density = math.exp(math.log(0.0035) + t * (math.log(0.08) - math.log(0.0035)))
+    pixels = height * width
+    n = max(1, round(pixels * density))
+    # patches of about one splat each: the count map then costs about a bit per splat
+    side = math.sqrt(pixels / n)
+    patch = int(np.clip(2 ** round(math.log2(max(side, 1.0))), 2, 64))
+    return Plan(n, patch, EFFORT_ITERATIONS[int(np.clip(effort, 0, len(EFFORT_ITERATIONS) - 1))])
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of an [H, W] map (reflect-free: zero padding, renormalised)."""
+    r = max(1, int(3 * sigma))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype) / sigma) ** 2)
+    k = (k / k.sum()).view(1, 1, -1)
+    ones = torch.ones_like(x)[None, None]
+    def conv(t):
+        t = F.conv2d(t, k.view(1, 1, 1, -1), padding=(0, r))
+        return F.conv2d(t, k.view(1, 1, -1, 1), padding=(r, 0))
+    return (conv(x[None, None]) / conv(ones))[0, 0]
+
+
+def _sample_positions(weight: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    """n points [n, 2] (x, y) sampled without replacement from pixels, jittered inside them."""
+    h, w = weight.shape
+    flat = weight.flatten().clamp(min=0) + 1e-12
+    n = min(n, flat.numel())
+    pick = torch.multinomial(flat, n, replacement=False, generator=gen)
+    jitter = torch.rand(n, 2, generator=gen)
+    return torch.stack([pick % w, pick // w], 1).to(torch.float32) + jitter
+
+
+def _importance(target: torch.Tensor) -> torch.Tensor:
+    """Where splats are needed: local gradient energy of the image, [H, W]."""
+    y = target @ YCBCR_TO_RGB.to(target).T  # gradients in RGB, the metric we are judged in
+    gx = torch.zeros(y.shape[:2])
+    gy = torch.zeros(y.shape[:2])
+    gx[:, 1:] = (y[:, 1:] - y[:, :-1]).abs().sum(-1)
+    gy[1:] = (y[1:] - y[:-1]).abs().sum(-1)
+    return _blur(gx + gy, 1.5)
+
+
+class Encoder:
+    """Fits splats to one image (YCbCr float tensor [H, W, 3], background removed)."""
+
+    def __init__(self, target: torch.Tensor, seed: int = 0) -> None:
+        self.target = target
+        self.h, self.w = target.shape[:2]
+        self.gen = torch.Generator().manual_seed(seed)
+        self.rgb = YCBCR_TO_RGB.to(target).T
+
+    # ---- placement ----------------------------------------------------------------
+    def place(self, weight: torch.Tensor, n: int, total: int) -> SplatTensors:
+        """n new splats sampled from ``weight``, sized for ``total`` splats in the image."""
+        # half the splats follow the weight, half are spread evenly: no region is left bare
+        weight = 0.5 * weight / weight.sum() + 0.5 / weight.numel()
+        means = _sample_positions(weight, n, self.gen)
+        cx = means[:, 0].long().clamp(0, self.w - 1)
+        cy = means[:, 1].long().clamp(0, self.h - 1)
+        density = total * weight[cy, cx]  # expected splats per pixel around each point
+        sigma = (0.75 / torch.sqrt(density.clamp(min=1e-9))).clamp(0.5, 0.25 * max(self.h, self.w))
+        return SplatTensors(
+            means, torch.stack([sigma, sigma], 1), torch.zeros(len(means)), torch.zeros(len(means), 3)
+        )
+
+    def initial(self, n: int) -> SplatTensors:
+        """n splats placed by image detail, colours solved exactly."""
+        s = self.place(_importance(self.target), n, n)
+        return SplatTensors(s.means, s.scales, s.angles, self.solve_colors(s, 40))
+
+    # ---- exact colours ----------------------------------------------------------------
+    def solve_colors(self, s: SplatTensors, iterations: int = 40, init: torch.Tensor | None = None) -> torch.Tensor:
+        """Least-squares colours for fixed geometry: conjugate gradients on W^T W c = W^T t."""
+        apply, adjoint = color_operator(s.means, s.scales, s.angles, self.h, self.w)
+        n = len(s.means)
+
+        def normal(c: torch.Tensor) -> torch.Tensor:
+            return adjoint(apply(c)) + 1e-6 * c
+
+        b = adjoint(self.target.reshape(-1, 3))
+        # Jacobi preconditioner: the diagonal of W^T W, sum of squared weights
+        diag = self._squared_weight_sums(s)[:, None] + 1e-6
+        x = torch.zeros(n, 3) if init is None else init.detach().clone()
+        r = b - normal(x)
+        z = r / diag
+        p = z.clone()
+        rz = (r * z).sum(0)
+        for _ in range(iterations):
+            ap = normal(p)
+            alpha = rz / (p * ap).sum(0).clamp(min=1e-30)
+            x += alpha * p
+            r -= alpha * ap
+            z = r / diag
+            rz_new = (r * z).sum(0)
+            p = z + (rz_new / rz.clamp(min=1e-30)) * p
+            rz = rz_new
+        return x
+
+    def _squared_weight_sums(self, s: SplatTensors) -> torch.Tensor:
+        """Per splat, the sum over pixels of its squared weight (a Gaussian with half the
+        covariance has the squared weights; its colour operator's adjoint of ones sums them)."""
+        _, adjoint = color_operator(s.means, s.scales / math.sqrt(2.0), s.angles, self.h, self.w)
+        return adjoint(torch.ones(self.h * self.w, 1))[:, 0]
+
+    # ---- refinement ------------------------------------------------------------------
+    def loss(self, s: SplatTensors) -> torch.Tensor:
+        img = render_splats(s.means, s.scales, s.angles, s.colors, self.h, self.w)
+        return ((img - self.target) @ self.rgb).square().mean()
+
+    def error_map(self, s: SplatTensors) -> torch.Tensor:
+        with torch.no_grad():
+            img = render_splats(s.means, s.scales, s.angles, s.colors, self.h, self.w)
+            return _blur(((img - self.target) @ self.rgb).square().sum(-1), 1.0)
+
+    def refine(self, s: SplatTensors, steps: int, progress: Progress | None = None) -> SplatTensors:
+        """Adam on all parameters, with periodic relocation of weak splats and colour solves."""
+        if steps <= 0:
+            return s
+        n = len(s.means)
+        relocate_every = max(10, steps // 6)
+        params = [s.means.clone(), torch.log(s.scales), s.angles.clone(), s.colors.clone()]
+        lrs = [0.2, 0.02, 0.03, 0.002]
+        opt = self._adam(params, lrs)
+        for step in range(steps):
+            frac = step / steps
+            means, log_scales, angles, colors = params
+            cur = SplatTensors(means, log_scales.exp(), angles, colors)
+            loss = self.loss(cur)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            decay = 0.1 ** frac  # learning rates fall tenfold over the run
+            for group, lr in zip(opt.param_groups, lrs):
+                group["lr"] = lr * decay
+            opt.step()
+            with torch.no_grad():
+                params[1].clamp_(math.log(0.3), math.log(0.5 * max(self.h, self.w)))
+                params[0][:, 0].clamp_(0, self.w - 1e-3)
+                params[0][:, 1].clamp_(0, self.h - 1e-3)
+            if (step + 1) % relocate_every == 0 and frac < 0.75:
+                cur = SplatTensors(*(p.detach() for p in (params[0], params[1].exp(), params[2], params[3])))
+                cur = self.relocate(cur, max(1, n // 20))
+                cur = SplatTensors(cur.means, cur.scales, cur.angles, self.solve_colors(cur, 15, cur.colors))
+                params = [cur.means.clone(), torch.log(cur.scales), cur.angles.clone(), cur.colors.clone()]
+                opt = self._adam(params, lrs)
+            if progress:
+                progress((step + 1) / steps)
+            if step % 50 == 0:
+                log.debug("step %d loss %.6f", step, loss.item())
+        return SplatTensors(*(p.detach() for p in (params[0], params[1].exp(), params[2], params[3])))
+
+    @staticmethod
+    def _adam(params: list[torch.Tensor], lrs: list[float]) -> torch.optim.Adam:
+        for p in params:
+            p.requires_grad_(True)
+        return torch.optim.Adam([{"params": [p], "lr": lr} for p, lr in zip(params, lrs)])
+
+    def relocate(self, s: SplatTensors, k: int) -> SplatTensors:
+        """Move the k splats of least energy to where the error is largest."""
+        energy = s.colors.square().sum(1) * s.scales.prod(1)
+        weakest = torch.topk(energy, k, largest=False).indices
+        keep = torch.ones(len(s.means), dtype=torch.bool)
+        keep[weakest] = False
+        new = self.place(self.error_map(s), k, len(s.means) * 2)
+        cat = lambda a, b: torch.cat([a[keep], b])  # noqa: E731
+        return SplatTensors(cat(s.means, new.means), cat(s.scales, new.scales),
+                            cat(s.angles, new.angles), cat(s.colors, new.colors))
