@@ -43,7 +43,8 @@ def decode_symbols(params: LayerParams, count: int, words: np.ndarray, width: in
     """One layer's symbols; raises GscError when they contradict the declared counts."""
     dec = StreamDecoder(words)
     rows, cols = params.grid(width, height)
-    counts = dec.decode(rows * cols, MAX_PER_PATCH + 1)
+    # uint8 (counts are at most MAX_PER_PATCH): a grid of 2^26 patches then takes 64 MB, not 512 MB
+    counts = dec.decode(rows * cols, MAX_PER_PATCH + 1, np.uint8)
     if int(counts.sum()) != count:
         raise GscError(f"corrupt layer: patch counts add up to {int(counts.sum())}, not {count}")
     cells = 1 << params.pos_bits

@@ -59,9 +59,9 @@ class StreamDecoder:
     def __init__(self, words: np.ndarray) -> None:
         self._coder = constriction.stream.queue.RangeDecoder(np.asarray(words, np.uint32))
 
-    def decode(self, n: int, alphabet: int) -> np.ndarray:
-        """n symbols from an alphabet of the given size, as int64."""
-        out = np.zeros(n, np.int64)
+    def decode(self, n: int, alphabet: int, dtype: type = np.int64) -> np.ndarray:
+        """n symbols from an alphabet of the given size (as ``dtype``, int64 unless told)."""
+        out = np.zeros(n, dtype)
         if alphabet == 1:
             return out
         hist = np.zeros(alphabet, np.int64)

@@ -216,7 +216,8 @@ def dequantize_layer(params: LayerParams, symbols: LayerSymbols, width: int, hei
     rows, cols = params.grid(width, height)
     p = params.patch_size
     step = p / (1 << params.pos_bits)
-    patch = np.repeat(np.arange(rows * cols), symbols.counts)
+    occupied = np.flatnonzero(symbols.counts)  # not arange(rows * cols): grids can hold 2^26 patches
+    patch = np.repeat(occupied, symbols.counts[occupied])
     x = (patch % cols) * p + (symbols.off_x + 0.5) * step
     y = (patch // cols) * p + (symbols.off_y + 0.5) * step
     major = symbols.major + params.scale_min
