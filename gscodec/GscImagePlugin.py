@@ -1,0 +1,126 @@
+"""Pillow plugin for .gsc files (after Pillow's QoiImagePlugin and pillow-heif).
+
+    >>> import gscodec.GscImagePlugin           # or: gscodec.register_pillow()
+    >>> from PIL import Image
+    >>> im = Image.open("photo.gsc")             # reads the 36-byte header only
+    >>> im.load()                                # decodes the splats (gscodec.decode)
+    >>> im.save("copy.gsc", quality=60, effort=2)
+
+Reading: `Image.open` reads only the header and gives mode "RGB" and the size;
+`load()` reads the whole file and renders it. `draft()` (used by `thumbnail()`)
+renders directly at a smaller size. Extra `info` keys: ``gsc_layers``, ``gsc_splats``.
+
+Errors follow Pillow's conventions, so ``except OSError`` catches them all:
+a file that is not .gsc, or whose header is broken (bad magic, CRC, limits,
+truncated), fails in `Image.open` with `PIL.UnidentifiedImageError`; a file
+whose header is fine but whose body is broken or truncated fails in `load()`
+with `OSError`, whose ``__cause__`` is the `gscodec.GscError` saying what was
+wrong. A truncated .gsc cannot be partially decoded, so
+``ImageFile.LOAD_TRUNCATED_IMAGES`` does not apply.
+
+Writing: ``im.save(fp, format="GSC", quality=50, effort=4, target_bpp=None,
+drop_alpha=False, seed=0, progress=None)``, the options of `gscodec.encode`.
+Images with alpha (RGBA, LA, PA, P with transparency) raise `gscodec.GscError`
+unless ``drop_alpha=True``; every other mode is converted to RGB.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import IO
+
+from PIL import Image, ImageFile
+
+from .api import decode, encode
+from .container import HEADER_SIZE, MAGIC, parse_header
+from .errors import GscError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "GSC"
+EXTENSION = ".gsc"
+MIME = "image/x-gsc"
+_SAVE_OPTIONS = ("quality", "effort", "target_bpp", "drop_alpha", "seed", "progress")
+
+
+def _accept(prefix: bytes) -> bool:
+    """Whether ``prefix`` (the first bytes of a file) starts with the .gsc magic."""
+    return prefix[:4] == MAGIC
+
+
+class GscImageFile(ImageFile.ImageFile):
+    """A .gsc image: the header gives size and mode, `load()` renders the splats."""
+
+    format = FORMAT
+    format_description = "Gaussian splat image"
+
+    def _open(self) -> None:
+        assert self.fp is not None
+        head = self.fp.read(HEADER_SIZE)
+        if not _accept(head):
+            raise SyntaxError("not a .gsc file")
+        try:
+            header = parse_header(head)
+        except GscError as exc:
+            raise SyntaxError(str(exc)) from exc
+        self._mode = "RGB"
+        self._size = (header.width, header.height)
+        self.info["gsc_layers"] = header.layer_count
+        self.info["gsc_splats"] = header.splat_count
+        self.tile = [ImageFile._Tile("gsc", (0, 0, *self._size), 0, (1.0,))]
+
+    def draft(
+        self, mode: str | None, size: tuple[int, int] | None
+    ) -> tuple[str, tuple[int, int, float, float]] | None:
+        """Render at the smallest scale <= 1 that still covers ``size`` (mode stays RGB)."""
+        if len(self.tile) != 1 or self.decoderconfig or not size:
+            return None
+        width, height = self.size
+        scale = max(size[0] / width, size[1] / height)
+        if scale >= 1:
+            return None
+        self._size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        self.tile = [ImageFile._Tile("gsc", (0, 0, *self._size), 0, (scale,))]
+        self.decoderconfig = (scale,)
+        return self.mode, (0, 0, width * scale, height * scale)
+
+
+class GscDecoder(ImageFile.PyDecoder):
+    """Reads the whole stream from the file and renders it with `gscodec.decode`."""
+
+    _pulls_fd = True
+
+    def decode(self, buffer: bytes) -> tuple[int, int]:
+        assert self.fd is not None
+        scale = float(self.args[0]) if self.args else 1.0
+        data = self.fd.read()
+        try:
+            pixels = decode(data, scale=scale)
+        except GscError as exc:
+            raise OSError(f"broken .gsc data: {exc}") from exc
+        if pixels.shape[:2] != (self.state.ysize, self.state.xsize):
+            raise OSError(
+                f"decoded {pixels.shape[1]}x{pixels.shape[0]} pixels, expected {self.state.xsize}x{self.state.ysize}"
+            )
+        self.set_as_raw(pixels.tobytes(), "RGB")
+        return -1, 0
+
+
+def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
+    """Encode ``im`` with the options in ``im.encoderinfo`` and write the .gsc bytes."""
+    options = {k: im.encoderinfo[k] for k in _SAVE_OPTIONS if im.encoderinfo.get(k) is not None}
+    data = encode(im, **options)  # type: ignore[arg-type]
+    log.debug("saving %dx%d image as %d .gsc bytes", im.width, im.height, len(data))
+    fp.write(data)
+
+
+def register() -> None:
+    """Register the GSC format with Pillow: open, save, ``.gsc`` and ``image/x-gsc``."""
+    Image.register_open(FORMAT, GscImageFile, _accept)
+    Image.register_save(FORMAT, _save)
+    Image.register_decoder("gsc", GscDecoder)
+    Image.register_extension(FORMAT, EXTENSION)
+    Image.register_mime(FORMAT, MIME)
+
+
+register()
