@@ -82,7 +82,8 @@ class GscImageFile(ImageFile.ImageFile):
         self._size = (max(1, round(width * scale)), max(1, round(height * scale)))
         self.tile = [ImageFile._Tile("gsc", (0, 0, *self._size), 0, (scale,))]
         self.decoderconfig = (scale,)
-        return self.mode, (0, 0, width * scale, height * scale)
+        # the source spans [0, width * scale) of the render; rounding may leave it up to half a pixel out
+        return self.mode, (0, 0, min(width * scale, self._size[0]), min(height * scale, self._size[1]))
 
 
 class GscDecoder(ImageFile.PyDecoder):

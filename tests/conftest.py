@@ -1,0 +1,32 @@
+"""Shared fixtures: small deterministic images and a .gsc file encoded once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gscodec
+
+
+def smooth_image(height: int = 17, width: int = 33) -> np.ndarray:
+    """[H, W, 3] uint8: gradients plus a soft blob, so the encoder places a few splats."""
+    y, x = np.mgrid[:height, :width].astype(np.float32)
+    blob = np.exp(-((x - width / 3) ** 2 + (y - height / 2) ** 2) / 20.0)
+    rgb = np.stack([x / width, y / height, 0.3 + 0.6 * blob], -1)
+    return np.round(255 * np.clip(rgb, 0, 1)).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def rgb_image() -> np.ndarray:
+    """A 33 x 17 RGB uint8 image ([17, 33, 3])."""
+    return smooth_image()
+
+
+@pytest.fixture(scope="session")
+def gsc_file(tmp_path_factory: pytest.TempPathFactory, rgb_image: np.ndarray) -> Path:
+    """`rgb_image` written with gscodec.write at effort 0 (read-only: copy before changing it)."""
+    path = tmp_path_factory.mktemp("gsc") / "image.gsc"
+    gscodec.write(path, rgb_image, effort=0)
+    return path

@@ -1,0 +1,195 @@
+"""The Pillow plugin, tested the way Pillow tests its own formats."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+import gscodec
+from gscodec import GscImagePlugin
+from gscodec.container import HEADER_SIZE, MAGIC
+
+
+class CountingBytesIO(io.BytesIO):
+    """A BytesIO that remembers the furthest byte read."""
+
+    furthest = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self.furthest = max(self.furthest, self.tell())
+        return data
+
+
+def open_and_load(data: bytes) -> Image.Image:
+    im = Image.open(io.BytesIO(data))
+    im.load()
+    return im
+
+
+def test_registered() -> None:
+    assert Image.registered_extensions()[".gsc"] == "GSC"
+    assert Image.MIME["GSC"] == "image/x-gsc"
+    assert "GSC" in Image.SAVE and "GSC" in Image.OPEN
+    assert GscImagePlugin._accept(MAGIC + b"\0" * 12)
+    assert not GscImagePlugin._accept(b"\x89PNG\r\n\x1a\n")
+    assert not GscImagePlugin._accept(b"")
+
+
+def test_open_matches_decode(gsc_file: Path, rgb_image: np.ndarray) -> None:
+    with Image.open(gsc_file) as im:
+        assert isinstance(im, GscImagePlugin.GscImageFile)
+        assert (im.format, im.mode, im.size) == ("GSC", "RGB", (33, 17))
+        assert im.get_format_mimetype() == "image/x-gsc"
+        assert im.info["gsc_layers"] >= 1 and im.info["gsc_splats"] >= 1
+        im.load()
+        np.testing.assert_array_equal(np.asarray(im), gscodec.read(gsc_file))
+
+
+def test_sanity_vs_png(tmp_path: Path, rgb_image: np.ndarray) -> None:
+    gsc, png = tmp_path / "a.gsc", tmp_path / "a.png"
+    gscodec.write(gsc, rgb_image, effort=0)
+    Image.fromarray(gscodec.read(gsc)).save(png)
+    with Image.open(gsc) as a, Image.open(png) as b:
+        assert a.size == b.size and a.mode == b.mode
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # and the codec is lossy, not broken: the decode resembles the source
+    error = np.abs(np.asarray(Image.open(gsc), np.float64) - rgb_image).mean()
+    assert error < 40
+
+
+def test_open_reads_only_the_header(gsc_file: Path) -> None:
+    fp = CountingBytesIO(gsc_file.read_bytes())
+    im = Image.open(fp)
+    assert fp.furthest <= HEADER_SIZE
+    assert (im.mode, im.size) == ("RGB", (33, 17))
+    im.load()
+    assert fp.furthest == len(fp.getvalue())
+
+
+def test_truncated_after_header_opens_but_fails_on_load(gsc_file: Path) -> None:
+    im = Image.open(io.BytesIO(gsc_file.read_bytes()[:HEADER_SIZE]))
+    assert (im.format, im.mode, im.size) == ("GSC", "RGB", (33, 17))
+    with pytest.raises(OSError, match="truncated") as info:
+        im.load()
+    assert isinstance(info.value.__cause__, gscodec.GscError)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\x89GS", b"not an image at all", MAGIC + bytes(64), b"\x89PNG\r\n\x1a\n" + bytes(32)],
+    ids=["empty", "short-magic", "text", "magic-then-zeros", "png-signature"],
+)
+def test_invalid_file(data: bytes) -> None:
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(io.BytesIO(data))
+
+
+def test_invalid_file_direct() -> None:
+    # Pillow's habit: the plugin class itself raises SyntaxError on a foreign file
+    with pytest.raises(SyntaxError):
+        GscImagePlugin.GscImageFile(io.BytesIO(b"\x89PNG\r\n\x1a\n" + bytes(40)))
+
+
+@pytest.mark.parametrize("cut", [1, 4, 12, HEADER_SIZE - 1, HEADER_SIZE, HEADER_SIZE + 3, HEADER_SIZE + 8, -9, -4, -1])
+def test_truncated(gsc_file: Path, cut: int) -> None:
+    data = gsc_file.read_bytes()
+    with pytest.raises(OSError):
+        open_and_load(data[:cut])
+
+
+@pytest.mark.parametrize("position", [5, 20, HEADER_SIZE + 2, HEADER_SIZE + 20, -20, -6])
+def test_corrupt_byte(gsc_file: Path, position: int) -> None:
+    data = bytearray(gsc_file.read_bytes())
+    data[position] ^= 0x41
+    with pytest.raises(OSError):
+        open_and_load(bytes(data))
+
+
+def test_truncated_ignores_load_truncated_images(gsc_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(OSError):
+        open_and_load(gsc_file.read_bytes()[:-4])
+
+
+def test_save_to_tmp_path(tmp_path: Path, rgb_image: np.ndarray) -> None:
+    out = tmp_path / "out.gsc"
+    Image.fromarray(rgb_image).save(out, quality=30, effort=0)
+    assert out.read_bytes() == gscodec.encode(rgb_image, quality=30, effort=0)
+    with Image.open(out) as im:
+        assert (im.format, im.size) == ("GSC", (33, 17))
+        im.load()
+
+
+def test_save_quality_changes_the_file(tmp_path: Path, rgb_image: np.ndarray) -> None:
+    sizes = []
+    for quality in (5, 95):
+        out = tmp_path / f"q{quality}.gsc"
+        Image.fromarray(rgb_image).save(out, quality=quality, effort=0)
+        sizes.append(out.stat().st_size)
+    assert sizes[0] < sizes[1]
+
+
+def test_save_to_bytesio_with_format(rgb_image: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb_image).save(buffer, format="GSC", effort=0)
+    assert gscodec.check(buffer.getvalue())
+    buffer.seek(0)
+    with Image.open(buffer) as im:
+        assert im.format == "GSC"
+        np.testing.assert_array_equal(np.asarray(im), gscodec.decode(buffer.getvalue()))
+
+
+def test_save_other_modes(rgb_image: np.ndarray) -> None:
+    for mode in ("L", "P", "1"):
+        buffer = io.BytesIO()
+        Image.fromarray(rgb_image).convert(mode).save(buffer, format="GSC", effort=0)
+        assert Image.open(buffer).size == (33, 17)
+
+
+def test_save_rgba_raises_unless_drop_alpha(tmp_path: Path, rgb_image: np.ndarray) -> None:
+    rgba = Image.fromarray(rgb_image).convert("RGBA")
+    with pytest.raises(gscodec.GscError, match="drop_alpha"):
+        rgba.save(tmp_path / "a.gsc", effort=0)
+    assert not (tmp_path / "a.gsc").exists()
+    with pytest.raises(gscodec.GscError, match="alpha"):
+        Image.fromarray(rgb_image).convert("LA").save(io.BytesIO(), format="GSC", effort=0)
+    rgba.save(tmp_path / "b.gsc", effort=0, drop_alpha=True)
+    assert (tmp_path / "b.gsc").read_bytes() == gscodec.encode(rgb_image, effort=0)
+
+
+def test_save_bad_option_raises(rgb_image: np.ndarray) -> None:
+    with pytest.raises(gscodec.GscError, match="quality"):
+        Image.fromarray(rgb_image).save(io.BytesIO(), format="GSC", quality=150)
+
+
+def test_draft_and_thumbnail(gsc_file: Path) -> None:
+    with Image.open(gsc_file) as im:
+        assert im.draft(None, (100, 100)) is None  # no upscaling
+        mode, box = im.draft("L", (16, 8))  # mode stays RGB; scale: the least that covers (16, 8)
+        scale = max(16 / 33, 8 / 17)
+        assert mode == "RGB" and box == pytest.approx((0, 0, 33 * scale, 8))  # clamped to the rounded size
+        assert im.size == (16, 8)
+        im.load()
+        np.testing.assert_array_equal(np.asarray(im), gscodec.read(gsc_file, scale=scale))
+    for size, expected in [((8, 8), (8, 4)), ((30, 30), (30, 15)), ((5, 3), (5, 3))]:
+        with Image.open(gsc_file) as im:
+            im.thumbnail(size)
+            assert im.size == expected
+
+
+def test_register_pillow(gsc_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Image, "ID", [i for i in Image.ID if i != "GSC"])
+    monkeypatch.delitem(Image.OPEN, "GSC")
+    monkeypatch.delitem(Image.SAVE, "GSC")
+    monkeypatch.delitem(Image.EXTENSION, ".gsc")
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(gsc_file)
+    gscodec.register_pillow()
+    with Image.open(gsc_file) as im:
+        assert im.format == "GSC"
+    assert Image.registered_extensions()[".gsc"] == "GSC"
