@@ -15,10 +15,10 @@ import torch
 from .codec import decode_splats, encode_splats, quantize_background
 from .color import rgb_to_ycbcr
 from .container import BACKGROUND_UNIT, check_size, parse_header
-from .encoder import DEFAULT_EFFORT, EFFORT_ITERATIONS, Encoder, plan_for
+from .encoder import DEFAULT_EFFORT, EFFORT_ITERATIONS, Encoder, plan_for, steps_for_quality
 from .errors import GscError
 from .image import to_rgb_float
-from .quantize import dequantize_layer, fit_params, quantize_layer, steps_for_quality
+from .quantize import dequantize_layer, fit_params, quantize_layer
 from .render import render_splats, to_uint8_rgb
 from .splats import Splats, SplatTensors
 

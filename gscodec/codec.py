@@ -12,10 +12,7 @@ import numpy as np
 from .container import BACKGROUND_UNIT, Header, LayerChunk, pack, parse
 from .entropy import StreamDecoder, StreamEncoder
 from .errors import GscError
-from .quantize import (
-    MAX_PER_PATCH, LayerParams, LayerSymbols, Steps, dequantize_layer, fit_params, quantize_layer,
-    steps_for_quality,
-)
+from .quantize import MAX_PER_PATCH, LayerParams, LayerSymbols, Steps, dequantize_layer, fit_params, quantize_layer
 from .splats import Splats
 
 
@@ -24,19 +21,38 @@ def quantize_background(background: np.ndarray) -> tuple[int, int, int]:
     return tuple(int(v) for v in b)  # type: ignore[return-value]
 
 
-def encode_symbols(params: LayerParams, symbols: LayerSymbols) -> np.ndarray:
-    """The range-coded words of one layer."""
+STREAMS = ("counts", "off_x", "off_y", "major", "minor_gap", "angle", "Y", "Cb", "Cr")
+
+
+def encode_symbols(params: LayerParams, symbols: LayerSymbols, bits: dict[str, int] | None = None) -> np.ndarray:
+    """The range-coded words of one layer; ``bits`` (if given) receives each stream's size."""
     enc = StreamEncoder()
-    enc.encode(symbols.counts, MAX_PER_PATCH + 1)
     cells = 1 << params.pos_bits
-    enc.encode(symbols.off_x, cells)
-    enc.encode(symbols.off_y, cells)
-    enc.encode(symbols.major, params.scale_levels)
-    enc.encode(symbols.minor_gap, params.scale_levels)
-    enc.encode(symbols.angle, params.angle_levels)
-    for c in range(3):
-        enc.encode(symbols.color[:, c], params.color_levels[c])
+    streams = [
+        (symbols.counts, MAX_PER_PATCH + 1), (symbols.off_x, cells), (symbols.off_y, cells),
+        (symbols.major, params.scale_levels), (symbols.minor_gap, params.scale_levels),
+        (symbols.angle, params.angle_levels),
+        *((symbols.color[:, c], params.color_levels[c]) for c in range(3)),
+    ]
+    for name, (values, alphabet) in zip(STREAMS, streams):
+        used = enc.encode(values, alphabet)
+        if bits is not None:
+            bits[name] = bits.get(name, 0) + used
     return enc.words()
+
+
+def stream_bits(data: bytes, /) -> tuple[Splats, dict[str, int]]:
+    """The splats of a stream and the bits each symbol stream takes (summed over layers).
+
+    Decoding is deterministic, so re-encoding the decoded symbols reproduces the
+    coded sizes exactly (range-coder flush bits aside).
+    """
+    header, chunks = parse(_as_bytes(data))
+    bits: dict[str, int] = {}
+    for chunk in chunks:
+        symbols = decode_symbols(chunk.params, chunk.splat_count, chunk.words, header.width, header.height)
+        encode_symbols(chunk.params, symbols, bits)
+    return decode_splats(data), bits
 
 
 def decode_symbols(params: LayerParams, count: int, words: np.ndarray, width: int, height: int) -> LayerSymbols:
@@ -58,10 +74,10 @@ def decode_symbols(params: LayerParams, count: int, words: np.ndarray, width: in
     return LayerSymbols(counts, off_x, off_y, major, gap, angle, color.reshape(count, 3))
 
 
-def encode_splats(
-    splats: Splats, /, *, quality: float = 75.0, steps: Steps | None = None
-) -> bytes:
+def encode_splats(splats: Splats, /, *, quality: float = 50.0, steps: Steps | None = None) -> bytes:
     """Quantize and code ``splats``; ``quality`` (0-100) picks the quantizer steps."""
+    from .encoder import steps_for_quality
+
     if not isinstance(splats, Splats):
         raise GscError(f"encode_splats expects a Splats, got {type(splats).__name__}")
     steps = steps or steps_for_quality(quality)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from .color import YCBCR_TO_RGB
 from .render import color_operator, render_splats
+from .quantize import Steps
 from .splats import SplatTensors
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,10 @@ class Plan:
     iterations: int
 
 
+import os
+KAPPA = float(os.environ.get('KAPPA', 0.75))
+LRS = [float(x) for x in os.environ.get('LRS', '0.2,0.02,0.03,0.002').split(',')]
+MIX = float(os.environ.get('MIX', 0.5))
 EFFORT_ITERATIONS = (0, 25, 50, 100, 150, 200, 300, 450, 700, 1000)
 DEFAULT_EFFORT = 4
 
@@ -55,6 +60,22 @@ def plan_for(quality: float, effort: int, height: int, width: int) -> Plan:
     side = math.sqrt(pixels / n)
     patch = int(np.clip(2 ** round(math.log2(max(side, 1.0))), 2, 64))
     return Plan(n, patch, EFFORT_ITERATIONS[int(np.clip(effort, 0, len(EFFORT_ITERATIONS) - 1))])
+
+
+def steps_for_quality(quality: float) -> Steps:
+    """Quantizer steps for ``quality`` in [0, 100].
+
+    Finer steps as quality rises; chroma twice as coarse as luma (measured to pay on
+    training images: chroma errors weigh less in PSNR-RGB than luma errors).
+    """
+    t = min(max(quality, 0.0), 100.0) / 100.0
+    y_step = 2.0 ** (-4.5 - 2.0 * t)
+    return Steps(
+        pos_step=0.5 if t >= 0.35 else 1.0,
+        scale_den=4 if t < 0.5 else 6,
+        angle_levels=16 if t < 0.5 else 24,
+        color_step=(y_step, 2 * y_step, 2 * y_step),
+    )
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -102,12 +123,12 @@ class Encoder:
     def place(self, weight: torch.Tensor, n: int, total: int) -> SplatTensors:
         """n new splats sampled from ``weight``, sized for ``total`` splats in the image."""
         # half the splats follow the weight, half are spread evenly: no region is left bare
-        weight = 0.5 * weight / weight.sum() + 0.5 / weight.numel()
+        weight = MIX * weight / weight.sum() + (1 - MIX) / weight.numel()
         means = _sample_positions(weight, n, self.gen)
         cx = means[:, 0].long().clamp(0, self.w - 1)
         cy = means[:, 1].long().clamp(0, self.h - 1)
         density = total * weight[cy, cx]  # expected splats per pixel around each point
-        sigma = (0.75 / torch.sqrt(density.clamp(min=1e-9))).clamp(0.5, 0.25 * max(self.h, self.w))
+        sigma = (KAPPA / torch.sqrt(density.clamp(min=1e-9))).clamp(0.5, 0.25 * max(self.h, self.w))
         return SplatTensors(
             means, torch.stack([sigma, sigma], 1), torch.zeros(len(means)), torch.zeros(len(means), 3)
         )
@@ -168,7 +189,7 @@ class Encoder:
         n = len(s.means)
         relocate_every = max(10, steps // 6)
         params = [s.means.clone(), torch.log(s.scales), s.angles.clone(), s.colors.clone()]
-        lrs = [0.2, 0.02, 0.03, 0.002]
+        lrs = LRS
         opt = self._adam(params, lrs)
         for step in range(steps):
             frac = step / steps

@@ -37,16 +37,19 @@ class StreamEncoder:
     def __init__(self) -> None:
         self._coder = constriction.stream.queue.RangeEncoder()
 
-    def encode(self, symbols: np.ndarray, alphabet: int) -> None:
+    def encode(self, symbols: np.ndarray, alphabet: int) -> int:
+        """Append a stream; returns the bits it took."""
         symbols = np.asarray(symbols, np.int32).ravel()
         if len(symbols) and (symbols.min() < 0 or symbols.max() >= alphabet):
             raise GscError(f"symbol outside its alphabet 0..{alphabet - 1}")
+        before = self._coder.num_bits()
         hist = np.zeros(alphabet, np.int64)
         for start, stop in _blocks(len(symbols)):
             block = symbols[start:stop]
             if alphabet > 1:
                 self._coder.encode(block, _model(hist))
             hist += np.bincount(block, minlength=alphabet)
+        return self._coder.num_bits() - before
 
     def words(self) -> np.ndarray:
         """The compressed words, uint32."""

@@ -99,22 +99,6 @@ class Steps:
     color_step: tuple[float, float, float]  # Y, Cb, Cr
 
 
-def steps_for_quality(quality: float) -> Steps:
-    """Quantizer steps for ``quality`` in [0, 100].
-
-    Finer steps as quality rises; chroma twice as coarse as luma (measured to pay on
-    training images: chroma errors weigh less in PSNR-RGB than luma errors).
-    """
-    t = min(max(quality, 0.0), 100.0) / 100.0
-    y_step = 2.0 ** (-4.5 - 2.0 * t)
-    return Steps(
-        pos_step=0.5 if t >= 0.35 else 1.0,
-        scale_den=4 if t < 0.5 else 6,
-        angle_levels=16 if t < 0.5 else 24,
-        color_step=(y_step, 2 * y_step, 2 * y_step),
-    )
-
-
 def canonical_shape(scales: np.ndarray, angles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Scales sorted major-first and angles folded into [0, pi): the same Gaussians."""
     scales = np.asarray(scales, np.float64)
