@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 
@@ -18,6 +21,25 @@ def smooth_image(height: int = 17, width: int = 33) -> np.ndarray:
     return np.round(255 * np.clip(rgb, 0, 1)).astype(np.uint8)
 
 
+@contextmanager
+def one_numba_thread() -> Iterator[None]:
+    """Run numba kernels on one thread: for tiny test images, parallel kernels only add
+    synchronisation, which takes a scheduler slice per call when other processes hold the cores."""
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(threads)
+
+
+@pytest.fixture
+def single_thread() -> Iterator[None]:
+    """`one_numba_thread` for one test (use: ``pytestmark = pytest.mark.usefixtures("single_thread")``)."""
+    with one_numba_thread():
+        yield
+
+
 @pytest.fixture(scope="session")
 def rgb_image() -> np.ndarray:
     """A 33 x 17 RGB uint8 image ([17, 33, 3])."""
@@ -28,5 +50,6 @@ def rgb_image() -> np.ndarray:
 def gsc_file(tmp_path_factory: pytest.TempPathFactory, rgb_image: np.ndarray) -> Path:
     """`rgb_image` written with gscodec.write at effort 0 (read-only: copy before changing it)."""
     path = tmp_path_factory.mktemp("gsc") / "image.gsc"
-    gscodec.write(path, rgb_image, effort=0)
+    with one_numba_thread():
+        gscodec.write(path, rgb_image, effort=0)
     return path
