@@ -5,7 +5,8 @@
     gscodec info photo.gsc [--json]
 
 Errors are one line on stderr (``gscodec: error: ...``); the exit status is 2
-for usage errors, 1 for unusable input or files, 130 when interrupted.
+for usage errors, 1 for unusable input or files (GscError, OSError), 3 for an
+internal error (a bug: ``--verbose`` shows its traceback), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from .codec import STREAMS, stream_bits
 from .container import HEADER_SIZE, parse, parse_header
 from .encoder import DEFAULT_EFFORT
 from .errors import GscError
+
+log = logging.getLogger(__name__)
 
 PROG = "gscodec"
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
@@ -58,10 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("interrupted", 130)
     except (GscError, OSError, ValueError) as exc:  # ValueError: Pillow's save and decompression-bomb checks
         return _fail(str(exc) or type(exc).__name__, 1)
-    except Exception as exc:  # Pillow raises DecompressionBombError and others not under OSError
-        if type(exc).__module__.startswith("PIL"):
+    except Exception as exc:
+        if type(exc).__module__.startswith("PIL"):  # DecompressionBombError and others not under OSError
             return _fail(str(exc), 1)
-        raise
+        if logging.getLogger().isEnabledFor(logging.INFO):  # --verbose
+            log.exception("internal error")
+        return _fail(f"internal error ({type(exc).__name__}: {exc}); please report it with the traceback "
+                     f"that '{PROG} --verbose ...' shows", 3)
 
 
 def _fail(message: str, status: int) -> int:
@@ -73,9 +79,11 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Gaussian splat image codec (.gsc files).")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the codec does")
+    common = _Parser(add_help=False)  # -v after the command too; SUPPRESS keeps a -v given before it
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    enc = sub.add_parser("encode", help="compress an image (any format Pillow reads) to .gsc")
+    enc = sub.add_parser("encode", parents=[common], help="compress an image (any format Pillow reads) to .gsc")
     enc.add_argument("input", metavar="IN", help="image to compress")
     enc.add_argument("output", metavar="OUT", help=".gsc file to write (atomically)")
     rate = enc.add_mutually_exclusive_group()
@@ -91,7 +99,7 @@ def _build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--quiet", action="store_true", help="print neither progress nor summary")
     enc.set_defaults(run=_cmd_encode)
 
-    dec = sub.add_parser("decode", help="render a .gsc file to an image (format from OUT's extension)")
+    dec = sub.add_parser("decode", parents=[common], help="render a .gsc file to an image (format from the extension)")
     dec.add_argument("input", metavar="IN", help=".gsc file")
     dec.add_argument("output", metavar="OUT", help="image to write (atomically), e.g. .png")
     dec.add_argument("-s", "--scale", type=_number(0, None), default=1.0, help="output size factor (default 1)")
@@ -100,7 +108,7 @@ def _build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--quiet", action="store_true", help="print no summary")
     dec.set_defaults(run=_cmd_decode)
 
-    info = sub.add_parser("info", help="describe a .gsc file: size, layers, splats, bits by attribute")
+    info = sub.add_parser("info", parents=[common], help="describe a .gsc file: size, layers, bits by attribute")
     info.add_argument("input", metavar="FILE", help=".gsc file")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(run=_cmd_info)

@@ -188,6 +188,19 @@ def test_errors(
     assert set(tmp_path.iterdir()) == before  # nothing written, no temporary files left
 
 
+def test_internal_error_is_one_line(
+    tmp_path: Path, png_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_encode(image: object, /, **kwargs: object) -> bytes:
+        raise RuntimeError("something broke")
+
+    monkeypatch.setattr(gscodec.cli, "encode", broken_encode)
+    status, out, err = run(capsys, "encode", png_file, tmp_path / "a.gsc", "--quiet")
+    assert status == 3 and out == "" and "RuntimeError: something broke" in err and "--verbose" in err
+    assert_one_line_error(err)
+    assert not (tmp_path / "a.gsc").exists()
+
+
 def test_python_m_gscodec(tmp_path: Path, png_file: Path, gsc_file: Path) -> None:
     # one numba thread: tiny parallel kernels crawl when other processes hold the cores
     env = {**os.environ, "NUMBA_NUM_THREADS": "1"}
