@@ -7,10 +7,11 @@
     >>> im.save("copy.gsc", quality=60, effort=2)
 
 Reading: `Image.open` reads only the header and gives mode "RGB" and the size;
-`load()` reads the whole file and renders it. `draft()` (used by `thumbnail()`)
+`load()` reads the whole file and renders it; `verify()` checks it without
+rendering (SyntaxError when broken, as for PNG). `draft()` (used by `thumbnail()`)
 renders directly at a smaller size. Extra `info` keys: ``gsc_layers``, ``gsc_splats``.
 
-Errors follow Pillow's conventions, so ``except OSError`` catches them all:
+Errors follow Pillow's conventions, so ``except OSError`` catches those of open and load:
 a file that is not .gsc, or whose header is broken (bad magic, CRC, limits,
 truncated), fails in `Image.open` with `PIL.UnidentifiedImageError`; a file
 whose header is fine but whose body is broken or truncated fails in `load()`
@@ -32,6 +33,7 @@ from typing import IO
 from PIL import Image, ImageFile
 
 from .api import decode, encode
+from .codec import decode_splats
 from .container import HEADER_SIZE, MAGIC, parse_header
 from .errors import GscError
 
@@ -68,6 +70,18 @@ class GscImageFile(ImageFile.ImageFile):
         self.info["gsc_layers"] = header.layer_count
         self.info["gsc_splats"] = header.splat_count
         self.tile = [ImageFile._Tile("gsc", (0, 0, *self._size), 0, (1.0,))]
+
+    def verify(self) -> None:
+        """Check the whole stream (chunks, CRCs, symbols) without rendering; SyntaxError if broken."""
+        assert self.fp is not None
+        self.fp.seek(0)
+        data = self.fp.read()
+        try:
+            decode_splats(data)
+        except GscError as exc:
+            raise SyntaxError(f"broken .gsc file: {exc}") from exc
+        finally:
+            super().verify()
 
     def draft(
         self, mode: str | None, size: tuple[int, int] | None

@@ -111,6 +111,14 @@ def test_corrupt_byte(gsc_file: Path, position: int) -> None:
         open_and_load(bytes(data))
 
 
+def test_verify(gsc_file: Path) -> None:
+    with Image.open(gsc_file) as im:
+        im.verify()
+    with Image.open(io.BytesIO(gsc_file.read_bytes()[:-1])) as im:
+        with pytest.raises(SyntaxError, match="truncated"):
+            im.verify()
+
+
 def test_truncated_ignores_load_truncated_images(gsc_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
     with pytest.raises(OSError):
