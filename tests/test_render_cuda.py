@@ -1,0 +1,150 @@
+"""The CUDA backend (gscodec.render_cuda, cuda/*.cu) held to the torch reference.
+
+GPU tests (class TestCuda) are marked ``gpu`` and skip without CuPy and a device: run
+them with ``pytest -m gpu``. The kernel build check and the import checks run everywhere.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_render import TOL_F32, TOL_GRAD, random_splats
+
+from gscodec.render import render_splats, to_uint8_rgb
+from gscodec.render_cuda import CudaRasterize, has_cuda
+
+ROOT = Path(__file__).resolve().parent.parent
+render_mod = importlib.import_module("gscodec.render")
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
+def test_cuda_kernels_compile() -> None:
+    """Every cuda/*.cu builds with nvcc (tools/check_cuda_kernels.py): no GPU needed."""
+    run = subprocess.run([sys.executable, str(ROOT / "tools" / "check_cuda_kernels.py")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_import_does_not_import_cupy() -> None:
+    code = "import sys, gscodec, gscodec.render_cuda as r; r.has_cuda; assert 'cupy' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    assert isinstance(has_cuda(), bool)
+
+
+@pytest.fixture
+def render_cuda(monkeypatch: pytest.MonkeyPatch):
+    """render_splats on the GPU: its own preprocessing (scale, crop, conic, boxes), CudaRasterize
+    in place of the numba op. (Once render_splats has backend="cuda", call that instead.)"""
+    monkeypatch.setattr(render_mod, "_NumbaRasterize", CudaRasterize)
+
+    def render(means, scales, angles, colors, height, width, **kwargs):
+        args = [t.cuda() for t in (means, scales, angles, colors)]
+        if kwargs.get("background") is not None:
+            kwargs["background"] = kwargs["background"].cuda()
+        return render_splats(*args, height, width, backend="numba", **kwargs)
+
+    return render
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not has_cuda(), reason="needs CuPy and a CUDA device")
+class TestCuda:
+    @pytest.mark.parametrize("scale,origin", [(1.0, (0, 0)), (0.5, (1, 1)), (0.3, (0, 2)), (1.5, (2, 0)), (3, (7, 5))])
+    def test_forward_matches_torch(self, render_cuda, scale: float, origin: tuple[int, int]) -> None:
+        h, w = 70, 90  # several tiles, partial edge tiles
+        args = random_splats(400, h, w, seed=2)
+        bg = torch.tensor([0.5, 0.0, 0.0])
+        oh, ow = round(h * scale) - origin[0], round(w * scale) - origin[1]
+        want = render_splats(*args, oh, ow, scale=scale, origin=origin, background=bg, backend="torch")
+        got = render_cuda(*args, oh, ow, scale=scale, origin=origin, background=bg).cpu()
+        torch.testing.assert_close(got, want, **TOL_F32)
+        assert (to_uint8_rgb(got).int() - to_uint8_rgb(want).int()).abs().max() <= 1
+
+    def test_gradients_match_torch(self, render_cuda) -> None:
+        h, w = 40, 50
+        base = random_splats(150, h, w, seed=3)
+        target = torch.rand(h, w, 3)
+        grads = {}
+        for name in ("torch", "cuda"):
+            params = [t.clone().requires_grad_(True) for t in base]
+            if name == "torch":
+                out = render_splats(*params, h, w, scale=0.8, backend="torch")
+            else:
+                out = render_cuda(*params, h, w, scale=0.8).cpu()
+            ((out - target) ** 2).sum().backward()
+            grads[name] = [p.grad for p in params]
+        for name, gt, gc in zip(("means", "scales", "angles", "colors"), grads["torch"], grads["cuda"], strict=True):
+            torch.testing.assert_close(gc, gt, **TOL_GRAD, msg=name)
+
+    def test_many_splats_in_one_tile_no_cap(self, render_cuda) -> None:
+        """2,000 splats inside one 16x16 tile all count (AIR/GaussianImage keep 256)."""
+        n = 2000
+        g = torch.Generator().manual_seed(7)
+        means = 4.0 + 8.0 * torch.rand(n, 2, generator=g)
+        scales = 0.5 + torch.rand(n, 2, generator=g)
+        colors = torch.full((n, 3), 1e-3)
+        angles = torch.rand(n, generator=g)
+        want = render_splats(means, scales, angles, colors, 16, 16, backend="torch")
+        got = render_cuda(means, scales, angles, colors, 16, 16).cpu()
+        torch.testing.assert_close(got, want, **TOL_F32)
+        one = render_cuda(torch.full((n, 2), 8.5), torch.full((n, 2), 3.0), torch.zeros(n), colors, 16, 16)
+        assert one[8, 8, 0].item() == pytest.approx(2.0, rel=1e-4)
+
+    def test_many_splats_gradients_no_cap(self, render_cuda) -> None:
+        n = 600  # > every batch size of the kernels, all in one tile
+        g = torch.Generator().manual_seed(8)
+        base = [4.0 + 8.0 * torch.rand(n, 2, generator=g), 0.5 + torch.rand(n, 2, generator=g),
+                torch.rand(n, generator=g), torch.randn(n, 3, generator=g) * 0.01]
+        grads = {}
+        for name in ("torch", "cuda"):
+            params = [t.clone().requires_grad_(True) for t in base]
+            out = render_splats(*params, 16, 16, backend="torch") if name == "torch" else render_cuda(*params, 16, 16)
+            (out.cpu() ** 2).sum().backward()
+            grads[name] = [p.grad for p in params]
+        for gt, gc in zip(grads["torch"], grads["cuda"], strict=True):
+            torch.testing.assert_close(gc, gt, **TOL_GRAD)
+
+    def test_huge_splat_covers_image(self, render_cuda) -> None:
+        colors = torch.tensor([[0.5, 0.1, -0.1]])
+        args = (torch.tensor([[10.0, -30.0]]), torch.tensor([[5000.0, 3000.0]]), torch.tensor([0.3]), colors)
+        out = render_cuda(*args, 200, 300).cpu()
+        torch.testing.assert_close(out, colors.expand(200, 300, 3), rtol=1e-3, atol=0)
+
+    def test_elongated_splats(self, render_cuda) -> None:
+        """Long thin diagonal splats: the tile test culls the box's empty tiles, never a hit."""
+        h, w = 96, 128
+        means, scales, angles, colors = random_splats(80, h, w, seed=9)
+        scales = torch.stack([scales[:, 0] * 20, torch.full_like(scales[:, 1], 0.4)], 1)
+        want = render_splats(means, scales, angles, colors, h, w, backend="torch")
+        got = render_cuda(means, scales, angles, colors, h, w).cpu()
+        torch.testing.assert_close(got, want, **TOL_F32)
+
+    def test_outside_empty_and_deterministic(self, render_cuda) -> None:
+        means = torch.tensor([[-50.0, 5.0], [5.0, 200.0], [1e6, -1e6], [-7.0, -7.0]])
+        out = render_cuda(means, torch.ones(4, 2) * 2, torch.zeros(4), torch.ones(4, 3), 12, 10)
+        assert not out.any()
+        empty = render_cuda(torch.zeros(0, 2), torch.ones(0, 2), torch.zeros(0), torch.zeros(0, 3), 3, 4)
+        assert empty.shape == (3, 4, 3) and not empty.any()
+        args = random_splats(3000, 64, 64, seed=10)
+        runs = []
+        for _ in range(2):
+            params = [t.clone().requires_grad_(True) for t in args]
+            out = render_cuda(*params, 64, 64)
+            out.square().sum().backward()
+            runs.append([out.detach().cpu()] + [p.grad for p in params])
+        for a, b in zip(*runs, strict=True):
+            assert torch.equal(a, b)  # bitwise: fixed summation order, no atomics
+
+    @pytest.mark.parametrize("channels", [1, 4])
+    def test_other_channel_counts(self, render_cuda, channels: int) -> None:
+        means, scales, angles, _ = random_splats(50, 20, 24, seed=11)
+        colors = torch.randn(50, channels, generator=torch.Generator().manual_seed(1))
+        want = render_splats(means, scales, angles, colors, 20, 24, backend="torch")
+        got = render_cuda(means, scales, angles, colors, 20, 24).cpu()
+        torch.testing.assert_close(got, want, **TOL_F32)
