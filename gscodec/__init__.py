@@ -10,13 +10,14 @@ from .api import DEFAULT_QUALITY, check, decode, encode, read, render, write
 from .codec import decode_splats, encode_splats
 from .encoder import DEFAULT_EFFORT
 from .errors import GscError
+from .render_cuda import has_cuda
 from .splats import Splats, SplatTensors
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_EFFORT", "DEFAULT_QUALITY", "GscError", "Splats", "SplatTensors", "__version__",
-    "check", "decode", "decode_splats", "encode", "encode_splats", "read", "register_pillow",
+    "check", "decode", "decode_splats", "encode", "encode_splats", "has_cuda", "read", "register_pillow",
     "render", "write",
 ]
 

@@ -20,6 +20,7 @@ from .errors import GscError
 from .image import to_rgb_float
 from .quantize import dequantize_layer, fit_params, quantize_layer
 from .render import render_splats, to_uint8_rgb
+from .render_cuda import has_cuda
 from .splats import Splats, SplatTensors
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,8 @@ def decode(
 
     scale: output size factor (thumbnails below 1, upscaling above; the output is
     round(H * scale) x round(W * scale)). layers: decode only the first layers
-    (progressive decoding). device: "cpu" for now.
+    (progressive decoding). device: "cpu", or "cuda" / "cuda:N" (needs CuPy and a GPU:
+    ``pip install gscodec[cuda]``; see `gscodec.has_cuda`).
     """
     return render(decode_splats(data, layers=layers), scale=scale, device=device)
 
@@ -116,17 +118,33 @@ def render(splats: Splats, /, *, scale: float = 1.0, device: str = "cpu") -> np.
     """Render splats to an [H, W, 3] uint8 RGB array at ``scale``."""
     if not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
         raise GscError(f"scale must be a positive number, got {scale!r}")
-    if device != "cpu":
-        raise GscError(f"device {device!r} is not available (this build renders on the CPU)")
+    dev = _render_device(device)
     h, w = max(1, round(splats.height * scale)), max(1, round(splats.width * scale))
     check_size(w, h)
-    t = splats.tensors()
+    t = splats.tensors(device=dev)
     with torch.no_grad():
         ycc = render_splats(
             t.means, t.scales, t.angles, t.colors, h, w, scale=scale,
-            background=torch.from_numpy(splats.background),
+            background=torch.from_numpy(splats.background).to(dev),
         )
-    return to_uint8_rgb(ycc).numpy()
+    return to_uint8_rgb(ycc.cpu()).numpy()
+
+
+def _render_device(device: object) -> torch.device:
+    """torch.device for "cpu", "cuda" or "cuda:N"; GscError for anything else or a missing GPU."""
+    try:
+        dev = torch.device(device)  # type: ignore[arg-type]
+    except (TypeError, RuntimeError):
+        raise GscError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if dev.type == "cuda":
+        if not has_cuda():
+            raise GscError(f"device {device!r} is not available: CUDA rendering needs CuPy and a CUDA GPU "
+                           "(pip install gscodec[cuda]); use device='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise GscError(f"device {device!r} is not available ({torch.cuda.device_count()} CUDA devices)")
+    elif dev.type != "cpu":
+        raise GscError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return dev
 
 
 def check(data: bytes, /) -> bool:

@@ -34,7 +34,7 @@ def encode_symbols(params: LayerParams, symbols: LayerSymbols, bits: dict[str, i
         (symbols.angle, params.angle_levels),
         *((symbols.color[:, c], params.color_levels[c]) for c in range(3)),
     ]
-    for name, (values, alphabet) in zip(STREAMS, streams):
+    for name, (values, alphabet) in zip(STREAMS, streams, strict=True):
         used = enc.encode(values, alphabet)
         if bits is not None:
             bits[name] = bits.get(name, 0) + used

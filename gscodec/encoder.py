@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from .color import YCBCR_TO_RGB
-from .render import color_operator, render_splats
 from .quantize import Steps
+from .render import color_operator, render_splats
 from .splats import SplatTensors
 
 log = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ class Encoder:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             decay = 0.1 ** frac  # learning rates fall tenfold over the run
-            for group, lr in zip(opt.param_groups, lrs):
+            for group, lr in zip(opt.param_groups, lrs, strict=True):
                 group["lr"] = lr * decay
             opt.step()
             with torch.no_grad():
@@ -227,7 +227,7 @@ class Encoder:
     def _adam(params: list[torch.Tensor], lrs: list[float]) -> torch.optim.Adam:
         for p in params:
             p.requires_grad_(True)
-        return torch.optim.Adam([{"params": [p], "lr": lr} for p, lr in zip(params, lrs)])
+        return torch.optim.Adam([{"params": [p], "lr": lr} for p, lr in zip(params, lrs, strict=True)])
 
     def relocate(self, s: SplatTensors, k: int) -> SplatTensors:
         """Move the k splats of least energy to where the error is largest."""

@@ -8,9 +8,8 @@ decoder build identical models on any machine without side information.
 
 from __future__ import annotations
 
-import numpy as np
-
 import constriction
+import numpy as np
 
 from .errors import GscError
 

@@ -110,7 +110,9 @@ def render_splats(
     splat's mass. Differentiable in means, scales, angles and colors.
 
     ``backend``: "torch" (this module: the reference), "numba" (compiled CPU kernels,
-    float32 CPU tensors only) or "auto" (numba where it applies).
+    float32 CPU tensors only), "cuda" (`gscodec.render_cuda`: CUDA kernels through CuPy,
+    CUDA tensors) or "auto" (cuda for float32 CUDA tensors when `has_cuda()`, numba for
+    float32 CPU tensors, else torch).
     """
     sxx, sxy, syy = covariance(scales, angles)
     if scale < 1.0:
@@ -124,12 +126,21 @@ def render_splats(
     det = sxx * syy - sxy * sxy
     conic = torch.stack([syy / det, -sxy / det, sxx / det], 1)
 
-    n_pixels = height * width
     x0, y0, nx, ny = footprint_sizes(means, sxx, syy, height, width)
     if backend == "auto":
-        backend = "numba" if colors.dtype == torch.float32 and colors.device.type == "cpu" else "torch"
+        backend = "torch"
+        if colors.dtype == torch.float32 and colors.device.type == "cpu":
+            backend = "numba"
+        elif colors.dtype == torch.float32 and colors.device.type == "cuda":
+            from .render_cuda import has_cuda
+
+            backend = "cuda" if has_cuda() else "torch"
     if backend == "numba":
         out = _NumbaRasterize.apply(means, conic, colors, (x0, y0, nx, ny), height, width)
+    elif backend == "cuda":
+        from .render_cuda import CudaRasterize
+
+        out = CudaRasterize.apply(means, conic, colors, (x0, y0, nx, ny), height, width)
     elif backend == "torch":
         out = _render_chunks(means, conic, colors, (x0, y0, nx, ny), height, width)
     else:
@@ -151,7 +162,7 @@ def _render_chunks(means, conic, colors, boxes, height, width):
         marks = torch.arange(CHUNK_PAIRS, max(int(ends[-1]), CHUNK_PAIRS), CHUNK_PAIRS)
         cuts = torch.searchsorted(ends, marks, right=True).tolist()
         bounds = [0, *sorted(set(cuts) - {0, len(live)}), len(live)]
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
             sel = live[lo:hi]
             pairs = _enumerate_pairs(x0[sel], y0[sel], nx[sel], ny[sel])
             out = out + _RasterizeSum.apply(means[sel], conic[sel], colors[sel], pairs, width, n_pixels)

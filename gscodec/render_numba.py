@@ -12,20 +12,18 @@ Inputs are float32 numpy arrays; boxes (x0, y0, nx, ny) come from
 from __future__ import annotations
 
 import math
-
 import os
 
 import numba
 import numpy as np
+
+from .render import Q_CUT as _Q_CUT  # a float: numba freezes it at compile time
 
 # OpenMP worker threads busy-wait between kernels, which stalls every call when the
 # cores are shared (measured: 24 ms per call under load vs 0.1 ms); the workqueue
 # layer does not spin. A caller's own NUMBA_THREADING_LAYER wins.
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
-
-from .render import Q_CUT as _Q_CUT  # a float: numba freezes it at compile time
-
 
 
 @numba.njit(cache=True, inline="always")
