@@ -89,16 +89,20 @@ def _fit(rgb: np.ndarray, quality: float, effort: int, progress, seed: int) -> S
 
 
 def _encode_to_rate(rgb: np.ndarray, target_bpp: float, effort: int, progress, seed: int) -> bytes:
-    """Bisect quality with quick encodes, then encode once at the requested effort."""
+    """Bisect quality with quick encodes (the first half of the progress), then encode
+    once at the requested effort (the second half)."""
     if not target_bpp > 0:
         raise GscError(f"target_bpp must be positive, got {target_bpp}")
+    report = progress or (lambda _: None)
     h, w = rgb.shape[:2]
     lo, hi = 0.0, 100.0
-    for _ in range(6):
+    rounds = 6
+    for i in range(rounds):
         mid = (lo + hi) / 2
         bpp = 8 * len(encode_splats(_fit(rgb, mid, 0, None, seed), quality=mid)) / (h * w)
         lo, hi = (mid, hi) if bpp < target_bpp else (lo, mid)
-    return encode(rgb, quality=lo, effort=effort, progress=progress, seed=seed)
+        report(0.5 * (i + 1) / rounds)
+    return encode(rgb, quality=lo, effort=effort, progress=lambda f: report(0.5 + 0.5 * f), seed=seed)
 
 
 def decode(
