@@ -12,16 +12,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .codec import decode_splats, encode_splats, quantize_background
-from .color import rgb_to_ycbcr
-from .container import BACKGROUND_UNIT, check_size, parse_header
-from .encoder import DEFAULT_EFFORT, EFFORT_ITERATIONS, Encoder, plan_for, steps_for_quality
+from .codec import decode_splats, encode_splats
+from .container import check_size, parse_header
+from .encoder import DEFAULT_EFFORT, EFFORT_ITERATIONS, fit_image
 from .errors import GscError
 from .image import to_rgb_float
-from .quantize import dequantize_layer, fit_params, quantize_layer
 from .render import render_splats, to_uint8_rgb
 from .render_cuda import has_cuda
-from .splats import Splats, SplatTensors
+from .splats import Splats
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +50,7 @@ def encode(
     check_size(rgb.shape[1], rgb.shape[0])
     if target_bpp is not None:
         return _encode_to_rate(rgb, float(target_bpp), effort, progress, seed)
-    splats = _fit(rgb, quality, effort, progress, seed)
+    splats = fit_image(rgb, quality, effort, progress, seed)
     return encode_splats(splats, quality=quality)
 
 
@@ -61,31 +59,6 @@ def _check_options(quality: object, effort: object) -> None:
         raise GscError(f"quality must be a number in 0..100, got {quality!r}")
     if not isinstance(effort, (int, np.integer)) or not 0 <= effort <= MAX_EFFORT:
         raise GscError(f"effort must be an integer in 0..{MAX_EFFORT}, got {effort!r}")
-
-
-def _fit(rgb: np.ndarray, quality: float, effort: int, progress, seed: int) -> Splats:
-    """Optimise splats for the image, then quantize their geometry and re-solve colours."""
-    h, w = rgb.shape[:2]
-    ycc = rgb_to_ycbcr(torch.from_numpy(rgb))
-    background = np.asarray(quantize_background(ycc.reshape(-1, 3).mean(0).numpy()), np.float32)
-    background /= BACKGROUND_UNIT
-    plan = plan_for(quality, effort, h, w)
-    enc = Encoder(ycc - torch.from_numpy(background), seed=seed)
-    report = progress or (lambda _: None)
-    weight = plan.iterations + 10  # the initial placement and final solve count as 10 steps
-    s = enc.initial(plan.n_splats)
-    report(5 / weight)
-    s = enc.refine(s, plan.iterations, lambda f: report((5 + f * plan.iterations) / weight))
-    # quantization-aware finish: colours solved for the quantized geometry
-    steps = steps_for_quality(quality)
-    floating = Splats.from_tensors(s, width=w, height=h, background=background, patch_sizes=(plan.patch_size,))
-    params = fit_params(floating, plan.patch_size, steps)
-    symbols, order = quantize_layer(floating, params)
-    means, scales, angles, _ = dequantize_layer(params, symbols, w, h)
-    geometry = SplatTensors(*(torch.from_numpy(a) for a in (means, scales, angles)), s.colors[order])
-    colors = enc.solve_colors(geometry, 30, geometry.colors).numpy()
-    report(1.0)
-    return Splats(w, h, means, scales, angles, colors, background, patch_sizes=(plan.patch_size,))
 
 
 def _encode_to_rate(rgb: np.ndarray, target_bpp: float, effort: int, progress, seed: int) -> bytes:
@@ -99,7 +72,7 @@ def _encode_to_rate(rgb: np.ndarray, target_bpp: float, effort: int, progress, s
     rounds = 6
     for i in range(rounds):
         mid = (lo + hi) / 2
-        bpp = 8 * len(encode_splats(_fit(rgb, mid, 0, None, seed), quality=mid)) / (h * w)
+        bpp = 8 * len(encode_splats(fit_image(rgb, mid, 0, None, seed), quality=mid)) / (h * w)
         lo, hi = (mid, hi) if bpp < target_bpp else (lo, mid)
         report(0.5 * (i + 1) / rounds)
     return encode(rgb, quality=lo, effort=effort, progress=lambda f: report(0.5 + 0.5 * f), seed=seed)
