@@ -92,19 +92,41 @@ def decode(
 
 
 def render(splats: Splats, /, *, scale: float = 1.0, device: str = "cpu") -> np.ndarray:
-    """Render splats to an [H, W, 3] uint8 RGB array at ``scale``."""
+    """Render splats to an [H, W, 3] uint8 RGB array at ``scale``.
+
+    On the CPU this is the decoder's fused kernel (`gscodec.decode_numba`); on CUDA,
+    `render_splats` then `to_uint8_rgb`. Both equal the reference within +-1 LSB.
+    """
     if not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
         raise GscError(f"scale must be a positive number, got {scale!r}")
     dev = _render_device(device)
     h, w = max(1, round(splats.height * scale)), max(1, round(splats.width * scale))
     check_size(w, h)
+    if dev.type == "cpu":
+        from .decode_numba import render_rgb
+
+        return render_rgb(splats, h, w, scale=scale)
+    return _render_tensors(splats, h, w, scale, dev, "auto")
+
+
+def _render_tensors(splats: Splats, h: int, w: int, scale: float, dev: torch.device, backend: str) -> np.ndarray:
+    """[h, w, 3] uint8 through `render_splats` (``backend``: "torch" is the reference) and
+    `to_uint8_rgb`: the CUDA path, and the oracle the fast CPU path is tested against."""
     t = splats.tensors(device=dev)
     with torch.no_grad():
         ycc = render_splats(
             t.means, t.scales, t.angles, t.colors, h, w, scale=scale,
-            background=torch.from_numpy(splats.background).to(dev),
+            background=torch.from_numpy(splats.background).to(dev), backend=backend,
         )
     return to_uint8_rgb(ycc.cpu()).numpy()
+
+
+def render_reference(splats: Splats, /, *, scale: float = 1.0, backend: str = "torch") -> np.ndarray:
+    """`render` on the CPU through `render_splats(backend=...)` and `to_uint8_rgb` ("torch":
+    the spec's reference decode; "numba": the encoder's kernels). For tests and conformance."""
+    h, w = max(1, round(splats.height * scale)), max(1, round(splats.width * scale))
+    check_size(w, h)
+    return _render_tensors(splats, h, w, scale, torch.device("cpu"), backend)
 
 
 def _render_device(device: object) -> torch.device:
