@@ -8,7 +8,10 @@ overrides it). Per image: one untimed warm-up encode and decode, then
 in-process, one image at a time); the per-image figure is the median over the
 repeats, and the table gives the mean over images of those medians. Decode
 times are compared to JPEG and WebP measured in the same run (both are always
-included). Decode time covers bytes -> ``[H, W, 3]`` uint8 array.
+included). Decode time covers bytes -> ``[H, W, 3]`` uint8 array. One more,
+untimed decode per image measures the decode's peak memory (``decode_peak_mib``: the
+rise of the process's peak RSS above its RSS before the call, Linux only; the
+maximum over images).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,34 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def peak_rss_during(fn: Callable[..., Any], *args: Any) -> tuple[Any, float | None]:
+    """(fn(*args), MiB by which the process's peak RSS rose above its RSS before the call).
+
+    Linux only (resets the peak through /proc/self/clear_refs; None elsewhere). Counts
+    every allocator (numpy, torch, numba); memory reused from a library's free pool
+    does not show, so it is a lower bound on the call's working memory."""
+    before = _status_kib("VmRSS")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    except OSError:
+        before = None
+    result = fn(*args)
+    peak = _status_kib("VmHWM")
+    if before is None or peak is None:
+        return result, None
+    return result, max(0, peak - before) / 1024
 
 
 def time_codec(
@@ -63,10 +95,12 @@ def time_codec(
                     t1 = time.perf_counter()
                     codec.decode(data)
                     dec.append(time.perf_counter() - t1)
+            _, peak = peak_rss_during(codec.decode, data)  # untimed
             per_image[path.stem] = {
                 "bpp": metrics.bpp(len(data), *img.shape[:2]),
                 "encoding_time": statistics.median(enc),
                 "decoding_time": statistics.median(dec),
+                "decode_peak_mib": peak,
             }
             bar.update()
     values = list(per_image.values())
@@ -76,8 +110,13 @@ def time_codec(
         "bpp": statistics.fmean(v["bpp"] for v in values),
         "encode_ms": 1e3 * statistics.fmean(v["encoding_time"] for v in values),
         "decode_ms": 1e3 * statistics.fmean(v["decoding_time"] for v in values),
+        "decode_peak_mib": _max_or_none([v["decode_peak_mib"] for v in values]),
         "per_image": per_image,
     }
+
+
+def _max_or_none(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else round(max(values), 2)  # type: ignore[type-var]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,11 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or BENCH_DIR / "results" / dataset / "speed.json"
     schema.write(out, report)
     print(f"\n{dataset}, {len(images)} images, median of {args.repeats} repeats per image, mean over images")
-    print(f"{'codec':<14} {'quality':>7} {'bpp':>7} {'enc ms':>9} {'dec ms':>8} {'dec/JPEG':>9} {'dec/WebP':>9}")
+    print(f"{'codec':<14} {'quality':>7} {'bpp':>7} {'enc ms':>9} {'dec ms':>8} {'dec/JPEG':>9} {'dec/WebP':>9}"
+          f" {'dec MiB':>8}")
     for name, r in results.items():
+        mib = r["decode_peak_mib"]
         print(
             f"{name:<14} {r['quality']:>7} {r['bpp']:7.3f} {r['encode_ms']:9.1f} {r['decode_ms']:8.2f} "
             f"{r.get('decode_vs_jpeg', float('nan')):9.2f} {r.get('decode_vs_webp', float('nan')):9.2f}"
+            f" {'n/a' if mib is None else f'{mib:.1f}':>8}"
         )
     print(f"load average (1 min) before/after: {report['machine']['loadavg_1min']}")
     print(f"wrote {out}", file=sys.stderr)
