@@ -189,3 +189,17 @@ def test_gscodec_wrapper_passes_effort_and_explains_missing_device(
     assert seen == {"quality": 40, "effort": 2}
     with pytest.raises(TypeError, match="does not accept device='cuda'"):
         make_codec("gscodec", device="cuda").decode(img.tobytes())
+
+
+def test_speed_reports_decode_peak_memory(image_dir: Path, tmp_path: Path) -> None:
+    from bench import speed
+
+    _, mib = speed.peak_rss_during(lambda n: np.ones(n).sum(), 10_000_000)  # an 80 MB array
+    if mib is not None:  # Linux
+        assert mib > 60
+    out = tmp_path / "speed.json"
+    assert speed.main(["--dataset", str(image_dir), "--codecs", "jpeg", "--repeats", "1", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["codecs"]) == {"jpeg", "webp"}
+    for r in report["codecs"].values():
+        assert "decode_peak_mib" in r and "decode_peak_mib" in r["per_image"]["img0"]
