@@ -27,6 +27,7 @@ from .render import prepare_splats
 from .render_numba import _row_span
 from .splats import Splats
 
+CHUNK = 16  # pixels per vectorized block of a row span
 BAND_ROWS = 16  # rows per band: a band's float32 accumulator (16 x W x 3) stays in L2
 MAX_BAND_PAIRS_PER_SPLAT = 4  # beyond this many bands per splat on average (plus
 BAND_PAIRS_SLACK = 1 << 20  # this many (splat, band) pairs in all), bands grow
@@ -108,10 +109,10 @@ def render_rgb_kernel(
     n_bands = (height + band - 1) // band
     starts, items = _bin(y0, nx, ny, band, n_bands)
     out = np.empty((height, width, 3), np.uint8)
-    centres = np.arange(width).astype(np.float32) + np.float32(0.5)  # exact: ix + 0.5
+    centres = np.arange(width + CHUNK).astype(np.float32) + np.float32(0.5)  # exact: ix + 0.5
     bg0, bg1, bg2 = background[0], background[1], background[2]
     for t in numba.prange(threads):
-        acc = np.empty((3, band, width), np.float32)  # planar Y, Cb, Cr: contiguous pixel loops
+        acc = np.empty((3, band, width + CHUNK), np.float32)  # planar Y, Cb, Cr: contiguous pixel loops
         for bi in range(t, n_bands, threads):
             r0 = bi * band
             r1 = min(height, r0 + band)
@@ -125,16 +126,20 @@ def render_rgb_kernel(
                     dy = np.float32(iy) + np.float32(0.5) - my
                     cyy = c * dy * dy
                     lo, hi = _row_span(a, conic[k, 1], c, dy, x0[k], nx[k], mx)
-                    # slices indexed from 0: no negative-index wraparound, so the loop vectorizes
-                    s0, s1, s2 = acc[0, iy - r0, lo:hi], acc[1, iy - r0, lo:hi], acc[2, iy - r0, lo:hi]
-                    u = centres[lo:hi]
-                    for i in range(hi - lo):
-                        dx = u[i] - mx
-                        q = a * dx * dx + b2 * dx * dy + cyy  # as render_numba.forward
-                        w = _exp(np.float32(-0.5) * q) if q <= q_cut else np.float32(0.0)
-                        s0[i] += w * c0
-                        s1[i] += w * c1
-                        s2[i] += w * c2
+                    # blocks of CHUNK pixels from lo, lanes at or past hi masked: fixed-length
+                    # loops vectorize whole (no scalar remainder); unsigned indices need no
+                    # negative-index wraparound. The buffers have CHUNK columns of slack.
+                    r, end = iy - r0, np.uint64(hi)
+                    for start in range(np.uint64(lo), end, np.uint64(CHUNK)):
+                        for lane in range(np.uint64(CHUNK)):
+                            ix = start + lane
+                            dx = centres[ix] - mx
+                            q = a * dx * dx + b2 * dx * dy + cyy  # as render_numba.forward
+                            keep = (q <= q_cut) & (ix < end)
+                            w = _exp(np.float32(-0.5) * q) if keep else np.float32(0.0)
+                            acc[0, r, ix] += w * c0
+                            acc[1, r, ix] += w * c1
+                            acc[2, r, ix] += w * c2
             for iy in range(r0, r1):
                 p0, p1, p2 = acc[0, iy - r0], acc[1, iy - r0], acc[2, iy - r0]
                 row = out[iy]
