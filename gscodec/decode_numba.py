@@ -110,7 +110,11 @@ def render_rgb_kernel(
     starts, items = _bin(y0, nx, ny, band, n_bands)
     out = np.empty((height, width, 3), np.uint8)
     centres = np.arange(width + CHUNK).astype(np.float32) + np.float32(0.5)  # exact: ix + 0.5
+    flat = out.reshape(-1)
     bg0, bg1, bg2 = background[0], background[1], background[2]
+    m00, m01, m02 = matrix[0, 0], matrix[0, 1], matrix[0, 2]
+    m10, m11, m12 = matrix[1, 0], matrix[1, 1], matrix[1, 2]
+    m20, m21, m22 = matrix[2, 0], matrix[2, 1], matrix[2, 2]
     for t in numba.prange(threads):
         acc = np.empty((3, band, width + CHUNK), np.float32)  # planar Y, Cb, Cr: contiguous pixel loops
         for bi in range(t, n_bands, threads):
@@ -140,16 +144,19 @@ def render_rgb_kernel(
                             acc[0, r, ix] += w * c0
                             acc[1, r, ix] += w * c1
                             acc[2, r, ix] += w * c2
-            for iy in range(r0, r1):
-                p0, p1, p2 = acc[0, iy - r0], acc[1, iy - r0], acc[2, iy - r0]
-                row = out[iy]
-                for ix in range(width):
-                    v0 = np.float64(p0[ix] + bg0)
-                    v1 = np.float64(p1[ix] + bg1)
-                    v2 = np.float64(p2[ix] + bg2)
-                    for ch in range(3):
-                        v = (v0 * matrix[ch, 0] + v1 * matrix[ch, 1] + v2 * matrix[ch, 2]) * 255.0
-                        row[ix, ch] = np.uint8(np.rint(min(max(v, 0.0), 255.0)))
+            for iy in range(r0, r1):  # YCbCr -> RGB in float64, x 255, clamp, round half to even
+                r, base = iy - r0, np.uint64(iy * width * 3)
+                for ix in range(np.uint64(width)):
+                    v0 = np.float64(acc[0, r, ix] + bg0)
+                    v1 = np.float64(acc[1, r, ix] + bg1)
+                    v2 = np.float64(acc[2, r, ix] + bg2)
+                    red = (v0 * m00 + v1 * m01 + v2 * m02) * 255.0
+                    green = (v0 * m10 + v1 * m11 + v2 * m12) * 255.0
+                    blue = (v0 * m20 + v1 * m21 + v2 * m22) * 255.0
+                    o = base + np.uint64(3) * ix
+                    flat[o] = np.uint8(np.rint(min(max(red, 0.0), 255.0)))
+                    flat[o + np.uint64(1)] = np.uint8(np.rint(min(max(green, 0.0), 255.0)))
+                    flat[o + np.uint64(2)] = np.uint8(np.rint(min(max(blue, 0.0), 255.0)))
     return out
 
 
