@@ -88,37 +88,6 @@ class _RasterizeSum(torch.autograd.Function):
         return -2.0 * sums[:, 3:], sums[:, :3], grad_colors, None, None, None
 
 
-def prepare_splats(
-    means: torch.Tensor,  # [N, 2] source pixels
-    scales: torch.Tensor,  # [N, 2]
-    angles: torch.Tensor,  # [N]
-    colors: torch.Tensor,  # [N, C]
-    height: int,
-    width: int,
-    *,
-    scale: float = 1.0,
-    origin: tuple[int, int] = (0, 0),
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-    """The splats on the output grid, as every backend of `render_splats` consumes them.
-
-    Returns (means [N, 2] output pixels, conic [N, 3] = (Sigma^-1 xx, xy, yy), colors [N, C]
-    (mass-corrected when scale < 1), boxes (x0, y0, nx, ny) from `footprint_sizes`).
-    Differentiable in the inputs (boxes aside).
-    """
-    sxx, sxy, syy = covariance(scales, angles)
-    if scale < 1.0:
-        det0 = sxx * syy - sxy * sxy
-        extra = (1.0 / scale**2 - 1.0) / 12.0
-        sxx, syy = sxx + extra, syy + extra
-        colors = colors * torch.sqrt(det0 / (sxx * syy - sxy * sxy))[:, None]
-    s2 = scale * scale
-    sxx, sxy, syy = sxx * s2, sxy * s2, syy * s2
-    means = means * scale - torch.tensor([origin[1], origin[0]], dtype=means.dtype, device=means.device)
-    det = sxx * syy - sxy * sxy
-    conic = torch.stack([syy / det, -sxy / det, sxx / det], 1)
-    return means, conic, colors, footprint_sizes(means, sxx, syy, height, width)
-
-
 def render_splats(
     means: torch.Tensor,  # [N, 2] source pixels
     scales: torch.Tensor,  # [N, 2]
@@ -145,9 +114,19 @@ def render_splats(
     CUDA tensors) or "auto" (cuda for float32 CUDA tensors when `has_cuda()`, numba for
     float32 CPU tensors, else torch).
     """
-    means, conic, colors, (x0, y0, nx, ny) = prepare_splats(
-        means, scales, angles, colors, height, width, scale=scale, origin=origin
-    )
+    sxx, sxy, syy = covariance(scales, angles)
+    if scale < 1.0:
+        det0 = sxx * syy - sxy * sxy
+        extra = (1.0 / scale**2 - 1.0) / 12.0
+        sxx, syy = sxx + extra, syy + extra
+        colors = colors * torch.sqrt(det0 / (sxx * syy - sxy * sxy))[:, None]
+    s2 = scale * scale
+    sxx, sxy, syy = sxx * s2, sxy * s2, syy * s2
+    means = means * scale - torch.tensor([origin[1], origin[0]], dtype=means.dtype, device=means.device)
+    det = sxx * syy - sxy * sxy
+    conic = torch.stack([syy / det, -sxy / det, sxx / det], 1)
+
+    x0, y0, nx, ny = footprint_sizes(means, sxx, syy, height, width)
     if backend == "auto":
         backend = "torch"
         if colors.dtype == torch.float32 and colors.device.type == "cpu":

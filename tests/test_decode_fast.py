@@ -139,3 +139,14 @@ def test_vectorizable_exp_is_within_about_an_ulp() -> None:
     want = np.exp(x[::97].astype(np.float64))
     assert np.max(np.abs(got - want) / want) < 2.5e-7
     assert decode_numba._exp(np.float32(-50.0)) == decode_numba._exp(np.float32(-7.0))
+
+
+def test_concurrent_renders_from_several_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    sets = [random_splats(300, 90, 70, seed=s) for s in range(6)]
+    want = [gscodec.render(s) for s in sets]
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(gscodec.render, sets * 2))
+    for g, w in zip(got, want * 2, strict=True):
+        np.testing.assert_array_equal(g, w)
