@@ -1,6 +1,6 @@
 """Refinement speed: the encoder's forward + backward per second, numba vs torch.
 
-``python -m bench.refine_speed`` (defaults: kodim01, quality 50, 20 Adam steps)
+``python -m bench.refine_speed`` (defaults: kodim01, quality 50, 50 Adam steps)
 
 One refinement iteration is what `gscodec.encoder.Encoder.refine` does per step:
 render the splats (`render_splats`), the MSE in RGB (`Encoder.loss`), backward,
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stream", type=Path, help="a .gsc of that image to start from (default: encode it)")
     ap.add_argument("--quality", type=float, default=50.0)
     ap.add_argument("--effort", type=int, default=0, help="effort of the start's encode")
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--backends", default=",".join(BACKENDS))
     ap.add_argument("--out", type=Path)
     ap.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one backend, JSON to stdout

@@ -17,6 +17,7 @@ maximum over images).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
 import os
 import platform
@@ -53,12 +54,23 @@ def _status_kib(field: str) -> int | None:
     return None
 
 
+def _malloc_trim() -> None:
+    """Hand glibc's free heap pages back to the OS, so that a call's allocations touch
+    fresh pages and show in RSS (no-op elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def peak_rss_during(fn: Callable[..., Any], *args: Any) -> tuple[Any, float | None]:
     """(fn(*args), MiB by which the process's peak RSS rose above its RSS before the call).
 
     Linux only (resets the peak through /proc/self/clear_refs; None elsewhere). Counts
-    every allocator (numpy, torch, numba); memory reused from a library's free pool
-    does not show, so it is a lower bound on the call's working memory."""
+    every allocator (numpy, torch, numba); glibc's free pages are released first, but
+    memory a library keeps in its own pool (torch's, for one) can still be reused
+    unseen, so it is a lower bound on the call's working memory."""
+    _malloc_trim()
     before = _status_kib("VmRSS")
     try:
         Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
