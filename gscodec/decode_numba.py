@@ -246,12 +246,22 @@ def render_rgb(splats: Splats, height: int, width: int, *, scale: float = 1.0) -
 
     helpers = [_pool().submit(work) for _ in range(min(numba.get_num_threads(), n_groups) - 1)]
     work()
-    for h in helpers:
-        h.result()
+    for h in helpers:  # every group is taken: wait only for helpers that started
+        if not h.cancel():
+            h.result()
     return out
 
 
 _POOL: ThreadPoolExecutor | None = None
+
+
+def _forget_pool() -> None:
+    global _POOL
+    _POOL = None  # a forked child has none of the parent's threads
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _pool() -> ThreadPoolExecutor:

@@ -150,3 +150,14 @@ def test_concurrent_renders_from_several_threads() -> None:
         got = list(pool.map(gscodec.render, sets * 2))
     for g, w in zip(got, want * 2, strict=True):
         np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_decode_works_in_a_forked_child() -> None:
+    import multiprocessing
+
+    s = random_splats(200, 70, 60, seed=9)
+    want = gscodec.render(s)  # creates the helper pool in this process
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(gscodec.render, (s,)).get(timeout=60)
+    np.testing.assert_array_equal(got, want)
