@@ -46,7 +46,8 @@ _MATRIX = np.ascontiguousarray(YCBCR_TO_RGB.numpy())  # [3, 3] float64, rows R, 
 
 @numba.njit(cache=True)
 def prepare(means, scales, angles, colors, height, width, scale):  # pragma: no cover - compiled
-    """`render.prepare_splats` for one image at ``scale`` (origin (0, 0)), in numba.
+    """The preprocessing of `render.render_splats` (covariance, widening for scale < 1,
+    conic, boxes) for one image at ``scale`` (origin (0, 0)), in numba.
 
     means, scales [N, 2], angles [N], colors [N, 3] float32 -> (means [N, 2], conic [N, 3],
     colors [N, 3] float32, x0, y0, nx, ny [N] int64) with the reference's float32 steps;
