@@ -75,3 +75,14 @@ def load_rgb(path: Path) -> np.ndarray:
         if im.mode not in ("RGB", "L", "P", "RGBA"):
             raise ValueError(f"{path}: unsupported image mode {im.mode} (need 8-bit)")
         return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def select(dataset: str, div2k_dir: str | None, images: list[str] | None, limit: int | None) -> tuple[str, list[Path]]:
+    """(dataset name, image paths) from the CLI options ``--dataset``, ``--div2k-dir``,
+    ``--images`` (names or globs, comma lists allowed) and ``--limit``."""
+    name, folder = resolve(dataset, div2k_dir)
+    patterns = [s for item in images or [] for s in item.split(",") if s]
+    paths = list_images(folder, patterns or None, limit)
+    if not paths:
+        raise ValueError(f"no images matched directly in {folder} (sub-folders are not searched)")
+    return name, paths

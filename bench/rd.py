@@ -190,11 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        dataset, folder = datasets.resolve(args.dataset, args.div2k_dir)
-        patterns = [s for item in args.images or [] for s in item.split(",") if s]
-        images = datasets.list_images(folder, patterns or None, args.limit)
-        if not images:
-            raise ValueError(f"no images matched directly in {folder} (sub-folders are not searched)")
+        dataset, images = datasets.select(args.dataset, args.div2k_dir, args.images, args.limit)
         names = [n for n in args.codecs.split(",") if n]
         names += [f"gscodec-e{int(e)}" for e in (args.gscodec_effort or "").split(",") if e]
         codecs = [make_codec(n) for n in dict.fromkeys(names)]
@@ -203,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out) if args.out else BENCH_DIR / "results" / dataset
     cache = ResultCache(args.cache, dataset)
-    print(f"dataset {dataset}: {len(images)} images from {folder}", file=sys.stderr)
+    print(f"dataset {dataset}: {len(images)} images from {images[0].parent}", file=sys.stderr)
     ran = 0
     for codec in codecs:
         reason = codec.unavailable()

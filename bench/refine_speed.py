@@ -23,7 +23,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from typing import Any
 
 from bench import datasets, schema
 from bench.rd import BENCH_DIR
-from bench.speed import cpu_model, peak_rss_during
+from bench.speed import machine_info, peak_rss_during
 
 BACKENDS = ("numba", "torch")
 
@@ -155,13 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "image": image.stem,
         "start": "given stream" if args.stream else f"gscodec.encode quality={args.quality} effort={args.effort}",
         "date": datetime.date.today().isoformat(),
-        "machine": {
-            "cpu": cpu_model(),
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "loadavg_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
-        },
+        "machine": machine_info(load_before),
         "runs": runs,
     }
     if "numba" in runs and "torch" in runs:

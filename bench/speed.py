@@ -83,6 +83,19 @@ def peak_rss_during(fn: Callable[..., Any], *args: Any) -> tuple[Any, float | No
     return result, max(0, peak - before) / 1024
 
 
+def machine_info(load_before: tuple[float, float, float], **extra: str) -> dict[str, Any]:
+    """This machine, for result files; the 1-minute load average before and after the run
+    shows whether other jobs inflated the timings."""
+    return {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        **extra,
+        "loadavg_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+    }
+
+
 def time_codec(
     codec: Codec, images: list[Path], quality: int, repeats: int, encode_repeats: int | None = None
 ) -> dict[str, Any]:
@@ -146,11 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="output JSON (default bench/results/<dataset>/speed.json)")
     args = ap.parse_args(argv)
     try:
-        dataset, folder = datasets.resolve(args.dataset, args.div2k_dir)
-        patterns = [s for item in args.images or [] for s in item.split(",") if s]
-        images = datasets.list_images(folder, patterns or None, args.limit)
-        if not images:
-            raise ValueError(f"no images matched directly in {folder} (sub-folders are not searched)")
+        dataset, images = datasets.select(args.dataset, args.div2k_dir, args.images, args.limit)
         names = ["jpeg", "webp"] + [n for n in args.codecs.split(",") if n]
         names += [f"gscodec-e{int(e)}" for e in (args.gscodec_effort or "").split(",") if e]
         codecs = [make_codec(n, device=args.device) for n in dict.fromkeys(names)]
@@ -183,15 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "encode_repeats": args.encode_repeats or args.repeats,
         "date": datetime.date.today().isoformat(),
-        "machine": {
-            "cpu": cpu_model(),
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "device": args.device or "cpu",
-            # 1-minute load average before and after: other jobs inflate timings
-            "loadavg_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
-        },
+        "machine": machine_info(load_before, device=args.device or "cpu"),
         "codecs": results,
     }
     out = args.out or BENCH_DIR / "results" / dataset / "speed.json"

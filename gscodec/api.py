@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import tempfile
@@ -20,8 +19,6 @@ from .image import to_rgb_float
 from .render import render_splats, to_uint8_rgb
 from .render_cuda import has_cuda
 from .splats import Splats
-
-log = logging.getLogger(__name__)
 
 DEFAULT_QUALITY = 50
 MAX_EFFORT = len(EFFORT_ITERATIONS) - 1

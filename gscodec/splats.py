@@ -111,7 +111,7 @@ class Splats:
         )
 
     def equals(self, other: Splats) -> bool:
-        """Exact equality of every field (as a set: order is compared as stored)."""
+        """Exact equality of every field, splats compared in stored order."""
         return (
             (self.width, self.height, self.patch_sizes) == (other.width, other.height, other.patch_sizes)
             and all(
