@@ -6,6 +6,7 @@
     >>> splats = gscodec.decode_splats(data)           # the splats themselves
 """
 
+from . import _openmp  # noqa: F401  (first: before anything imports torch)
 from .api import DEFAULT_QUALITY, check, decode, encode, read, render, write
 from .codec import decode_splats, encode_splats
 from .encoder import DEFAULT_EFFORT

@@ -34,6 +34,7 @@ def encode(
     drop_alpha: bool = False,
     progress: Callable[[float], None] | None = None,
     seed: int = 0,
+    device: str = "cpu",
 ) -> bytes:
     """Compress an image to .gsc bytes.
 
@@ -41,13 +42,18 @@ def encode(
     quality: 0-100, higher is larger and better. effort: 0-9, more refinement steps
     (encode time grows about linearly). target_bpp: search quality for this rate
     instead (bits per pixel, from the file size). progress: called with 0..1.
+    device: where the splats are fitted: "cpu", "cuda" / "cuda:N" (needs CuPy and a
+    GPU: ``pip install gscodec[cuda]``) or "auto" (CUDA when `gscodec.has_cuda`, else
+    the CPU). Devices round differently, so their files differ slightly; any decoder
+    reads either.
     """
     rgb = to_rgb_float(image, drop_alpha=drop_alpha)
     _check_options(quality, effort)
     check_size(rgb.shape[1], rgb.shape[0])
+    dev = _render_device(device)
     if target_bpp is not None:
-        return _encode_to_rate(rgb, float(target_bpp), effort, progress, seed)
-    splats = fit_image(rgb, quality, effort, progress, seed)
+        return _encode_to_rate(rgb, float(target_bpp), effort, progress, seed, dev)
+    splats = fit_image(rgb, quality, effort, progress, seed, dev)
     return encode_splats(splats, quality=quality)
 
 
@@ -58,7 +64,8 @@ def _check_options(quality: object, effort: object) -> None:
         raise GscError(f"effort must be an integer in 0..{MAX_EFFORT}, got {effort!r}")
 
 
-def _encode_to_rate(rgb: np.ndarray, target_bpp: float, effort: int, progress, seed: int) -> bytes:
+def _encode_to_rate(rgb: np.ndarray, target_bpp: float, effort: int, progress, seed: int,
+                    dev: torch.device) -> bytes:
     """Bisect quality with quick encodes (the first half of the progress), then encode
     once at the requested effort (the second half)."""
     if not target_bpp > 0:
@@ -69,10 +76,11 @@ def _encode_to_rate(rgb: np.ndarray, target_bpp: float, effort: int, progress, s
     rounds = 6
     for i in range(rounds):
         mid = (lo + hi) / 2
-        bpp = 8 * len(encode_splats(fit_image(rgb, mid, 0, None, seed), quality=mid)) / (h * w)
+        bpp = 8 * len(encode_splats(fit_image(rgb, mid, 0, None, seed, dev), quality=mid)) / (h * w)
         lo, hi = (mid, hi) if bpp < target_bpp else (lo, mid)
         report(0.5 * (i + 1) / rounds)
-    return encode(rgb, quality=lo, effort=effort, progress=lambda f: report(0.5 + 0.5 * f), seed=seed)
+    return encode(rgb, quality=lo, effort=effort, progress=lambda f: report(0.5 + 0.5 * f), seed=seed,
+                  device=str(dev))
 
 
 def decode(
@@ -82,8 +90,9 @@ def decode(
 
     scale: output size factor (thumbnails below 1, upscaling above; the output is
     round(H * scale) x round(W * scale)). layers: decode only the first layers
-    (progressive decoding). device: "cpu", or "cuda" / "cuda:N" (needs CuPy and a GPU:
-    ``pip install gscodec[cuda]``; see `gscodec.has_cuda`).
+    (progressive decoding). device: "cpu", "cuda" / "cuda:N" (needs CuPy and a GPU:
+    ``pip install gscodec[cuda]``; see `gscodec.has_cuda`) or "auto" (CUDA when
+    available, else the CPU). Every device gives the same image within +-1 per channel.
     """
     return render(decode_splats(data, layers=layers), scale=scale, device=device)
 
@@ -92,7 +101,8 @@ def render(splats: Splats, /, *, scale: float = 1.0, device: str = "cpu") -> np.
     """Render splats to an [H, W, 3] uint8 RGB array at ``scale``.
 
     On the CPU this is the decoder's fused kernel (`gscodec.decode_numba`); on CUDA,
-    `render_splats` then `to_uint8_rgb`. Both equal the reference within +-1 LSB.
+    `render_splats` then `to_uint8_rgb`, on the GPU. Both equal the reference within
+    +-1 LSB. ``device`` as for `decode`.
     """
     if not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
         raise GscError(f"scale must be a positive number, got {scale!r}")
@@ -115,7 +125,7 @@ def _render_tensors(splats: Splats, h: int, w: int, scale: float, dev: torch.dev
             t.means, t.scales, t.angles, t.colors, h, w, scale=scale,
             background=torch.from_numpy(splats.background).to(dev), backend=backend,
         )
-    return to_uint8_rgb(ycc.cpu()).numpy()
+        return to_uint8_rgb(ycc).cpu().numpy()
 
 
 def render_reference(splats: Splats, /, *, scale: float = 1.0, backend: str = "torch") -> np.ndarray:
@@ -127,11 +137,13 @@ def render_reference(splats: Splats, /, *, scale: float = 1.0, backend: str = "t
 
 
 def _render_device(device: object) -> torch.device:
-    """torch.device for "cpu", "cuda" or "cuda:N"; GscError for anything else or a missing GPU."""
+    """torch.device for "cpu", "cuda", "cuda:N" or "auto"; GscError for anything else or a missing GPU."""
+    if device == "auto":
+        return torch.device("cuda" if has_cuda() else "cpu")
     try:
         dev = torch.device(device)  # type: ignore[arg-type]
     except (TypeError, RuntimeError):
-        raise GscError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+        raise GscError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}") from None
     if dev.type == "cuda":
         if not has_cuda():
             raise GscError(f"device {device!r} is not available: CUDA rendering needs CuPy and a CUDA GPU "
@@ -139,7 +151,7 @@ def _render_device(device: object) -> torch.device:
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise GscError(f"device {device!r} is not available ({torch.cuda.device_count()} CUDA devices)")
     elif dev.type != "cpu":
-        raise GscError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        raise GscError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
     return dev
 
 

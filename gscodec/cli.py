@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 PROG = "gscodec"
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_DEVICE_HELP = "cpu (default), cuda, cuda:N (needs pip install gscodec[cuda] and a GPU) or auto"
 
 
 class UsageError(Exception):
@@ -95,6 +96,7 @@ def _build_parser() -> argparse.ArgumentParser:
                      help=f"0-{MAX_EFFORT}, more refinement (slower), default {DEFAULT_EFFORT}")
     enc.add_argument("--drop-alpha", action="store_true", help="drop an alpha channel instead of failing")
     enc.add_argument("--seed", type=_integer(0, None), default=0, help="random seed of the encoder (default 0)")
+    enc.add_argument("--device", default="cpu", help=_DEVICE_HELP)
     enc.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
     enc.add_argument("--quiet", action="store_true", help="print neither progress nor summary")
     enc.set_defaults(run=_cmd_encode)
@@ -105,6 +107,7 @@ def _build_parser() -> argparse.ArgumentParser:
     dec.add_argument("-s", "--scale", type=_number(0, None), default=1.0, help="output size factor (default 1)")
     dec.add_argument("-l", "--layers", type=_integer(0, None), default=None, metavar="K",
                      help="decode only the first K layers (progressive preview)")
+    dec.add_argument("--device", default="cpu", help=_DEVICE_HELP)
     dec.add_argument("--quiet", action="store_true", help="print no summary")
     dec.set_defaults(run=_cmd_decode)
 
@@ -199,6 +202,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         data = encode(
             image, quality=DEFAULT_QUALITY if args.quality is None else args.quality, effort=args.effort,
             target_bpp=args.target_bpp, drop_alpha=args.drop_alpha, progress=bar, seed=args.seed,
+            device=args.device,
         )
     finally:
         if bar is not None:
@@ -223,7 +227,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     data = _read(args.input)
     start = time.perf_counter()
     try:
-        pixels = decode(data, scale=args.scale, layers=args.layers)
+        pixels = decode(data, scale=args.scale, layers=args.layers, device=args.device)
     except GscError as exc:
         raise GscError(f"{args.input}: {exc}") from None
     seconds = time.perf_counter() - start

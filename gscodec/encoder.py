@@ -9,6 +9,11 @@
 3. Quantization-aware finish: quantize the geometry, solve the colours for the
    quantized geometry, then quantize the colours.
 
+Every step goes through `render_splats` and its autograd op, so the same code runs on
+any device: the numba kernels on the CPU, the CUDA kernels on a GPU (the colour solves
+use the op's backward as the adjoint). Random placement always samples on the CPU with
+a CPU generator, so a seed gives the same placement on every device.
+
 A trained predictor (later) replaces step 1; steps 2-3 stay.
 """
 
@@ -27,7 +32,7 @@ from .codec import quantize_background
 from .color import YCBCR_TO_RGB, rgb_to_ycbcr
 from .container import BACKGROUND_UNIT
 from .quantize import Steps, dequantize_layer, fit_params, quantize_layer
-from .render import color_operator, render_splats
+from .render import render_splats
 from .splats import Splats, SplatTensors
 
 log = logging.getLogger(__name__)
@@ -90,7 +95,7 @@ def steps_for_quality(quality: float) -> Steps:
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of an [H, W] map (reflect-free: zero padding, renormalised)."""
     r = max(1, int(3 * sigma))
-    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype) / sigma) ** 2)
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) / sigma) ** 2)
     k = (k / k.sum()).view(1, 1, -1)
     ones = torch.ones_like(x)[None, None]
     def conv(t):
@@ -100,7 +105,8 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def _sample_positions(weight: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
-    """n points [n, 2] (x, y) sampled without replacement from pixels, jittered inside them."""
+    """n points [n, 2] (x, y) sampled without replacement from pixels, jittered inside them
+    (``weight`` and ``gen`` on the CPU)."""
     h, w = weight.shape
     flat = weight.flatten().clamp(min=0) + 1e-12
     n = min(n, flat.numel())
@@ -112,35 +118,39 @@ def _sample_positions(weight: torch.Tensor, n: int, gen: torch.Generator) -> tor
 def _importance(target: torch.Tensor) -> torch.Tensor:
     """Where splats are needed: local gradient energy of the image, [H, W]."""
     y = target @ YCBCR_TO_RGB.to(target).T  # gradients in RGB, the metric we are judged in
-    gx = torch.zeros(y.shape[:2])
-    gy = torch.zeros(y.shape[:2])
+    gx = torch.zeros(y.shape[:2], dtype=y.dtype, device=y.device)
+    gy = torch.zeros_like(gx)
     gx[:, 1:] = (y[:, 1:] - y[:, :-1]).abs().sum(-1)
     gy[1:] = (y[1:] - y[:-1]).abs().sum(-1)
     return _blur(gx + gy, 1.5)
 
 
 class Encoder:
-    """Fits splats to one image (YCbCr float tensor [H, W, 3], background removed)."""
+    """Fits splats to one image (YCbCr float tensor [H, W, 3], background removed), on the
+    target's device; ``backend`` is `render_splats`'s (default: the fast one for the device)."""
 
-    def __init__(self, target: torch.Tensor, seed: int = 0) -> None:
+    def __init__(self, target: torch.Tensor, seed: int = 0, backend: str = "auto") -> None:
         self.target = target
+        self.device = target.device
+        self.backend = backend
         self.h, self.w = target.shape[:2]
-        self.gen = torch.Generator().manual_seed(seed)
+        self.gen = torch.Generator().manual_seed(seed)  # on the CPU: the same draws on every device
         self.rgb = YCBCR_TO_RGB.to(target).T
 
     # ---- placement ----------------------------------------------------------------
     def place(self, weight: torch.Tensor, n: int, total: int) -> SplatTensors:
         """n new splats sampled from ``weight``, sized for ``total`` splats in the image."""
-        # half the splats follow the weight, half are spread evenly: no region is left bare
+        # most splats follow the weight, the rest are spread evenly: no region is left bare
+        weight = weight.cpu()
         weight = MIX * weight / weight.sum().clamp(min=1e-12) + (1 - MIX) / weight.numel()
         means = _sample_positions(weight, n, self.gen)
         cx = means[:, 0].long().clamp(0, self.w - 1)
         cy = means[:, 1].long().clamp(0, self.h - 1)
         density = total * weight[cy, cx]  # expected splats per pixel around each point
         sigma = (KAPPA / torch.sqrt(density.clamp(min=1e-9))).clamp(0.5, 0.25 * max(self.h, self.w))
-        return SplatTensors(
-            means, torch.stack([sigma, sigma], 1), torch.zeros(len(means)), torch.zeros(len(means), 3)
-        )
+        n = len(means)
+        return SplatTensors(*(t.to(self.device) for t in (
+            means, torch.stack([sigma, sigma], 1), torch.zeros(n), torch.zeros(n, 3))))
 
     def initial(self, n: int) -> SplatTensors:
         """n splats placed by image detail, colours solved exactly."""
@@ -150,16 +160,16 @@ class Encoder:
     # ---- exact colours ----------------------------------------------------------------
     def solve_colors(self, s: SplatTensors, iterations: int = 40, init: torch.Tensor | None = None) -> torch.Tensor:
         """Least-squares colours for fixed geometry: conjugate gradients on W^T W c = W^T t."""
-        apply, adjoint = color_operator(s.means, s.scales, s.angles, self.h, self.w)
         n = len(s.means)
 
         def normal(c: torch.Tensor) -> torch.Tensor:
-            return adjoint(apply(c)) + 1e-6 * c
+            return self._adjoint(s, c) + 1e-6 * c
 
-        b = adjoint(self.target.reshape(-1, 3))
+        zeros = torch.zeros(n, 3, device=self.device)
+        b = self._adjoint(s, zeros, self.target.reshape(-1, 3))
         # Jacobi preconditioner: the diagonal of W^T W, sum of squared weights
         diag = self._squared_weight_sums(s)[:, None] + 1e-6
-        x = torch.zeros(n, 3) if init is None else init.detach().clone()
+        x = zeros if init is None else init.detach().clone()
         r = b - normal(x)
         z = r / diag
         p = z.clone()
@@ -175,20 +185,32 @@ class Encoder:
             rz = rz_new
         return x
 
+    def _adjoint(self, s: SplatTensors, colors: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        """W^T image for the colour operator W of ``s``'s geometry (rendering is linear in the
+        colours, so the renderer's backward is the adjoint); ``image=None`` means W colors,
+        which gives the normal operator W^T W colors in one forward and one backward."""
+        with torch.enable_grad():
+            c = colors.detach().requires_grad_(True)
+            out = render_splats(s.means.detach(), s.scales.detach(), s.angles.detach(), c, self.h, self.w,
+                                backend=self.backend).view(-1, c.shape[1])
+            (grad,) = torch.autograd.grad(out, c, out.detach() if image is None else image)
+        return grad
+
     def _squared_weight_sums(self, s: SplatTensors) -> torch.Tensor:
         """Per splat, the sum over pixels of its squared weight (a Gaussian with half the
-        covariance has the squared weights; its colour operator's adjoint of ones sums them)."""
-        _, adjoint = color_operator(s.means, s.scales / math.sqrt(2.0), s.angles, self.h, self.w)
-        return adjoint(torch.ones(self.h * self.w, 1))[:, 0]
+        covariance has the squared weights; its adjoint of ones sums them)."""
+        half = SplatTensors(s.means, s.scales / math.sqrt(2.0), s.angles, s.colors)
+        ones = torch.ones(len(s.means), 1, device=self.device)
+        return self._adjoint(half, ones, torch.ones(self.h * self.w, 1, device=self.device))[:, 0]
 
     # ---- refinement ------------------------------------------------------------------
     def loss(self, s: SplatTensors) -> torch.Tensor:
-        img = render_splats(s.means, s.scales, s.angles, s.colors, self.h, self.w)
+        img = render_splats(s.means, s.scales, s.angles, s.colors, self.h, self.w, backend=self.backend)
         return ((img - self.target) @ self.rgb).square().mean()
 
     def error_map(self, s: SplatTensors) -> torch.Tensor:
         with torch.no_grad():
-            img = render_splats(s.means, s.scales, s.angles, s.colors, self.h, self.w)
+            img = render_splats(s.means, s.scales, s.angles, s.colors, self.h, self.w, backend=self.backend)
             return _blur(((img - self.target) @ self.rgb).square().sum(-1), 1.0)
 
     def refine(self, s: SplatTensors, steps: int, progress: Progress | None = None) -> SplatTensors:
@@ -237,7 +259,7 @@ class Encoder:
         """Move the k splats of least energy to where the error is largest."""
         energy = s.colors.square().sum(1) * s.scales.prod(1)
         weakest = torch.topk(energy, k, largest=False).indices
-        keep = torch.ones(len(s.means), dtype=torch.bool)
+        keep = torch.ones(len(s.means), dtype=torch.bool, device=self.device)
         keep[weakest] = False
         new = self.place(self.error_map(s), k, len(s.means) * 2)
         cat = lambda a, b: torch.cat([a[keep], b])  # noqa: E731
@@ -246,16 +268,18 @@ class Encoder:
 
 
 def fit_image(
-    rgb: np.ndarray, quality: float, effort: int, progress: Progress | None = None, seed: int = 0
+    rgb: np.ndarray, quality: float, effort: int, progress: Progress | None = None, seed: int = 0,
+    device: torch.device | str = "cpu",
 ) -> Splats:
     """Splats for an [H, W, 3] float RGB image in [0, 1], geometry already on the quantizer's
-    grid and colours solved for it (`gscodec.codec.encode_splats` then codes them)."""
+    grid and colours solved for it (`gscodec.codec.encode_splats` then codes them).
+    ``device``: where the fitting runs (a CUDA device needs `gscodec.has_cuda`)."""
     h, w = rgb.shape[:2]
     ycc = rgb_to_ycbcr(torch.from_numpy(rgb))
     background = np.asarray(quantize_background(ycc.reshape(-1, 3).mean(0).numpy()), np.float32)
     background /= BACKGROUND_UNIT
     plan = plan_for(quality, effort, h, w)
-    enc = Encoder(ycc - torch.from_numpy(background), seed=seed)
+    enc = Encoder((ycc - torch.from_numpy(background)).to(device), seed=seed)
     report = progress or (lambda _: None)
     weight = plan.iterations + 10  # the initial placement and final solve count as 10 steps
     s = enc.initial(plan.n_splats)
@@ -267,7 +291,8 @@ def fit_image(
     params = fit_params(floating, plan.patch_size, steps)
     symbols, order = quantize_layer(floating, params)
     means, scales, angles, _ = dequantize_layer(params, symbols, w, h)
-    geometry = SplatTensors(*(torch.from_numpy(a) for a in (means, scales, angles)), s.colors[order])
-    colors = enc.solve_colors(geometry, 30, geometry.colors).numpy()
+    geometry = SplatTensors(*(torch.from_numpy(a).to(enc.device) for a in (means, scales, angles)),
+                            s.colors[torch.from_numpy(order).to(enc.device)])
+    colors = enc.solve_colors(geometry, 30, geometry.colors).cpu().numpy()
     report(1.0)
     return Splats(w, h, means, scales, angles, colors, background, patch_sizes=(plan.patch_size,))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from .color import ycbcr_to_rgb
@@ -200,32 +199,4 @@ def to_uint8_rgb(ycbcr: torch.Tensor) -> torch.Tensor:
     """[H, W, 3] YCbCr (float) -> [H, W, 3] uint8 RGB: convert, scale by 255, clamp, round."""
     rgb = ycbcr_to_rgb(ycbcr.double()) * 255.0
     return torch.round(rgb.clamp(0.0, 255.0)).to(torch.uint8)
-
-
-def color_operator(means: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor, height: int, width: int):
-    """For fixed geometry, the linear maps colors [N, C] -> image [H*W, C] and its adjoint.
-
-    Rendering is linear in the colours: image = W @ colors with W sparse. Returns
-    (apply, adjoint) callables; the encoder's exact colour solves use them.
-    """
-    with torch.no_grad():
-        sxx, sxy, syy = covariance(scales, angles)
-        det = sxx * syy - sxy * sxy
-        conic = torch.stack([syy / det, -sxy / det, sxx / det], 1).float().contiguous()
-        boxes = [t.contiguous().numpy() for t in footprint_sizes(means, sxx, syy, height, width)]
-    from . import render_numba
-
-    m, k = means.detach().float().contiguous().numpy(), conic.numpy()
-    threads = render_numba.numba.get_num_threads()
-
-    def apply(colors: torch.Tensor) -> torch.Tensor:
-        c = colors.float().contiguous().numpy()
-        return torch.from_numpy(render_numba.forward(m, k, c, *boxes, height, width, threads))
-
-    def adjoint(image: torch.Tensor) -> torch.Tensor:
-        g = image.float().contiguous().numpy()
-        ones = np.ones((len(m), g.shape[1]), np.float32)
-        return torch.from_numpy(render_numba.backward(m, k, ones, *boxes, width, g, False)[2])
-
-    return apply, adjoint
 

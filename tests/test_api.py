@@ -120,6 +120,22 @@ def test_decode_options(gsc_file) -> None:
             gscodec.decode(data, **bad)
 
 
+def test_device_option(rgb_image: np.ndarray, gsc_file) -> None:
+    data = gsc_file.read_bytes()
+    assert gscodec.encode(rgb_image, effort=0, device="cpu") == data
+    for bad in ("tpu", "cuda:x", None, 2.5):
+        with pytest.raises(gscodec.GscError, match="device must be"):
+            gscodec.encode(rgb_image, effort=0, device=bad)
+    if not gscodec.has_cuda():  # "auto" is the CPU, and CUDA is refused with the way to get it
+        assert gscodec.encode(rgb_image, effort=0, device="auto") == data
+        assert np.array_equal(gscodec.decode(data, device="auto"), gscodec.decode(data))
+        for dev in ("cuda", "cuda:0"):
+            with pytest.raises(gscodec.GscError, match=r"pip install gscodec\[cuda\]"):
+                gscodec.encode(rgb_image, effort=0, device=dev)
+            with pytest.raises(gscodec.GscError, match=r"pip install gscodec\[cuda\]"):
+                gscodec.decode(data, device=dev)
+
+
 def test_check_read_write(tmp_path, rgb_image, gsc_file) -> None:
     data = gsc_file.read_bytes()
     assert gscodec.check(data) and not gscodec.check(b"\x89PNG\r\n\x1a\n" + bytes(40)) and not gscodec.check(b"")

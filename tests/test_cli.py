@@ -98,11 +98,12 @@ def test_encode_options_reach_the_encoder(
     monkeypatch.setattr(gscodec.cli, "encode", fake_encode)
     gsc = tmp_path / "a.gsc"
     assert run(capsys, "encode", png_file, gsc, "--target-bpp", 1.5, "-e", 7, "--seed", 3)[0] == 0
-    assert run(capsys, "encode", png_file, gsc, "-q", 12.5, "--quiet")[0] == 0
+    assert run(capsys, "encode", png_file, gsc, "-q", 12.5, "--quiet", "--device", "auto")[0] == 0
     assert calls[0] | {"progress": None} == {
         "quality": gscodec.DEFAULT_QUALITY, "effort": 7, "target_bpp": 1.5, "drop_alpha": False,
-        "progress": None, "seed": 3,
+        "progress": None, "seed": 3, "device": "cpu",
     }
+    assert calls[1]["device"] == "auto"
     assert calls[1]["quality"] == 12.5 and calls[1]["target_bpp"] is None
     assert calls[1]["effort"] == gscodec.DEFAULT_EFFORT
     assert gsc.read_bytes() == gsc_file.read_bytes()
@@ -134,6 +135,19 @@ def test_decode_scale_layers_formats(tmp_path: Path, gsc_file: Path, capsys: pyt
         status, _, err = run(capsys, "decode", gsc_file, tmp_path / f"out{ext}", "--quiet")
         assert (status, err) == (0, "")
         assert Image.open(tmp_path / f"out{ext}").format == fmt
+
+
+@pytest.mark.skipif(gscodec.has_cuda(), reason="checks the message on a machine without CUDA")
+def test_device_without_cuda(
+    tmp_path: Path, gsc_file: Path, png_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run(capsys, "decode", gsc_file, tmp_path / "x.png", "--device", "cuda")
+    assert status == 1 and "pip install gscodec[cuda]" in err and not (tmp_path / "x.png").exists()
+    status, _, err = run(capsys, "encode", png_file, tmp_path / "x.gsc", "--device", "cuda:1", "-e", 0)
+    assert status == 1 and "not available" in err and not (tmp_path / "x.gsc").exists()
+    status, _, err = run(capsys, "decode", gsc_file, tmp_path / "x.png", "--device", "auto", "--quiet")
+    assert (status, err) == (0, "")
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "x.png")), gscodec.decode(gsc_file.read_bytes()))
 
 
 def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:

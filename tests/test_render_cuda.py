@@ -6,21 +6,25 @@ them with ``pytest -m gpu``. The kernel build check and the import checks run ev
 
 from __future__ import annotations
 
-import importlib
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from conftest import smooth_image
+from test_encoder import synthetic
 from test_render import TOL_F32, TOL_GRAD, random_splats
 
+import gscodec
+from gscodec.encoder import Encoder
 from gscodec.render import render_splats, to_uint8_rgb
-from gscodec.render_cuda import CudaRasterize, has_cuda
+from gscodec.render_cuda import has_cuda
+from gscodec.splats import SplatTensors
 
 ROOT = Path(__file__).resolve().parent.parent
-render_mod = importlib.import_module("gscodec.render")
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
@@ -38,16 +42,14 @@ def test_import_does_not_import_cupy() -> None:
 
 
 @pytest.fixture
-def render_cuda(monkeypatch: pytest.MonkeyPatch):
-    """render_splats on the GPU: its own preprocessing (scale, crop, conic, boxes), CudaRasterize
-    in place of the numba op. (Once render_splats has backend="cuda", call that instead.)"""
-    monkeypatch.setattr(render_mod, "_NumbaRasterize", CudaRasterize)
+def render_cuda():
+    """render_splats(backend="cuda") on copies of the arguments moved to the GPU."""
 
     def render(means, scales, angles, colors, height, width, **kwargs):
         args = [t.cuda() for t in (means, scales, angles, colors)]
         if kwargs.get("background") is not None:
             kwargs["background"] = kwargs["background"].cuda()
-        return render_splats(*args, height, width, backend="numba", **kwargs)
+        return render_splats(*args, height, width, backend="cuda", **kwargs)
 
     return render
 
@@ -148,3 +150,43 @@ class TestCuda:
         want = render_splats(means, scales, angles, colors, 20, 24, backend="torch")
         got = render_cuda(means, scales, angles, colors, 20, 24).cpu()
         torch.testing.assert_close(got, want, **TOL_F32)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not has_cuda(), reason="needs CuPy and a CUDA device")
+class TestCudaCodec:
+    """The encoder and decoder with device="cuda" against the CPU."""
+
+    def test_encoder_steps_match_cpu(self) -> None:
+        """Colour solve and refinement on the GPU follow the numba path (tests/test_encoder.py)."""
+        enc_cpu, truth = synthetic("numba")
+        enc_gpu = Encoder(enc_cpu.target.cuda(), seed=1)
+        start = SplatTensors(truth.means.cuda(), truth.scales.cuda(), truth.angles.cuda(),
+                             torch.zeros_like(truth.colors).cuda())
+        colors = enc_gpu.solve_colors(start, 200)
+        torch.testing.assert_close(colors.cpu(), truth.colors, rtol=0, atol=1e-3)
+        losses = []
+        for enc in (enc_cpu, enc_gpu):
+            s = enc.refine(enc.initial(40), 30)
+            losses.append(enc.loss(s).item())
+            assert s.means.device == enc.device
+        assert losses[1] == pytest.approx(losses[0], rel=2e-2)
+
+    def test_encode_on_gpu_decodes_alike(self) -> None:
+        image = smooth_image(48, 64)
+        noise = np.random.default_rng(0).integers(-12, 13, image.shape)
+        image = np.clip(image.astype(int) + noise, 0, 255).astype(np.uint8)
+        psnr = {}
+        for device in ("cpu", "cuda"):
+            data = gscodec.encode(image, quality=60, effort=2, device=device)
+            out = gscodec.decode(data)
+            np.testing.assert_allclose(gscodec.decode(data, device="cuda"), out, rtol=0, atol=1)
+            psnr[device] = 10 * np.log10(255**2 / np.mean((out.astype(float) - image) ** 2))
+        assert abs(psnr["cuda"] - psnr["cpu"]) < 0.3, psnr
+        assert gscodec.decode(data, device="auto").shape == image.shape
+
+    @pytest.mark.parametrize("scale", [1.0, 0.37, 2.0])
+    def test_decode_on_gpu_within_one(self, scale: float) -> None:
+        data = gscodec.encode(smooth_image(40, 56), quality=80, effort=1)
+        np.testing.assert_allclose(gscodec.decode(data, scale=scale, device="cuda"),
+                                   gscodec.decode(data, scale=scale), rtol=0, atol=1)
