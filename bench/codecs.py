@@ -199,7 +199,7 @@ class GsCodec(Codec):
     """This project's codec, imported lazily (``gscodec.encode`` / ``gscodec.decode``).
 
     ``effort=None`` uses gscodec's default effort. ``device`` (e.g. ``"cuda"``)
-    is passed to ``gscodec.decode`` only when given.
+    is passed to ``gscodec.encode`` and ``gscodec.decode`` only when given.
     """
 
     qualities = (10, 25, 40, 55, 70, 85)
@@ -232,21 +232,13 @@ class GsCodec(Codec):
         kwargs: dict[str, Any] = {"quality": int(quality)}
         if self.effort is not None:
             kwargs["effort"] = self.effort
+        if self.device is not None:
+            kwargs["device"] = self.device
         return bytes(self._module().encode(img, **kwargs))
 
     def decode(self, data: bytes) -> np.ndarray:
-        gs = self._module()
-        if self.device is None:
-            return np.asarray(gs.decode(data), dtype=np.uint8)
-        try:
-            out = gs.decode(data, device=self.device)
-        except TypeError as exc:
-            if "device" not in str(exc):
-                raise
-            raise TypeError(
-                f"gscodec.decode does not accept device={self.device!r} yet ({exc}); run without --device"
-            ) from exc
-        return np.asarray(out, dtype=np.uint8)
+        kwargs = {} if self.device is None else {"device": self.device}
+        return np.asarray(self._module().decode(data, **kwargs), dtype=np.uint8)
 
 
 CLASSICAL: tuple[type[Codec], ...] = (JpegCodec, WebpCodec, AvifCodec, Jpeg2000Codec, JpegXlCodec)

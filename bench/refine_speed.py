@@ -1,6 +1,8 @@
-"""Refinement speed: the encoder's forward + backward per second, numba vs torch.
+"""Refinement speed: the encoder's forward + backward per second, per render backend.
 
-``python -m bench.refine_speed`` (defaults: kodim01, quality 50, 50 Adam steps)
+``python -m bench.refine_speed`` (defaults: kodim01, quality 50, 50 Adam steps, the
+numba kernels and the torch reference on the CPU; ``--backends cuda,numba,torch`` adds
+the CUDA kernels on the GPU)
 
 One refinement iteration is what `gscodec.encoder.Encoder.refine` does per step:
 render the splats (`render_splats`), the MSE in RGB (`Encoder.loss`), backward,
@@ -12,7 +14,9 @@ forward + backward (numba compiles, caches warm up). Reported per backend:
 iterations per second, the loss after each step, and peak memory: the rise of the
 process's peak RSS during the timed steps (every allocator) and, over two more
 steps, tracemalloc's peak (Python and numpy allocations only; torch's and numba's
-own allocators are invisible to it). Writes
+own allocators are invisible to it); for cuda, torch's peak GPU memory. Each backend's
+speed is given as a ratio to the torch reference on the CPU (``speedup_vs_torch``), with
+the largest relative difference of its losses from the reference's. Writes
 ``bench/results/<dataset>/refine_speed.json`` and prints a table.
 """
 
@@ -36,11 +40,13 @@ from bench import datasets, schema
 from bench.rd import BENCH_DIR
 from bench.speed import machine_info, peak_rss_during
 
-BACKENDS = ("numba", "torch")
+BACKENDS = ("numba", "torch")  # the default; "cuda" needs a GPU
+REFERENCE = "torch"
 
 
 def run_backend(stream: Path, image: Path, backend: str, steps: int) -> dict[str, Any]:
-    """Time ``steps`` refinement iterations with ``backend`` (run in a fresh process)."""
+    """Time ``steps`` refinement iterations with ``backend`` (run in a fresh process); the
+    cuda backend runs on the GPU, the others on the CPU."""
     import numba
     import numpy as np
     import torch
@@ -50,10 +56,11 @@ def run_backend(stream: Path, image: Path, backend: str, steps: int) -> dict[str
     from gscodec.encoder import LRS, Encoder
     from gscodec.render import render_splats
 
+    device = torch.device("cuda" if backend == "cuda" else "cpu")
     splats = decode_splats(stream.read_bytes())
     rgb = datasets.load_rgb(image).astype(np.float32) / 255.0
-    enc = Encoder(rgb_to_ycbcr(torch.from_numpy(rgb)) - torch.from_numpy(splats.background))
-    t = splats.tensors()
+    enc = Encoder((rgb_to_ycbcr(torch.from_numpy(rgb)) - torch.from_numpy(splats.background)).to(device))
+    t = splats.tensors(device)
     params = [t.means.clone(), torch.log(t.scales), t.angles.clone(), t.colors.clone()]
     lrs = list(LRS)
     opt = Encoder._adam(params, lrs)
@@ -75,10 +82,12 @@ def run_backend(stream: Path, image: Path, backend: str, steps: int) -> dict[str
             params[1].clamp_(math.log(0.3), limit)
             params[0][:, 0].clamp_(0, enc.w - 1e-3)
             params[0][:, 1].clamp_(0, enc.h - 1e-3)
-        return float(loss.item())
+        return float(loss.item())  # waits for the GPU too
 
     loss_of().backward()  # warm-up: compile, first allocations
     opt.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     rss_setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     def timed() -> tuple[list[float], float]:
@@ -104,6 +113,8 @@ def run_backend(stream: Path, image: Path, backend: str, steps: int) -> dict[str
         "maxrss_after_warmup_mib": rss_setup,
         "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "threads": {"torch": torch.get_num_threads(), "numba": numba.get_num_threads()},
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "gpu_peak_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
     }
 
 
@@ -129,6 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(run_backend(args.stream, image, args.worker, args.steps)))
         return 0
+    backends = [b for b in args.backends.split(",") if b]
+    if "cuda" in backends:
+        from gscodec import has_cuda
+
+        if not has_cuda():
+            print("error: backend cuda needs CuPy and a CUDA GPU (pip install gscodec[cuda])", file=sys.stderr)
+            return 2
 
     with tempfile.TemporaryDirectory() as tmp:
         stream = args.stream
@@ -139,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             stream.write_bytes(gscodec.encode(datasets.load_rgb(image), quality=args.quality, effort=args.effort))
         runs: dict[str, Any] = {}
         load_before = os.getloadavg()
-        for backend in [b for b in args.backends.split(",") if b]:
+        for backend in backends:
             print(f"{backend}: {args.steps} steps ...", file=sys.stderr)
             cmd = [sys.executable, "-m", "bench.refine_speed", "--dataset", args.dataset, "--image", args.image,
                    "--stream", str(stream), "--steps", str(args.steps), "--worker", backend]
@@ -157,10 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(load_before),
         "runs": runs,
     }
-    if "numba" in runs and "torch" in runs:
-        a, b = runs["numba"]["losses"], runs["torch"]["losses"]
-        report["numba_vs_torch_speedup"] = runs["numba"]["it_per_s"] / runs["torch"]["it_per_s"]
-        report["loss_max_rel_diff"] = max(abs(x - y) / abs(y) for x, y in zip(a, b, strict=True))
+    if REFERENCE in runs:
+        ref = runs[REFERENCE]
+        for name, r in runs.items():
+            if name != REFERENCE:
+                r["speedup_vs_torch"] = r["it_per_s"] / ref["it_per_s"]
+                r["loss_max_rel_diff_vs_torch"] = max(
+                    abs(x - y) / abs(y) for x, y in zip(r["losses"], ref["losses"], strict=True))
     out = args.out or BENCH_DIR / "results" / dataset / "refine_speed.json"
     schema.write(out, report)
 
@@ -172,9 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         rise = "n/a" if r["peak_rss_rise_mib"] is None else f"{r['peak_rss_rise_mib']:.1f}"
         print(f"{name:<8} {r['it_per_s']:8.3f} {r['seconds']:7.2f} {r['losses'][0]:11.6g} {r['losses'][-1]:11.6g} "
               f"{rise:>13} {r['tracemalloc_peak_mib']:16.1f} {r['maxrss_mib']:11.1f}")
-    if "numba_vs_torch_speedup" in report:
-        print(f"numba / torch: {report['numba_vs_torch_speedup']:.1f}x iterations per second; "
-              f"losses agree within {report['loss_max_rel_diff']:.2e} (max relative difference)")
+    for name, r in runs.items():
+        if "speedup_vs_torch" in r:
+            gpu = f" on {r['gpu']} (peak {r['gpu_peak_mib']:.0f} MiB)" if r["gpu"] else ""
+            print(f"{name} / torch (CPU): {r['speedup_vs_torch']:.1f}x iterations per second{gpu}; losses agree "
+                  f"within {r['loss_max_rel_diff_vs_torch']:.2e} (max relative difference)")
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

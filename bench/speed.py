@@ -12,6 +12,13 @@ included). Decode time covers bytes -> ``[H, W, 3]`` uint8 array. One more,
 untimed decode per image measures the decode's peak memory (``decode_peak_mib``: the
 rise of the process's peak RSS above its RSS before the call, Linux only; the
 maximum over images).
+
+``--device cuda`` runs gscodec's encoder and decoder on the GPU and adds two
+measurements: rendering alone (the splats already on the GPU, the uint8 image left
+there: the frames-per-second figure GaussianImage reports) next to the CPU's fused
+decoder rendering the same splats, and refinement iterations per second of the CUDA
+kernels against the torch reference and the numba kernels on the CPU
+(`bench.refine_speed`, on the first image).
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ from __future__ import annotations
 import argparse
 import ctypes
 import datetime
+import json
 import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -97,12 +106,13 @@ def machine_info(load_before: tuple[float, float, float], **extra: str) -> dict[
 
 
 def time_codec(
-    codec: Codec, images: list[Path], quality: int, repeats: int, encode_repeats: int | None = None
+    codec: Codec, images: list[Path], quality: int, repeats: int, encode_repeats: int | None = None,
+    streams: dict[str, bytes] | None = None,
 ) -> dict[str, Any]:
     """Median encode/decode seconds per image; means over images in ms.
 
     ``encode_repeats`` (default ``repeats``) lets slow encoders be timed fewer times
-    than their decoder."""
+    than their decoder. ``streams``, when given, receives each image's encoded bytes."""
     encode_repeats = repeats if encode_repeats is None else max(1, encode_repeats)
     per_image: dict[str, dict[str, float]] = {}
     with Progress(len(images), codec.name) as bar:
@@ -121,6 +131,8 @@ def time_codec(
                     codec.decode(data)
                     dec.append(time.perf_counter() - t1)
             _, peak = peak_rss_during(codec.decode, data)  # untimed
+            if streams is not None:
+                streams[path.stem] = data
             per_image[path.stem] = {
                 "bpp": metrics.bpp(len(data), *img.shape[:2]),
                 "encoding_time": statistics.median(enc),
@@ -144,6 +156,76 @@ def _max_or_none(values: list[float | None]) -> float | None:
     return None if any(v is None for v in values) else round(max(values), 2)  # type: ignore[type-var]
 
 
+def _frame_seconds(splats: Any, device: Any, frames: int) -> float:
+    """Mean seconds per frame of `render_splats` + `to_uint8_rgb` with the splats and the
+    result on ``device`` ("auto" backend: the CUDA kernels on a GPU), after a warm-up frame."""
+    import torch
+
+    from gscodec.render import render_splats, to_uint8_rgb
+
+    t = splats.tensors(device)
+    background = torch.from_numpy(splats.background).to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda _: None
+    t0 = 0.0
+    for i in range(frames + 1):
+        if i == 1:  # frame 0 warms up: kernel compilation, allocator
+            sync(device)
+            t0 = time.perf_counter()
+        to_uint8_rgb(render_splats(t.means, t.scales, t.angles, t.colors, splats.height, splats.width,
+                                   background=background))
+    sync(device)
+    return (time.perf_counter() - t0) / frames
+
+
+def render_speed(streams: dict[str, bytes], device: str, frames: int, repeats: int) -> dict[str, Any]:
+    """Rendering alone, from decoded splats: ms per frame on ``device`` (splats and uint8 image
+    on the device; the mean over ``frames`` back-to-back frames) and on the CPU with the fused
+    decoder `decode_numba.render_rgb` (the median of ``repeats``), per image and as means."""
+    import torch
+
+    from gscodec import decode_splats
+    from gscodec.decode_numba import render_rgb
+
+    dev = torch.device(device)
+    per_image: dict[str, dict[str, float]] = {}
+    with Progress(len(streams), f"render on {device}") as bar:
+        for name, data in streams.items():
+            splats = decode_splats(data)
+            device_s = _frame_seconds(splats, dev, frames)
+            render_rgb(splats, splats.height, splats.width)
+            cpu = []
+            for _ in range(repeats):
+                t1 = time.perf_counter()
+                render_rgb(splats, splats.height, splats.width)
+                cpu.append(time.perf_counter() - t1)
+            per_image[name] = {"splats": len(splats), "device_render_ms": 1e3 * device_s,
+                               "cpu_render_ms": 1e3 * statistics.median(cpu)}
+            bar.update()
+    device_ms = statistics.fmean(v["device_render_ms"] for v in per_image.values())
+    cpu_ms = statistics.fmean(v["cpu_render_ms"] for v in per_image.values())
+    return {
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev),
+        "frames": frames,
+        "device_render_ms": device_ms,
+        "device_render_fps": 1e3 / device_ms,
+        "cpu_render_ms": cpu_ms,
+        "device_vs_cpu_speedup": cpu_ms / device_ms,
+        "per_image": per_image,
+    }
+
+
+def refinement_on_gpu(dataset: str, image: str, data: bytes, steps: int, out: Path) -> dict[str, Any] | None:
+    """`bench.refine_speed` with the cuda, numba and torch backends from ``data``; its report."""
+    from bench import refine_speed
+
+    with tempfile.TemporaryDirectory() as tmp:
+        stream = Path(tmp) / "start.gsc"
+        stream.write_bytes(data)
+        status = refine_speed.main(["--dataset", dataset, "--image", image, "--stream", str(stream),
+                                    "--steps", str(steps), "--backends", "cuda,numba,torch", "--out", str(out)])
+    return json.loads(out.read_text()) if status == 0 else None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="kodak", help="kodak, div2k (with --div2k-dir) or a folder")
@@ -155,7 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quality", nargs="+", help="setting for all codecs (50) or per codec (jpeg=50 jpeg2000=34)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--encode-repeats", type=int, help="timed encodes per image (default: --repeats)")
-    ap.add_argument("--device", help="device for gscodec.decode (e.g. cuda); classical codecs run on CPU")
+    ap.add_argument("--device", help="device for gscodec's encode and decode (e.g. cuda: adds the GPU rendering "
+                    "and refinement measurements); classical codecs run on the CPU")
+    ap.add_argument("--frames", type=int, default=1000, help="frames per image for the GPU rendering speed")
+    ap.add_argument("--refine-steps", type=int, default=50, help="Adam steps for the GPU refinement speed")
     ap.add_argument("--out", type=Path, help="output JSON (default bench/results/<dataset>/speed.json)")
     args = ap.parse_args(argv)
     try:
@@ -167,20 +252,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    on_gpu = bool(args.device) and args.device.startswith("cuda")
+    if on_gpu:
+        from gscodec import has_cuda
+
+        if not has_cuda():
+            print(f"error: --device {args.device} needs CuPy and a CUDA GPU (pip install gscodec[cuda])",
+                  file=sys.stderr)
+            return 2
     load_before = os.getloadavg()
     results: dict[str, Any] = {}
+    streams: dict[str, bytes] = {}
     for codec in codecs:
         reason = codec.unavailable()
         if reason:
             print(f"skipping {reason}", file=sys.stderr)
             continue
         (quality,) = parse_qualities(args.quality, codec.name, (codec.speed_quality,))[-1:]
-        try:
-            results[codec.name] = time_codec(codec, images, quality, args.repeats, args.encode_repeats)
-        except TypeError as exc:
-            if "device" not in str(exc):
-                raise
-            print(f"skipping {codec.name}: {exc}", file=sys.stderr)
+        keep = streams if codec.name == "gscodec" else None
+        results[codec.name] = time_codec(codec, images, quality, args.repeats, args.encode_repeats, keep)
     for r in results.values():
         for ref in ("jpeg", "webp"):
             if ref in results:
@@ -196,6 +286,19 @@ def main(argv: list[str] | None = None) -> int:
         "codecs": results,
     }
     out = args.out or BENCH_DIR / "results" / dataset / "speed.json"
+    if on_gpu and streams:
+        report["gpu_render"] = render_speed(streams, args.device, args.frames, args.repeats)
+        first = next(iter(streams))
+        refine = refinement_on_gpu(args.dataset, first, streams[first], args.refine_steps,
+                                   out.with_name(out.stem + "_refine.json"))
+        if refine is not None:
+            report["gpu_refinement"] = {
+                "image": first,
+                "it_per_s": {name: r["it_per_s"] for name, r in refine["runs"].items()},
+                "cuda_vs_torch_cpu": refine["runs"]["cuda"]["speedup_vs_torch"],
+                "cuda_vs_numba_cpu": refine["runs"]["cuda"]["it_per_s"] / refine["runs"]["numba"]["it_per_s"],
+                "loss_max_rel_diff_vs_torch": refine["runs"]["cuda"]["loss_max_rel_diff_vs_torch"],
+            }
     schema.write(out, report)
     print(f"\n{dataset}, {len(images)} images, median of {args.repeats} repeats per image, mean over images")
     print(f"{'codec':<14} {'quality':>7} {'bpp':>7} {'enc ms':>9} {'dec ms':>8} {'dec/JPEG':>9} {'dec/WebP':>9}"
@@ -207,6 +310,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.get('decode_vs_jpeg', float('nan')):9.2f} {r.get('decode_vs_webp', float('nan')):9.2f}"
             f" {'n/a' if mib is None else f'{mib:.1f}':>8}"
         )
+    if "gpu_render" in report:
+        g = report["gpu_render"]
+        print(f"\nrendering alone on {g['device']}: {g['device_render_ms']:.3f} ms per frame = "
+              f"{g['device_render_fps']:.0f} frames/s (mean of {len(g['per_image'])} images, {g['frames']} frames "
+              f"each); CPU fused decoder {g['cpu_render_ms']:.2f} ms: GPU {g['device_vs_cpu_speedup']:.1f}x")
+    if "gpu_refinement" in report:
+        r = report["gpu_refinement"]
+        rates = ", ".join(f"{name} {v:.1f}" for name, v in r["it_per_s"].items())
+        print(f"refinement on {r['image']}, iterations/s: {rates}; cuda = {r['cuda_vs_torch_cpu']:.1f}x the torch "
+              f"reference, {r['cuda_vs_numba_cpu']:.1f}x numba (CPU)")
     print(f"load average (1 min) before/after: {report['machine']['loadavg_1min']}")
     print(f"wrote {out}", file=sys.stderr)
     return 0

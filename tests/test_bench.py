@@ -159,7 +159,7 @@ def test_metrics_on_identical_and_tiny_images() -> None:
     assert metrics.bpp(96, 16, 48) == 1.0
 
 
-def test_gscodec_wrapper_passes_effort_and_explains_missing_device(
+def test_gscodec_wrapper_passes_effort_and_device(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import types
@@ -168,11 +168,12 @@ def test_gscodec_wrapper_passes_effort_and_explains_missing_device(
 
     seen: dict = {}
 
-    def encode(img: np.ndarray, /, *, quality: int, effort: int = 0) -> bytes:
-        seen.update(quality=quality, effort=effort)
+    def encode(img: np.ndarray, /, *, quality: int, effort: int = 0, device: str = "cpu") -> bytes:
+        seen.update(quality=quality, effort=effort, encode_device=device)
         return img.tobytes()
 
-    def decode(data: bytes, /) -> np.ndarray:
+    def decode(data: bytes, /, *, device: str = "cpu") -> np.ndarray:
+        seen.update(decode_device=device)
         return np.frombuffer(data, np.uint8).reshape(H, W, 3)
 
     (tmp_path / "gscodec").mkdir()
@@ -186,9 +187,28 @@ def test_gscodec_wrapper_passes_effort_and_explains_missing_device(
     assert codec.name == "gscodec-e2" and codec.unavailable() is None
     img = _synthetic(0)
     assert np.array_equal(codec.decode(codec.encode(img, 40)), img)
-    assert seen == {"quality": 40, "effort": 2}
-    with pytest.raises(TypeError, match="does not accept device='cuda'"):
-        make_codec("gscodec", device="cuda").decode(img.tobytes())
+    assert seen == {"quality": 40, "effort": 2, "encode_device": "cpu", "decode_device": "cpu"}
+    codec = make_codec("gscodec", device="cuda:1")
+    codec.decode(codec.encode(img, 40))
+    assert seen["encode_device"] == seen["decode_device"] == "cuda:1"
+
+
+def test_render_speed_and_gpu_refinement_checks(tmp_path: Path) -> None:
+    """The GPU measurements' code runs on the CPU too; refine_speed refuses cuda without a GPU."""
+    import gscodec
+    from bench import refine_speed, speed
+
+    data = gscodec.encode(_synthetic(0), effort=0)
+    r = speed.render_speed({"img0": data}, "cpu", frames=2, repeats=1)
+    assert r["device"] == "cpu" and r["per_image"]["img0"]["splats"] == len(gscodec.decode_splats(data))
+    assert r["device_render_fps"] == pytest.approx(1e3 / r["device_render_ms"])
+    assert r["device_vs_cpu_speedup"] > 0
+    if not gscodec.has_cuda():
+        folder = tmp_path / "imgs"
+        folder.mkdir()
+        Image.fromarray(_synthetic(0)).save(folder / "img0.png")
+        argv = ["--dataset", str(folder), "--image", "img0", "--backends", "cuda,torch", "--out", str(tmp_path / "r")]
+        assert refine_speed.main(argv) == 2
 
 
 def test_speed_reports_decode_peak_memory(image_dir: Path, tmp_path: Path) -> None:
