@@ -58,16 +58,27 @@ def source_dir() -> Path:
     raise FileNotFoundError(f"CUDA kernel sources not found in {here / 'cuda'} or {here.parent / 'cuda'}")
 
 
+KERNELS = ("isect_tiles", "rasterize_fwd", "rasterize_bwd")
+
+
+def kernel_source(name: str) -> str:
+    """The text of ``cuda/<name>.cu`` as NVRTC compiles it: ``common.cuh`` pasted in, not
+    included (CuPy's disk cache is keyed on the source text, so a header change shows)."""
+    folder = source_dir()
+    code = (folder / f"{name}.cu").read_text()
+    return code.replace('#include "common.cuh"', (folder / "common.cuh").read_text())
+
+
+def compile_options(channels: int) -> tuple[str, ...]:
+    return (f"-DCHANNELS={channels}",)
+
+
 @functools.cache
 def _module(name: str, channels: int):
     """``cuda/<name>.cu`` compiled for ``channels`` colour channels (a cupy.RawModule)."""
     import cupy
 
-    folder = source_dir()
-    # the header is pasted in, not included: CuPy's disk cache is keyed on the source text
-    code = (folder / f"{name}.cu").read_text()
-    code = code.replace('#include "common.cuh"', (folder / "common.cuh").read_text())
-    return cupy.RawModule(code=code, options=(f"-DCHANNELS={channels}",))
+    return cupy.RawModule(code=kernel_source(name), options=compile_options(channels))
 
 
 def _kernel(name: str, function: str, channels: int = 3):
