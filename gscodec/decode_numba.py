@@ -1,46 +1,40 @@
 """The decoder's compiled CPU renderer: splats straight to 8-bit RGB (numba).
 
 The same function as `gscodec.render.render_splats` followed by `to_uint8_rgb`, in one
-pass and without gradients: splats are binned to bands of image rows; threads (the
-caller's and helpers from a pool, in a GIL-free kernel) take groups of bands as they
-come free and render them whole (no per-thread full-image buffers, no reduction);
-each band is converted YCbCr -> RGB, scaled by 255, clamped and rounded half to even
-into the uint8 output while it is still in cache. (Not numba's parallel loops: with
-the workqueue layer that `render_numba` selects, the calling thread waits while both
-workers wake up, which cost 2-3 ms per decode here.)
+pass and without gradients, on the machinery of `gscodec.render_numba` (bands of rows,
+vector lanes, the polynomial exp, the thread pool): each band is rendered, then
+converted YCbCr -> RGB, scaled by 255, clamped and rounded half to even into the uint8
+output while it is still in cache; the three channels are fused in the pixel loop.
 
-Same pixel set as the other backends (the boxes of `render.footprint_sizes`, the row
-spans of `render_numba._row_span`, then q <= Q_CUT) and the same float32 arithmetic
-as `render_splats` and `render_numba.forward`, except for correctly rounded cos, sin
-and sqrt in the set-up (`prepare`: no torch op in the decode path, whose OpenMP
-threads would compete with numba's) and exp: a polynomial within about 1 ulp of
-libm's (`_exp`), which lets the pixel loop vectorize. Per pixel the splats are summed
-in index order. The output stays within the spec's +-1 LSB of the reference and
-equals it almost everywhere (kodim01 at quality 50: 2 of 1.2 million samples differ).
+Same pixel set and float32 arithmetic as `render_numba.forward`, except that the
+set-up (`prepare`) runs in numba too, with correctly rounded cos, sin and sqrt: no
+torch op in the decode path. Per pixel the splats are summed in index order. The
+output stays within the spec's +-1 LSB of the reference and equals it almost
+everywhere (kodim01 at quality 50: 2 of 1.2 million samples differ).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 
 import numba
 import numpy as np
 
 from .color import YCBCR_TO_RGB
 from .render import Q_CUT as _Q_CUT  # a float: numba freezes it at compile time
-from .render_numba import _row_span
+from .render_numba import (
+    CHUNK,
+    GROUP_ROWS,
+    Q_CUT_F32,
+    _exp,
+    _row_span,
+    band_rows,
+    bin_bands,
+    run_threads,
+)
 from .splats import Splats
 
-CHUNK = 16  # pixels per vectorized block of a row span
-BAND_ROWS = 16  # rows per band: a band's float32 accumulator (16 x W x 3) stays in L2
-GROUP_ROWS = 64  # rows a thread takes at a time (whole bands)
-MAX_BAND_PAIRS_PER_SPLAT = 4  # beyond this many bands per splat on average (plus
-BAND_PAIRS_SLACK = 1 << 20  # this many (splat, band) pairs in all), bands grow
-# the largest float32 <= Q_CUT: q <= _Q_CUT_F32 in float32 decides as q <= Q_CUT in float64
-_Q_CUT_F32 = np.float32(_Q_CUT) if float(np.float32(_Q_CUT)) <= _Q_CUT else np.nextafter(np.float32(_Q_CUT), 0)
 _MATRIX = np.ascontiguousarray(YCBCR_TO_RGB.numpy())  # [3, 3] float64, rows R, G, B
 
 
@@ -90,66 +84,6 @@ def prepare(means, scales, angles, colors, height, width, scale):  # pragma: no 
     return m, conic, cols, x0, y0, nx, ny
 
 
-@numba.njit(cache=True)
-def _band_pairs(y0, ny, band):  # pragma: no cover - compiled
-    """Number of (splat, band) pairs for bands of ``band`` rows (empty boxes excluded)."""
-    total = 0
-    for k in range(len(y0)):
-        if ny[k] > 0:
-            total += (y0[k] + ny[k] - 1) // band - y0[k] // band + 1
-    return total
-
-
-@numba.njit(cache=True)
-def _bin(y0, nx, ny, band, n_bands):  # pragma: no cover - compiled
-    """CSR lists of the splats touching each band, in index order: (starts [B+1], items [P] int32)."""
-    starts = np.zeros(n_bands + 1, np.int64)
-    for k in range(len(y0)):
-        if nx[k] > 0 and ny[k] > 0:
-            for b in range(y0[k] // band, (y0[k] + ny[k] - 1) // band + 1):
-                starts[b + 1] += 1
-    for b in range(n_bands):
-        starts[b + 1] += starts[b]
-    fill = starts[:-1].copy()
-    items = np.empty(starts[n_bands], np.int32)
-    for k in range(len(y0)):
-        if nx[k] > 0 and ny[k] > 0:
-            for b in range(y0[k] // band, (y0[k] + ny[k] - 1) // band + 1):
-                items[fill[b]] = k
-                fill[b] += 1
-    return starts, items
-
-
-@numba.njit(cache=True, inline="always")
-def _exp(x):  # pragma: no cover - compiled
-    """exp(x) in float32 for x in [-7, 0] (below it, exp(-7)), within 1.2e-7 relative
-    (about 1 ulp) of libm's expf: arithmetic and selects only, so pixel loops vectorize.
-
-    Cody-Waite reduction x = n ln2 + r, |r| <= ln2 / 2; Cephes' polynomial for exp(r);
-    then the exact factor 2^n (n in -10..0) as four selected multiplications."""
-    x = max(x, np.float32(-7.0))
-    n = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
-    r = x - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)
-    p = np.float32(1.9875691500e-4)
-    p = p * r + np.float32(1.3981999507e-3)
-    p = p * r + np.float32(8.3334519073e-3)
-    p = p * r + np.float32(4.1665795894e-2)
-    p = p * r + np.float32(1.6666665459e-1)
-    p = p * r + np.float32(5.0000001201e-1)
-    y = p * r * r + r + np.float32(1.0)
-    m = -n
-    big = m >= np.float32(8.0)
-    y *= np.float32(2.0**-8) if big else np.float32(1.0)
-    m -= np.float32(8.0) if big else np.float32(0.0)
-    big = m >= np.float32(4.0)
-    y *= np.float32(2.0**-4) if big else np.float32(1.0)
-    m -= np.float32(4.0) if big else np.float32(0.0)
-    big = m >= np.float32(2.0)
-    y *= np.float32(0.25) if big else np.float32(1.0)
-    m -= np.float32(2.0) if big else np.float32(0.0)
-    return y * (np.float32(0.5) if m >= np.float32(1.0) else np.float32(1.0))
-
-
 @numba.njit(cache=True, nogil=True, fastmath=False)
 def render_bands(
     means, conic, colors, x0, y0, nx, ny, starts, items, background, matrix, height, width, band, q_cut,
@@ -159,7 +93,7 @@ def render_bands(
     background + sum of colors * exp(-q/2) in YCbCr (float32), then to 8-bit RGB.
 
     means [N, 2], conic [N, 3], colors [N, 3], background [3] float32 on the output grid;
-    x0, y0, nx, ny [N] int64 boxes; starts, items: the band lists of `_bin`; matrix [3, 3]
+    x0, y0, nx, ny [N] int64 boxes; starts, items: the band lists of `bin_bands`; matrix [3, 3]
     float64 YCbCr -> RGB; q_cut: Q_CUT rounded down to float32 (q <= q_cut in float32 is
     q <= Q_CUT in float64); acc [3, band, W + CHUNK] float32 scratch (one per thread).
     Releases the GIL: threads render disjoint bands of one image at once.
@@ -191,7 +125,7 @@ def render_bands(
                     for lane in range(np.uint64(CHUNK)):
                         ix = start + lane
                         dx = centres[ix] - mx
-                        q = a * dx * dx + b2 * dx * dy + cyy  # as render_numba.forward
+                        q = a * dx * dx + b2 * dx * dy + cyy  # as render_numba._weights
                         keep = (q <= q_cut) & (ix < end)
                         w = _exp(np.float32(-0.5) * q) if keep else np.float32(0.0)
                         acc[0, r, ix] += w * c0
@@ -212,16 +146,6 @@ def render_bands(
                 flat[o + np.uint64(2)] = np.uint8(np.rint(min(max(blue, 0.0), 255.0)))
 
 
-def band_rows(y0: np.ndarray, ny: np.ndarray, height: int) -> int:
-    """Rows per band: BAND_ROWS, doubled while splats spanning many bands would make the
-    (splat, band) lists much longer than the splat list (bounded memory on any stream)."""
-    band = BAND_ROWS
-    limit = MAX_BAND_PAIRS_PER_SPLAT * len(y0) + BAND_PAIRS_SLACK
-    while band < height and _band_pairs(y0, ny, band) > limit:
-        band *= 2
-    return min(band, max(1, height))
-
-
 def render_rgb(splats: Splats, height: int, width: int, *, scale: float = 1.0) -> np.ndarray:
     """[height, width, 3] uint8 RGB of ``splats`` rendered at ``scale`` (origin (0, 0)).
 
@@ -232,42 +156,17 @@ def render_rgb(splats: Splats, height: int, width: int, *, scale: float = 1.0) -
     m, k, c, x0, y0, nx, ny = prepare(splats.means, splats.scales, splats.angles, splats.colors, height, width, scale)
     band = band_rows(y0, ny, height)
     n_bands = -(-height // band)
-    starts, items = _bin(y0, nx, ny, band, n_bands)
+    starts, items = bin_bands(y0, nx, ny, band, n_bands)
     out = np.empty((height, width, 3), np.uint8)
     background = np.asarray(splats.background, np.float32)
     per_group = max(1, -(-GROUP_ROWS // band))
     n_groups = -(-n_bands // per_group)
-    groups = itertools.count()  # next() is atomic under the GIL
 
-    def work() -> None:
+    def worker(take: Callable[[], int]) -> None:
         acc = np.empty((3, band, width + CHUNK), np.float32)
-        while (g := next(groups)) < n_groups:
+        while (g := take()) < n_groups:
             render_bands(m, k, c, x0, y0, nx, ny, starts, items, background, _MATRIX, height, width, band,
-                         _Q_CUT_F32, out, acc, g * per_group, min(n_bands, (g + 1) * per_group))
+                         Q_CUT_F32, out, acc, g * per_group, min(n_bands, (g + 1) * per_group))
 
-    helpers = [_pool().submit(work) for _ in range(min(numba.get_num_threads(), n_groups) - 1)]
-    work()
-    for h in helpers:  # every group is taken: wait only for helpers that started
-        if not h.cancel():
-            h.result()
+    run_threads(worker, n_groups)
     return out
-
-
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _forget_pool() -> None:
-    global _POOL
-    _POOL = None  # a forked child has none of the parent's threads
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
-
-
-def _pool() -> ThreadPoolExecutor:
-    """The helper threads of `render_rgb` (created at first use)."""
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="gscodec-decode")
-    return _POOL

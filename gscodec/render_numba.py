@@ -1,18 +1,34 @@
 """Compiled CPU kernels (numba) for the rendering function of `gscodec.render`.
 
-Same function as the PyTorch reference, computed per splat over its pixel box
-instead of through [P]-sized tensors: about 20x faster on a 2-core machine, which
-is what makes CPU encoding (hundreds of forward/backward passes) and decoding
-practical. Kernels are compiled at first use and cached on disk.
+Same function as the PyTorch reference, computed per splat over its pixel box instead
+of through [P]-sized tensors; this is what makes CPU encoding (hundreds of forward and
+backward passes) and decoding practical. Kernels are compiled at first use and cached
+on disk. Inputs are float32 numpy arrays; boxes (x0, y0, nx, ny) come from
+`render.footprint_sizes`, so every path visits exactly the same pixels.
 
-Inputs are float32 numpy arrays; boxes (x0, y0, nx, ny) come from
-`render.footprint_sizes` so both paths visit exactly the same pixels.
+How the kernels are fast (and the decoder's, `gscodec.decode_numba`, shares all of it):
+
+- Row spans: per splat and row, only the columns where q <= Q_CUT can hold (`_row_span`).
+- Vector lanes: spans are walked in blocks of CHUNK pixels with the lanes past the span
+  masked, and exp is a polynomial (`_exp`, within about 1 ulp of libm's), so the pixel
+  loops compile to SIMD code.
+- Forward by bands of rows: splats are binned to bands (`bin_bands`); a thread renders a
+  band whole into a small planar buffer that stays in cache, summing each pixel's splats
+  in index order (deterministic, no per-thread image, no reduction).
+- Backward by splats: a splat's gradients are sums over its pixels, kept in per-lane
+  partial sums (SIMD without reassociating floats), so threads take splats in groups.
+- Threads: the caller's thread and a small pool run GIL-free kernels and take groups of
+  work as they come free (`run_threads`). numba's own parallel loops would have the
+  caller wait for sleeping workers to wake, which cost 2-3 ms per call here.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -24,6 +40,15 @@ from .render import Q_CUT as _Q_CUT  # a float: numba freezes it at compile time
 # layer does not spin. A caller's own NUMBA_THREADING_LAYER wins.
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
+
+CHUNK = 16  # pixels per vectorized block of a row span
+BAND_ROWS = 16  # rows per band: a band's float32 buffer (C x 16 x W) stays in L2
+GROUP_ROWS = 64  # rows a thread takes at a time (whole bands)
+GROUP_SPLATS = 256  # splats a thread takes at a time in the backward pass
+MAX_BAND_PAIRS_PER_SPLAT = 4  # beyond this many bands per splat on average (plus
+BAND_PAIRS_SLACK = 1 << 20  # this many (splat, band) pairs in all), bands grow
+# the largest float32 <= Q_CUT: q <= Q_CUT_F32 in float32 decides as q <= Q_CUT in float64
+Q_CUT_F32 = np.float32(_Q_CUT) if float(np.float32(_Q_CUT)) <= _Q_CUT else np.nextafter(np.float32(_Q_CUT), 0)
 
 
 @numba.njit(cache=True, inline="always")
@@ -39,69 +64,301 @@ def _row_span(a, b, c, dy, x_first, count, mx):  # pragma: no cover - compiled
     return lo, max(lo, hi)
 
 
-@numba.njit(cache=True, parallel=True, fastmath=False)
-def forward(means, conic, colors, x0, y0, nx, ny, height, width, threads):  # pragma: no cover - compiled
-    """[H*W, C] float32: sum of colors * exp(-q/2) over the splats' boxes."""
-    n, channels = colors.shape
-    parts = np.zeros((threads, height * width, channels), np.float32)
-    per = (n + threads - 1) // threads
-    for t in numba.prange(threads):
-        out = parts[t]
-        for k in range(t * per, min(n, (t + 1) * per)):
-            mx, my = means[k, 0], means[k, 1]
-            a, b, c = conic[k, 0], conic[k, 1], conic[k, 2]
-            for iy in range(y0[k], y0[k] + ny[k]):
-                dy = np.float32(iy) + np.float32(0.5) - my
-                row = iy * width
-                lo, hi = _row_span(a, b, c, dy, x0[k], nx[k], mx)
-                for ix in range(lo, hi):
-                    dx = np.float32(ix) + np.float32(0.5) - mx
-                    q = a * dx * dx + np.float32(2.0) * b * dx * dy + c * dy * dy
-                    if q <= _Q_CUT:
-                        w = math.exp(np.float32(-0.5) * q)
-                        for ch in range(channels):
-                            out[row + ix, ch] += w * colors[k, ch]
-    total = parts[0]
-    for t in range(1, threads):
-        total += parts[t]
+@numba.njit(cache=True, inline="always")
+def _exp(x):  # pragma: no cover - compiled
+    """exp(x) in float32 for x in [-7, 0] (below it, exp(-7)), within 1.2e-7 relative
+    (about 1 ulp) of libm's expf: arithmetic and selects only, so pixel loops vectorize.
+
+    Cody-Waite reduction x = n ln2 + r, |r| <= ln2 / 2; Cephes' polynomial for exp(r);
+    then the exact factor 2^n (n in -10..0) as four selected multiplications."""
+    x = max(x, np.float32(-7.0))
+    n = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
+    r = x - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    y = p * r * r + r + np.float32(1.0)
+    m = -n
+    big = m >= np.float32(8.0)
+    y *= np.float32(2.0**-8) if big else np.float32(1.0)
+    m -= np.float32(8.0) if big else np.float32(0.0)
+    big = m >= np.float32(4.0)
+    y *= np.float32(2.0**-4) if big else np.float32(1.0)
+    m -= np.float32(4.0) if big else np.float32(0.0)
+    big = m >= np.float32(2.0)
+    y *= np.float32(0.25) if big else np.float32(1.0)
+    m -= np.float32(2.0) if big else np.float32(0.0)
+    return y * (np.float32(0.5) if m >= np.float32(1.0) else np.float32(1.0))
+
+
+def pixel_centres(width: int) -> np.ndarray:
+    """ix + 0.5 for ix < width + CHUNK, float32 (exact): the lanes' x coordinates."""
+    return np.arange(width + CHUNK, dtype=np.float32) + np.float32(0.5)
+
+
+# ---- bands of rows ----------------------------------------------------------------
+
+
+@numba.njit(cache=True)
+def _band_pairs(y0, ny, band):  # pragma: no cover - compiled
+    """Number of (splat, band) pairs for bands of ``band`` rows (empty boxes excluded)."""
+    total = 0
+    for k in range(len(y0)):
+        if ny[k] > 0:
+            total += (y0[k] + ny[k] - 1) // band - y0[k] // band + 1
     return total
 
 
-@numba.njit(cache=True, parallel=True, fastmath=False)
-def backward(means, conic, colors, x0, y0, nx, ny, width, grad_out, need_geometry):  # pragma: no cover
-    """Gradients (means [N,2], conic [N,3], colors [N,C]) of sum(grad_out * forward)."""
-    n, channels = colors.shape
-    g_means = np.zeros((n, 2), np.float32)
-    g_conic = np.zeros((n, 3), np.float32)
-    g_colors = np.zeros((n, channels), np.float32)
-    for k in numba.prange(n):
+@numba.njit(cache=True)
+def bin_bands(y0, nx, ny, band, n_bands):  # pragma: no cover - compiled
+    """CSR lists of the splats touching each band, in index order: (starts [B+1], items [P] int32)."""
+    starts = np.zeros(n_bands + 1, np.int64)
+    for k in range(len(y0)):
+        if nx[k] > 0 and ny[k] > 0:
+            for b in range(y0[k] // band, (y0[k] + ny[k] - 1) // band + 1):
+                starts[b + 1] += 1
+    for b in range(n_bands):
+        starts[b + 1] += starts[b]
+    fill = starts[:-1].copy()
+    items = np.empty(starts[n_bands], np.int32)
+    for k in range(len(y0)):
+        if nx[k] > 0 and ny[k] > 0:
+            for b in range(y0[k] // band, (y0[k] + ny[k] - 1) // band + 1):
+                items[fill[b]] = k
+                fill[b] += 1
+    return starts, items
+
+
+def band_rows(y0: np.ndarray, ny: np.ndarray, height: int) -> int:
+    """Rows per band: BAND_ROWS, doubled while splats spanning many bands would make the
+    (splat, band) lists much longer than the splat list (bounded memory on any stream)."""
+    band = BAND_ROWS
+    limit = MAX_BAND_PAIRS_PER_SPLAT * len(y0) + BAND_PAIRS_SLACK
+    while band < height and _band_pairs(y0, ny, band) > limit:
+        band *= 2
+    return min(band, max(1, height))
+
+
+# ---- threads --------------------------------------------------------------------------
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _forget_pool() -> None:
+    global _POOL
+    _POOL = None  # a forked child has none of the parent's threads
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The helper threads of `run_threads` (created at first use)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="gscodec-render")
+    return _POOL
+
+
+def run_threads(worker: Callable[[Callable[[], int]], None], n_groups: int, threads: int | None = None) -> None:
+    """Run ``worker(take)`` in this thread and up to ``threads - 1`` pool threads (default
+    ``numba.get_num_threads()``); ``take()`` hands out group numbers 0, 1, ... and then
+    ``n_groups`` or more, when the worker should stop. A helper that starts late delays
+    nothing: the groups go to whoever is free."""
+    counter = itertools.count()  # next() is atomic under the GIL
+
+    def take() -> int:
+        return next(counter)
+
+    threads = numba.get_num_threads() if threads is None else threads
+    helpers = [_pool().submit(worker, take) for _ in range(min(max(threads, 1), n_groups) - 1)]
+    worker(take)
+    for h in helpers:  # every group is taken: wait only for helpers that started
+        if not h.cancel():
+            h.result()
+
+
+# ---- forward ----------------------------------------------------------------------------
+# The kernels work on 3 colour channels, fused in the pixel loop; `forward` and `backward`
+# run other channel counts as zero-padded groups of 3 (the encoder's colour solves use 1).
+
+
+@numba.njit(cache=True, nogil=True)
+def _forward_bands(
+    means, conic, colors, x0, y0, nx, ny, starts, items, height, width, band, q_cut, centres, out, acc, first, stop,
+):  # pragma: no cover - compiled
+    """Rows of bands [first, stop) of ``out`` [H * W, 3]: sum of colors * exp(-q/2).
+
+    acc [3, band, W + CHUNK] float32 is this thread's scratch (CHUNK columns of slack for
+    the masked lanes past a span's end)."""
+    for bi in range(first, stop):
+        r0 = bi * band
+        r1 = min(height, r0 + band)
+        acc[:] = 0.0
+        for j in range(starts[bi], starts[bi + 1]):
+            k = items[j]
+            mx, my = means[k, 0], means[k, 1]
+            a, b2, c = conic[k, 0], np.float32(2.0) * conic[k, 1], conic[k, 2]
+            c0, c1, c2 = colors[k, 0], colors[k, 1], colors[k, 2]
+            for iy in range(max(y0[k], r0), min(y0[k] + ny[k], r1)):
+                dy = np.float32(iy) + np.float32(0.5) - my
+                cyy = c * dy * dy
+                lo, hi = _row_span(a, conic[k, 1], c, dy, x0[k], nx[k], mx)
+                # blocks of CHUNK pixels from lo, lanes at or past hi masked: fixed-length loops
+                # vectorize whole; unsigned indices need no negative-index wraparound
+                r, end = iy - r0, np.uint64(hi)
+                for start in range(np.uint64(lo), end, np.uint64(CHUNK)):
+                    for lane in range(np.uint64(CHUNK)):
+                        ix = start + lane
+                        dx = centres[ix] - mx
+                        q = a * dx * dx + b2 * dx * dy + cyy  # the reference's rounding, step by step
+                        keep = (q <= q_cut) & (ix < end)
+                        w = _exp(np.float32(-0.5) * q) if keep else np.float32(0.0)
+                        acc[0, r, ix] += w * c0
+                        acc[1, r, ix] += w * c1
+                        acc[2, r, ix] += w * c2
+        for iy in range(r0, r1):
+            row = iy * width
+            for ix in range(width):
+                for ch in range(3):
+                    out[row + ix, ch] = acc[ch, iy - r0, ix]
+
+
+def _forward3(means, conic, colors, x0, y0, nx, ny, height: int, width: int, threads: int | None) -> np.ndarray:
+    band = band_rows(y0, ny, height)
+    n_bands = -(-height // band)
+    starts, items = bin_bands(y0, nx, ny, band, n_bands)
+    out = np.empty((height * width, 3), np.float32)
+    centres = pixel_centres(width)
+    per_group = max(1, -(-GROUP_ROWS // band))
+    n_groups = -(-n_bands // per_group)
+
+    def worker(take: Callable[[], int]) -> None:
+        acc = np.empty((3, band, width + CHUNK), np.float32)
+        while (g := take()) < n_groups:
+            _forward_bands(means, conic, colors, x0, y0, nx, ny, starts, items, height, width, band, Q_CUT_F32,
+                           centres, out, acc, g * per_group, min(n_bands, (g + 1) * per_group))
+
+    run_threads(worker, n_groups, threads)
+    return out
+
+
+def _groups_of_3(a: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+    """[N, C] -> (first, count, [N, 3] float32 zero-padded) per group of 3 channels."""
+    if a.shape[1] == 3:
+        return [(0, 3, np.ascontiguousarray(a, np.float32))]
+    groups = []
+    for first in range(0, a.shape[1], 3):
+        count = min(3, a.shape[1] - first)
+        block = np.zeros((a.shape[0], 3), np.float32)
+        block[:, :count] = a[:, first : first + count]
+        groups.append((first, count, block))
+    return groups
+
+
+def forward(means, conic, colors, x0, y0, nx, ny, height: int, width: int, threads: int | None = None) -> np.ndarray:
+    """[H*W, C] float32: sum of colors * exp(-q/2) over the splats' boxes (q <= Q_CUT).
+
+    means [N, 2], conic [N, 3], colors [N, C] float32; x0, y0, nx, ny [N] int64. Each
+    pixel sums its splats in index order, whatever the number of threads."""
+    out = np.empty((height * width, colors.shape[1]), np.float32)
+    for first, count, block in _groups_of_3(colors):
+        block_out = _forward3(means, conic, block, x0, y0, nx, ny, height, width, threads)
+        out[:, first : first + count] = block_out[:, :count]
+    return out
+
+
+# ---- backward --------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def _backward_splats(
+    means, conic, colors, x0, y0, nx, ny, width, grad, need_geometry, q_cut, centres, g_means, g_conic, g_colors,
+    part, first, stop,
+):  # pragma: no cover - compiled
+    """Gradients of splats [first, stop) into g_means, g_conic, g_colors (float64 [N, *]).
+
+    grad [3, H * W + CHUNK] float32 is dL/d(output), planar and zero-padded (the masked lanes
+    past a row's end read it). part [8, CHUNK] float32 is this thread's scratch: per-lane
+    partial sums (colours 0-2, then conic a, b, c and mean x, y), added up per splat."""
+    for k in range(first, stop):
+        part[:] = 0.0
         mx, my = means[k, 0], means[k, 1]
         a, b, c = conic[k, 0], conic[k, 1], conic[k, 2]
-        ga = gb = gc = gx = gy = 0.0
-        gcol = np.zeros(channels)
+        b2 = np.float32(2.0) * b
+        c0, c1, c2 = colors[k, 0], colors[k, 1], colors[k, 2]
         for iy in range(y0[k], y0[k] + ny[k]):
             dy = np.float32(iy) + np.float32(0.5) - my
-            row = iy * width
+            cyy = c * dy * dy
             lo, hi = _row_span(a, b, c, dy, x0[k], nx[k], mx)
-            for ix in range(lo, hi):
-                dx = np.float32(ix) + np.float32(0.5) - mx
-                q = a * dx * dx + np.float32(2.0) * b * dx * dy + c * dy * dy
-                if q <= _Q_CUT:
-                    w = math.exp(np.float32(-0.5) * q)
-                    dot = 0.0
-                    for ch in range(channels):
-                        g = grad_out[row + ix, ch]
-                        gcol[ch] += w * g
-                        dot += g * colors[k, ch]
-                    if need_geometry:
-                        gq = -0.5 * w * dot
-                        ga += gq * dx * dx
-                        gb += 2.0 * gq * dx * dy
-                        gc += gq * dy * dy
-                        gx += -2.0 * gq * (a * dx + b * dy)
-                        gy += -2.0 * gq * (b * dx + c * dy)
-        for ch in range(channels):
-            g_colors[k, ch] = gcol[ch]
-        g_means[k, 0], g_means[k, 1] = gx, gy
-        g_conic[k, 0], g_conic[k, 1], g_conic[k, 2] = ga, gb, gc
-    return g_means, g_conic, g_colors
+            base, end = np.uint64(iy * width), np.uint64(hi)
+            for start in range(np.uint64(lo), end, np.uint64(CHUNK)):
+                if need_geometry:  # two loops, not a test per lane: each vectorizes
+                    for lane in range(np.uint64(CHUNK)):
+                        ix = start + lane
+                        dx = centres[ix] - mx
+                        q = a * dx * dx + b2 * dx * dy + cyy
+                        keep = (q <= q_cut) & (ix < end)
+                        w = _exp(np.float32(-0.5) * q) if keep else np.float32(0.0)
+                        g0, g1, g2 = grad[0, base + ix], grad[1, base + ix], grad[2, base + ix]
+                        part[0, lane] += w * g0
+                        part[1, lane] += w * g1
+                        part[2, lane] += w * g2
+                        gq = np.float32(-0.5) * w * (g0 * c0 + g1 * c1 + g2 * c2)  # dL/dq
+                        gqx, gqy = gq * dx, gq * dy
+                        part[3, lane] += gqx * dx
+                        part[4, lane] += np.float32(2.0) * gqx * dy
+                        part[5, lane] += gqy * dy
+                        part[6, lane] += np.float32(-2.0) * (a * gqx + b * gqy)  # dq/dmean = -2 Sigma^-1 d
+                        part[7, lane] += np.float32(-2.0) * (b * gqx + c * gqy)
+                else:
+                    for lane in range(np.uint64(CHUNK)):
+                        ix = start + lane
+                        dx = centres[ix] - mx
+                        q = a * dx * dx + b2 * dx * dy + cyy
+                        keep = (q <= q_cut) & (ix < end)
+                        w = _exp(np.float32(-0.5) * q) if keep else np.float32(0.0)
+                        part[0, lane] += w * grad[0, base + ix]
+                        part[1, lane] += w * grad[1, base + ix]
+                        part[2, lane] += w * grad[2, base + ix]
+        for i in range(8):
+            total = 0.0
+            for lane in range(CHUNK):
+                total += np.float64(part[i, lane])
+            if i < 3:
+                g_colors[k, i] = total
+            elif i < 6:
+                g_conic[k, i - 3] = total
+            else:
+                g_means[k, i - 6] = total
+
+
+def backward(means, conic, colors, x0, y0, nx, ny, width: int, grad_out, need_geometry: bool,
+             threads: int | None = None):
+    """Gradients (means [N, 2], conic [N, 3], colors [N, C], float32) of sum(grad_out * forward);
+    grad_out [H*W, C]. Without ``need_geometry`` the first two are zeros."""
+    n, channels = colors.shape
+    g_means, g_conic = np.zeros((n, 2)), np.zeros((n, 3))
+    g_colors = np.zeros((n, channels), np.float32)
+    centres = pixel_centres(width)
+    n_groups = -(-n // GROUP_SPLATS)
+    for first, count, block in _groups_of_3(colors):
+        grad = np.zeros((3, grad_out.shape[0] + CHUNK), np.float32)
+        grad[:count, : grad_out.shape[0]] = grad_out[:, first : first + count].T
+        gm, gc, gcol = np.zeros((n, 2)), np.zeros((n, 3)), np.zeros((n, 3))
+
+        def worker(take: Callable[[], int], block=block, grad=grad, gm=gm, gc=gc, gcol=gcol) -> None:
+            part = np.empty((8, CHUNK), np.float32)
+            while (g := take()) < n_groups:
+                _backward_splats(means, conic, block, x0, y0, nx, ny, width, grad, need_geometry, Q_CUT_F32,
+                                 centres, gm, gc, gcol, part, g * GROUP_SPLATS, min(n, (g + 1) * GROUP_SPLATS))
+
+        run_threads(worker, n_groups, threads)
+        g_means += gm  # geometry gradients are linear in the colours: groups add up
+        g_conic += gc
+        g_colors[:, first : first + count] = gcol[:, :count]
+    return g_means.astype(np.float32), g_conic.astype(np.float32), g_colors

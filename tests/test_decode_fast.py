@@ -12,10 +12,12 @@ import importlib
 import numba
 import numpy as np
 import pytest
+import torch
 
 import gscodec
-from gscodec import decode_numba
+from gscodec import render_numba
 from gscodec.api import render_reference
+from gscodec.render import render_splats
 from gscodec.splats import Splats
 
 api = importlib.import_module("gscodec.api")
@@ -89,12 +91,16 @@ def test_tiny_and_elongated_splats() -> None:
 def test_wide_bands_when_splats_span_many_bands(monkeypatch: pytest.MonkeyPatch) -> None:
     s = random_splats(100, 120, 9, seed=6, log_scale=(2.0, 4.0))
     want = check_parity(s)
-    monkeypatch.setattr(decode_numba, "MAX_BAND_PAIRS_PER_SPLAT", 1)
-    monkeypatch.setattr(decode_numba, "BAND_PAIRS_SLACK", 0)
+    t = s.tensors()
+    forward = render_splats(t.means, t.scales, t.angles, t.colors, 120, 9, backend="numba")
+    monkeypatch.setattr(render_numba, "MAX_BAND_PAIRS_PER_SPLAT", 1)
+    monkeypatch.setattr(render_numba, "BAND_PAIRS_SLACK", 0)
     y0 = np.zeros(3, np.int64)
     ny = np.full(3, 120, np.int64)
-    assert decode_numba.band_rows(y0, ny, 120) == 120
+    assert render_numba.band_rows(y0, ny, 120) == 120
     np.testing.assert_array_equal(check_parity(s), want)
+    # the encoder's forward pass bins the same way; each pixel's sum keeps its order
+    assert torch.equal(render_splats(t.means, t.scales, t.angles, t.colors, 120, 9, backend="numba"), forward)
 
 
 def test_thread_count_does_not_change_the_output() -> None:
@@ -135,10 +141,10 @@ def test_larger_set_equals_the_reference_almost_everywhere() -> None:
 
 def test_vectorizable_exp_is_within_about_an_ulp() -> None:
     x = np.linspace(-7.0, 0.0, 200_001, dtype=np.float32)
-    got = np.array([decode_numba._exp(v) for v in x[::97]], np.float64)
+    got = np.array([render_numba._exp(v) for v in x[::97]], np.float64)
     want = np.exp(x[::97].astype(np.float64))
     assert np.max(np.abs(got - want) / want) < 2.5e-7
-    assert decode_numba._exp(np.float32(-50.0)) == decode_numba._exp(np.float32(-7.0))
+    assert render_numba._exp(np.float32(-50.0)) == render_numba._exp(np.float32(-7.0))
 
 
 def test_concurrent_renders_from_several_threads() -> None:
