@@ -27,10 +27,10 @@ from .render_numba import (
     CHUNK,
     GROUP_ROWS,
     Q_CUT_F32,
-    _exp,
-    _row_span,
+    accumulate_band,
     band_rows,
     bin_bands,
+    pixel_centres,
     run_threads,
 )
 from .splats import Splats
@@ -99,7 +99,7 @@ def render_bands(
     Releases the GIL: threads render disjoint bands of one image at once.
     """
     flat = out.reshape(-1)
-    centres = np.arange(width + CHUNK).astype(np.float32) + np.float32(0.5)  # exact: ix + 0.5
+    centres = pixel_centres(width)
     bg0, bg1, bg2 = background[0], background[1], background[2]
     m00, m01, m02 = matrix[0, 0], matrix[0, 1], matrix[0, 2]
     m10, m11, m12 = matrix[1, 0], matrix[1, 1], matrix[1, 2]
@@ -107,30 +107,8 @@ def render_bands(
     for bi in range(first, stop):
         r0 = bi * band
         r1 = min(height, r0 + band)
-        acc[:] = 0.0
-        for j in range(starts[bi], starts[bi + 1]):
-            k = items[j]
-            mx, my = means[k, 0], means[k, 1]
-            a, b2, c = conic[k, 0], np.float32(2.0) * conic[k, 1], conic[k, 2]
-            c0, c1, c2 = colors[k, 0], colors[k, 1], colors[k, 2]
-            for iy in range(max(y0[k], r0), min(y0[k] + ny[k], r1)):
-                dy = np.float32(iy) + np.float32(0.5) - my
-                cyy = c * dy * dy
-                lo, hi = _row_span(a, conic[k, 1], c, dy, x0[k], nx[k], mx)
-                # blocks of CHUNK pixels from lo, lanes at or past hi masked: fixed-length
-                # loops vectorize whole (no scalar remainder); unsigned indices need no
-                # negative-index wraparound. The buffers have CHUNK columns of slack.
-                r, end = iy - r0, np.uint64(hi)
-                for start in range(np.uint64(lo), end, np.uint64(CHUNK)):
-                    for lane in range(np.uint64(CHUNK)):
-                        ix = start + lane
-                        dx = centres[ix] - mx
-                        q = a * dx * dx + b2 * dx * dy + cyy  # as render_numba._weights
-                        keep = (q <= q_cut) & (ix < end)
-                        w = _exp(np.float32(-0.5) * q) if keep else np.float32(0.0)
-                        acc[0, r, ix] += w * c0
-                        acc[1, r, ix] += w * c1
-                        acc[2, r, ix] += w * c2
+        accumulate_band(means, conic, colors, x0, y0, nx, ny, starts[bi : bi + 2], items, r0, r1, q_cut, centres,
+                        acc)
         for iy in range(r0, r1):  # YCbCr -> RGB in float64, x 255, clamp, round half to even
             r, base = iy - r0, np.uint64(iy * width * 3)
             for ix in range(np.uint64(width)):

@@ -94,9 +94,10 @@ def _exp(x):  # pragma: no cover - compiled
     return y * (np.float32(0.5) if m >= np.float32(1.0) else np.float32(1.0))
 
 
-def pixel_centres(width: int) -> np.ndarray:
+@numba.njit(cache=True)
+def pixel_centres(width):  # pragma: no cover - compiled
     """ix + 0.5 for ix < width + CHUNK, float32 (exact): the lanes' x coordinates."""
-    return np.arange(width + CHUNK, dtype=np.float32) + np.float32(0.5)
+    return np.arange(width + CHUNK).astype(np.float32) + np.float32(0.5)
 
 
 # ---- bands of rows ----------------------------------------------------------------
@@ -187,40 +188,56 @@ def run_threads(worker: Callable[[Callable[[], int]], None], n_groups: int, thre
 # run other channel counts as zero-padded groups of 3 (the encoder's colour solves use 1).
 
 
+@numba.njit(cache=True, inline="always")
+def _weight(a, b2, cyy, dy, mx, ix, end, centres, q_cut):  # pragma: no cover - compiled
+    """(exp(-q/2), dx) at column ``ix`` of a row, the weight 0 where q > q_cut or ix >= end.
+    q is rounded as the reference rounds it, operation by operation: (a dx dx + 2b dx dy) + c dy dy."""
+    dx = centres[ix] - mx
+    q = a * dx * dx + b2 * dx * dy + cyy
+    keep = (q <= q_cut) & (ix < end)
+    return (_exp(np.float32(-0.5) * q) if keep else np.float32(0.0)), dx
+
+
+@numba.njit(cache=True, inline="always")
+def accumulate_band(
+    means, conic, colors, x0, y0, nx, ny, starts, items, r0, r1, q_cut, centres, acc,
+):  # pragma: no cover - compiled
+    """acc [3, >= r1 - r0, W + CHUNK] float32 := sum of colors * exp(-q/2) over rows [r0, r1),
+    from the splats of that band (``starts``/``items`` of `bin_bands`), each pixel's sum in
+    index order. CHUNK columns of slack take the masked lanes past a span's end."""
+    acc[:] = 0.0
+    for j in range(starts[0], starts[1]):
+        k = items[j]
+        mx, my = means[k, 0], means[k, 1]
+        a, b2, c = conic[k, 0], np.float32(2.0) * conic[k, 1], conic[k, 2]
+        c0, c1, c2 = colors[k, 0], colors[k, 1], colors[k, 2]
+        for iy in range(max(y0[k], r0), min(y0[k] + ny[k], r1)):
+            dy = np.float32(iy) + np.float32(0.5) - my
+            cyy = c * dy * dy
+            lo, hi = _row_span(a, conic[k, 1], c, dy, x0[k], nx[k], mx)
+            # blocks of CHUNK pixels from lo, lanes at or past hi masked: fixed-length loops
+            # vectorize whole; unsigned indices need no negative-index wraparound
+            r, end = iy - r0, np.uint64(hi)
+            for start in range(np.uint64(lo), end, np.uint64(CHUNK)):
+                for lane in range(np.uint64(CHUNK)):
+                    ix = start + lane
+                    w, _ = _weight(a, b2, cyy, dy, mx, ix, end, centres, q_cut)
+                    acc[0, r, ix] += w * c0
+                    acc[1, r, ix] += w * c1
+                    acc[2, r, ix] += w * c2
+
+
 @numba.njit(cache=True, nogil=True)
 def _forward_bands(
     means, conic, colors, x0, y0, nx, ny, starts, items, height, width, band, q_cut, centres, out, acc, first, stop,
 ):  # pragma: no cover - compiled
-    """Rows of bands [first, stop) of ``out`` [H * W, 3]: sum of colors * exp(-q/2).
-
-    acc [3, band, W + CHUNK] float32 is this thread's scratch (CHUNK columns of slack for
-    the masked lanes past a span's end)."""
+    """Rows of bands [first, stop) of ``out`` [H * W, 3]; acc [3, band, W + CHUNK] float32
+    is this thread's scratch."""
     for bi in range(first, stop):
         r0 = bi * band
         r1 = min(height, r0 + band)
-        acc[:] = 0.0
-        for j in range(starts[bi], starts[bi + 1]):
-            k = items[j]
-            mx, my = means[k, 0], means[k, 1]
-            a, b2, c = conic[k, 0], np.float32(2.0) * conic[k, 1], conic[k, 2]
-            c0, c1, c2 = colors[k, 0], colors[k, 1], colors[k, 2]
-            for iy in range(max(y0[k], r0), min(y0[k] + ny[k], r1)):
-                dy = np.float32(iy) + np.float32(0.5) - my
-                cyy = c * dy * dy
-                lo, hi = _row_span(a, conic[k, 1], c, dy, x0[k], nx[k], mx)
-                # blocks of CHUNK pixels from lo, lanes at or past hi masked: fixed-length loops
-                # vectorize whole; unsigned indices need no negative-index wraparound
-                r, end = iy - r0, np.uint64(hi)
-                for start in range(np.uint64(lo), end, np.uint64(CHUNK)):
-                    for lane in range(np.uint64(CHUNK)):
-                        ix = start + lane
-                        dx = centres[ix] - mx
-                        q = a * dx * dx + b2 * dx * dy + cyy  # the reference's rounding, step by step
-                        keep = (q <= q_cut) & (ix < end)
-                        w = _exp(np.float32(-0.5) * q) if keep else np.float32(0.0)
-                        acc[0, r, ix] += w * c0
-                        acc[1, r, ix] += w * c1
-                        acc[2, r, ix] += w * c2
+        accumulate_band(means, conic, colors, x0, y0, nx, ny, starts[bi : bi + 2], items, r0, r1, q_cut, centres,
+                        acc)
         for iy in range(r0, r1):
             row = iy * width
             for ix in range(width):
@@ -300,10 +317,7 @@ def _backward_splats(
                 if need_geometry:  # two loops, not a test per lane: each vectorizes
                     for lane in range(np.uint64(CHUNK)):
                         ix = start + lane
-                        dx = centres[ix] - mx
-                        q = a * dx * dx + b2 * dx * dy + cyy
-                        keep = (q <= q_cut) & (ix < end)
-                        w = _exp(np.float32(-0.5) * q) if keep else np.float32(0.0)
+                        w, dx = _weight(a, b2, cyy, dy, mx, ix, end, centres, q_cut)
                         g0, g1, g2 = grad[0, base + ix], grad[1, base + ix], grad[2, base + ix]
                         part[0, lane] += w * g0
                         part[1, lane] += w * g1
@@ -318,10 +332,7 @@ def _backward_splats(
                 else:
                     for lane in range(np.uint64(CHUNK)):
                         ix = start + lane
-                        dx = centres[ix] - mx
-                        q = a * dx * dx + b2 * dx * dy + cyy
-                        keep = (q <= q_cut) & (ix < end)
-                        w = _exp(np.float32(-0.5) * q) if keep else np.float32(0.0)
+                        w, _ = _weight(a, b2, cyy, dy, mx, ix, end, centres, q_cut)
                         part[0, lane] += w * grad[0, base + ix]
                         part[1, lane] += w * grad[1, base + ix]
                         part[2, lane] += w * grad[2, base + ix]
