@@ -1,7 +1,11 @@
 """The CUDA backend (gscodec.render_cuda, cuda/*.cu) held to the torch reference.
 
-GPU tests (class TestCuda) are marked ``gpu`` and skip without CuPy and a device: run
-them with ``pytest -m gpu``. The kernel build check and the import checks run everywhere.
+The kernel tests (class TestCudaKernels) run twice: on a GPU (marked ``gpu``; skipped
+without CuPy and a device; run them with ``pytest -m gpu``) and on the CPU through
+tests/cuda_emulator.py, which builds the same kernel source with g++ and runs each CUDA
+thread as a fiber: that checks the kernels' logic and the Python glue everywhere, the
+GPU run checks the rest. The encoder/decoder tests (TestCudaCodec) need a GPU. The
+kernel build check and the import checks run everywhere.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cuda_emulator
 import numpy as np
 import pytest
 import torch
@@ -45,22 +50,28 @@ def test_import_does_not_import_cupy() -> None:
     assert isinstance(has_cuda(), bool)
 
 
-@pytest.fixture
-def render_cuda():
-    """render_splats(backend="cuda") on copies of the arguments moved to the GPU."""
+@pytest.fixture(params=[
+    pytest.param("emulated", marks=pytest.mark.skipif(not cuda_emulator.available(), reason="needs g++")),
+    pytest.param("gpu", marks=[pytest.mark.gpu, pytest.mark.skipif(not has_cuda(), reason="needs CuPy and a GPU")]),
+])
+def render_cuda(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """render_splats(backend="cuda"): on the GPU (arguments copied there), or on CPU tensors
+    with the kernels emulated."""
+    if request.param == "emulated":
+        cuda_emulator.install(monkeypatch)
+    device = "cuda" if request.param == "gpu" else "cpu"
 
     def render(means, scales, angles, colors, height, width, **kwargs):
-        args = [t.cuda() for t in (means, scales, angles, colors)]
+        args = [t.to(device) for t in (means, scales, angles, colors)]
         if kwargs.get("background") is not None:
-            kwargs["background"] = kwargs["background"].cuda()
+            kwargs["background"] = kwargs["background"].to(device)
         return render_splats(*args, height, width, backend="cuda", **kwargs)
 
+    render.emulated = request.param == "emulated"
     return render
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not has_cuda(), reason="needs CuPy and a CUDA device")
-class TestCuda:
+class TestCudaKernels:
     @pytest.mark.parametrize("scale,origin", [(1.0, (0, 0)), (0.5, (1, 1)), (0.3, (0, 2)), (1.5, (2, 0)), (3, (7, 5))])
     def test_forward_matches_torch(self, render_cuda, scale: float, origin: tuple[int, int]) -> None:
         h, w = 70, 90  # several tiles, partial edge tiles
@@ -120,7 +131,8 @@ class TestCuda:
         colors = torch.tensor([[0.5, 0.1, -0.1]])
         args = (torch.tensor([[10.0, -30.0]]), torch.tensor([[5000.0, 3000.0]]), torch.tensor([0.3]), colors)
         out = render_cuda(*args, 200, 300).cpu()
-        torch.testing.assert_close(out, colors.expand(200, 300, 3), rtol=1e-3, atol=0)
+        torch.testing.assert_close(out, render_splats(*args, 200, 300, backend="torch"), **TOL_F32)
+        assert (out[..., 0] > 0.498).all()  # one splat covers all 60,000 pixels with weight > 0.996
 
     def test_elongated_splats(self, render_cuda) -> None:
         """Long thin diagonal splats: the tile test culls the box's empty tiles, never a hit."""
@@ -131,12 +143,16 @@ class TestCuda:
         got = render_cuda(means, scales, angles, colors, h, w).cpu()
         torch.testing.assert_close(got, want, **TOL_F32)
 
-    def test_outside_empty_and_deterministic(self, render_cuda) -> None:
+    def test_outside_and_empty(self, render_cuda) -> None:
         means = torch.tensor([[-50.0, 5.0], [5.0, 200.0], [1e6, -1e6], [-7.0, -7.0]])
         out = render_cuda(means, torch.ones(4, 2) * 2, torch.zeros(4), torch.ones(4, 3), 12, 10)
         assert not out.any()
         empty = render_cuda(torch.zeros(0, 2), torch.ones(0, 2), torch.zeros(0), torch.zeros(0, 3), 3, 4)
         assert empty.shape == (3, 4, 3) and not empty.any()
+
+    def test_deterministic(self, render_cuda) -> None:
+        if render_cuda.emulated:
+            pytest.skip("the emulation runs threads one at a time: only a GPU can show run-to-run order")
         args = random_splats(3000, 64, 64, seed=10)
         runs = []
         for _ in range(2):
@@ -154,6 +170,22 @@ class TestCuda:
         want = render_splats(means, scales, angles, colors, 20, 24, backend="torch")
         got = render_cuda(means, scales, angles, colors, 20, 24).cpu()
         torch.testing.assert_close(got, want, **TOL_F32)
+
+
+@pytest.mark.skipif(not cuda_emulator.available(), reason="needs g++")
+def test_encoder_through_the_cuda_op_emulated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The encoder's steps with backend="cuda" (kernels emulated on the CPU) follow the numba
+    path: colour solves (3 channels and the 1-channel preconditioner), refinement gradients."""
+    cuda_emulator.install(monkeypatch)
+    results = {}
+    for backend in ("numba", "cuda"):
+        enc, truth = synthetic(backend)
+        start = SplatTensors(truth.means, truth.scales, truth.angles, torch.zeros_like(truth.colors))
+        colors = enc.solve_colors(start, 5)
+        s = enc.refine(SplatTensors(truth.means, truth.scales, truth.angles, colors), 3)
+        results[backend] = colors, enc.loss(s).item()
+    torch.testing.assert_close(results["cuda"][0], results["numba"][0], rtol=1e-4, atol=1e-5)
+    assert results["cuda"][1] == pytest.approx(results["numba"][1], rel=1e-3)
 
 
 @pytest.mark.gpu
