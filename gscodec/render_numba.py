@@ -35,9 +35,11 @@ import numpy as np
 
 from .render import Q_CUT as _Q_CUT  # a float: numba freezes it at compile time
 
-# OpenMP worker threads busy-wait between kernels, which stalls every call when the
-# cores are shared (measured: 24 ms per call under load vs 0.1 ms); the workqueue
-# layer does not spin. A caller's own NUMBA_THREADING_LAYER wins.
+# The kernels' thread count is numba's (numba.get_num_threads / set_num_threads), which
+# starts numba's threading layer. Its OpenMP workers busy-wait, which stalled every call
+# when the cores were shared (measured with the earlier prange kernels: 24 ms per call
+# under load vs 0.1 ms); the workqueue layer does not spin. A caller's own
+# NUMBA_THREADING_LAYER wins.
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
