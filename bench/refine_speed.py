@@ -47,6 +47,9 @@ REFERENCE = "torch"
 def run_backend(stream: Path, image: Path, backend: str, steps: int) -> dict[str, Any]:
     """Time ``steps`` refinement iterations with ``backend`` (run in a fresh process); the
     cuda backend runs on the GPU, the others on the CPU."""
+    import gscodec  # noqa: F401  first, as in a user's program: its OpenMP setting must precede torch
+
+    # isort: split
     import numba
     import numpy as np
     import torch
