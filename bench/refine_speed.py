@@ -5,8 +5,8 @@ numba kernels and the torch reference on the CPU; ``--backends cuda,numba,torch`
 the CUDA kernels on the GPU)
 
 One refinement iteration is what `gscodec.encoder.Encoder.refine` does per step:
-render the splats (`render_splats`), the MSE in RGB (`Encoder.loss`), backward,
-one Adam step (the encoder's learning rates and decay), the encoder's clamps. The
+`Encoder.loss` (`render_splats` with the backend under test, then the RGB MSE of
+`gscodec.loss`), backward, one Adam step (the encoder's learning rates and decay), the encoder's clamps. The
 start is a realistic splat set: the decoded splats of the image encoded at
 ``--quality`` / ``--effort`` (or of ``--stream``). Each backend runs in its own
 process from the same start for the same number of steps, after one untimed
@@ -57,22 +57,22 @@ def run_backend(stream: Path, image: Path, backend: str, steps: int) -> dict[str
     from gscodec.codec import decode_splats
     from gscodec.color import rgb_to_ycbcr
     from gscodec.encoder import LRS, Encoder
-    from gscodec.render import render_splats
+    from gscodec.splats import SplatTensors
 
     device = torch.device("cuda" if backend == "cuda" else "cpu")
     splats = decode_splats(stream.read_bytes())
     rgb = datasets.load_rgb(image).astype(np.float32) / 255.0
-    enc = Encoder((rgb_to_ycbcr(torch.from_numpy(rgb)) - torch.from_numpy(splats.background)).to(device))
+    target = rgb_to_ycbcr(torch.from_numpy(rgb)) - torch.from_numpy(splats.background)
+    enc = Encoder(target.to(device), backend=backend)
     t = splats.tensors(device)
     params = [t.means.clone(), torch.log(t.scales), t.angles.clone(), t.colors.clone()]
     lrs = list(LRS)
     opt = Encoder._adam(params, lrs)
     limit = math.log(0.5 * max(enc.h, enc.w))
 
-    def loss_of() -> torch.Tensor:  # Encoder.loss, with the backend chosen
+    def loss_of() -> torch.Tensor:
         means, log_scales, angles, colors = params
-        img = render_splats(means, log_scales.exp(), angles, colors, enc.h, enc.w, backend=backend)
-        return ((img - enc.target) @ enc.rgb).square().mean()
+        return enc.loss(SplatTensors(means, log_scales.exp(), angles, colors))
 
     def step(i: int, total: int) -> float:  # one iteration of Encoder.refine (relocation aside)
         loss = loss_of()

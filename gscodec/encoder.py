@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from .codec import quantize_background
 from .color import YCBCR_TO_RGB, rgb_to_ycbcr
 from .container import BACKGROUND_UNIT
+from .loss import rgb_mse
 from .quantize import Steps, dequantize_layer, fit_params, quantize_layer
 from .render import render_splats
 from .splats import Splats, SplatTensors
@@ -135,7 +136,7 @@ class Encoder:
         self.backend = backend
         self.h, self.w = target.shape[:2]
         self.gen = torch.Generator().manual_seed(seed)  # on the CPU: the same draws on every device
-        self.rgb = YCBCR_TO_RGB.to(target).T
+        self.rgb = YCBCR_TO_RGB.to(target).T.contiguous()  # YCbCr row vectors @ rgb -> RGB
 
     # ---- placement ----------------------------------------------------------------
     def place(self, weight: torch.Tensor, n: int, total: int) -> SplatTensors:
@@ -206,7 +207,7 @@ class Encoder:
     # ---- refinement ------------------------------------------------------------------
     def loss(self, s: SplatTensors) -> torch.Tensor:
         img = render_splats(s.means, s.scales, s.angles, s.colors, self.h, self.w, backend=self.backend)
-        return ((img - self.target) @ self.rgb).square().mean()
+        return rgb_mse(img, self.target, self.rgb)
 
     def error_map(self, s: SplatTensors) -> torch.Tensor:
         with torch.no_grad():

@@ -11,7 +11,9 @@ import pytest
 import torch
 from test_render import random_splats
 
+from gscodec.color import YCBCR_TO_RGB
 from gscodec.encoder import Encoder
+from gscodec.loss import rgb_mse
 from gscodec.render import render_splats
 from gscodec.splats import SplatTensors
 
@@ -70,3 +72,18 @@ def test_backends_fit_alike() -> None:
 def test_refine_zero_steps_is_identity() -> None:
     enc, truth = synthetic()
     assert enc.refine(truth, 0) is truth
+
+
+def test_rgb_mse_matches_the_torch_expression() -> None:
+    g = torch.Generator().manual_seed(0)
+    img, target = torch.randn(37, 41, 3, generator=g), torch.randn(37, 41, 3, generator=g)
+    m = YCBCR_TO_RGB.float().T.contiguous()
+    fast, ref = img.clone().requires_grad_(True), img.clone().requires_grad_(True)
+    got, want = rgb_mse(fast, target, m), ((ref - target) @ m).square().mean()
+    got.backward()
+    want.backward()
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    torch.testing.assert_close(fast.grad, ref.grad, rtol=1e-5, atol=1e-9)
+    # other dtypes and layouts take the torch expression
+    wide = img.double().transpose(0, 1)
+    assert rgb_mse(wide, target.double().transpose(0, 1), m.double()).item() == pytest.approx(want.item(), rel=1e-6)
