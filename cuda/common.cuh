@@ -22,4 +22,15 @@ __device__ __forceinline__ bool in_box(const int* box, int px, int py) {
     return px >= box[0] && px < box[0] + box[2] && py >= box[1] && py < box[1] + box[3];
 }
 
+// Copies splat k (centre and conic into geo[5], box into box[4], colour into col[CHANNELS]):
+// how the rasterizers stage a batch of a tile's splats in shared memory.
+__device__ __forceinline__ void stage_splat(const float* means, const float* conic, const float* colors,
+                                            const int* boxes, int k, float* geo, int* box, float* col) {
+    geo[0] = means[2 * k];
+    geo[1] = means[2 * k + 1];
+    for (int i = 0; i < 3; ++i) geo[2 + i] = conic[3 * k + i];
+    for (int i = 0; i < 4; ++i) box[i] = boxes[4 * k + i];
+    for (int ch = 0; ch < CHANNELS; ++ch) col[ch] = colors[(long long)k * CHANNELS + ch];
+}
+
 #endif  // GSCODEC_COMMON_CUH

@@ -41,12 +41,7 @@ extern "C" __global__ void rasterize_bwd(const float* means, const float* conic,
         const int n = min(BATCH, end - base);
         __syncthreads();  // the previous round's shared data is no longer read
         if (t < n) {
-            const int k = tile_splats[base + t];
-            s_geo[t][0] = means[2 * k];
-            s_geo[t][1] = means[2 * k + 1];
-            for (int i = 0; i < 3; ++i) s_geo[t][2 + i] = conic[3 * k + i];
-            for (int i = 0; i < 4; ++i) s_box[t][i] = boxes[4 * k + i];
-            for (int ch = 0; ch < CHANNELS; ++ch) s_col[t][ch] = colors[(long long)k * CHANNELS + ch];
+            stage_splat(means, conic, colors, boxes, tile_splats[base + t], s_geo[t], s_box[t], s_col[t]);
         }
         __syncthreads();
         for (int j = 0; j < n; ++j) {

@@ -177,7 +177,7 @@ class _NumbaRasterize(torch.autograd.Function):
 
         arrays = [t.detach().contiguous().numpy() for t in (means, conic, colors)]
         ints = [t.to(torch.int64).contiguous().numpy() for t in boxes]
-        out = render_numba.forward(*arrays, *ints, height, width, render_numba.numba.get_num_threads())
+        out = render_numba.forward(*arrays, *ints, height, width)
         ctx.save_for_backward(means, conic, colors, *boxes)
         ctx.width = width
         return torch.from_numpy(out)
