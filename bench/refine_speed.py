@@ -4,9 +4,9 @@
 numba kernels and the torch reference on the CPU; ``--backends cuda,numba,torch`` adds
 the CUDA kernels on the GPU)
 
-One refinement iteration is what `gscodec.encoder.Encoder.refine` does per step:
+One refinement iteration is what `gscodec.encode.optimize.Encoder.refine` does per step:
 `Encoder.loss` (`render_splats` with the backend under test, then the RGB MSE of
-`gscodec.loss`), backward, one Adam step (the encoder's learning rates and decay), the encoder's clamps. The
+`gscodec.encode.loss`), backward, one Adam step (the encoder's learning rates and decay), the encoder's clamps. The
 start is a realistic splat set: the decoded splats of the image encoded at
 ``--quality`` / ``--effort`` (or of ``--stream``). Each backend runs in its own
 process from the same start for the same number of steps, after one untimed
@@ -54,15 +54,15 @@ def run_backend(stream: Path, image: Path, backend: str, steps: int) -> dict[str
     import numpy as np
     import torch
 
-    from gscodec.codec import decode_splats
-    from gscodec.color import rgb_to_ycbcr
-    from gscodec.encoder import LRS, Encoder
+    from gscodec.format.codec import decode_splats
+    from gscodec.format.color import RGB_TO_YCBCR
+    from gscodec.encode.optimize import LRS, Encoder
     from gscodec.splats import SplatTensors
 
     device = torch.device("cuda" if backend == "cuda" else "cpu")
     splats = decode_splats(stream.read_bytes())
     rgb = datasets.load_rgb(image).astype(np.float32) / 255.0
-    target = rgb_to_ycbcr(torch.from_numpy(rgb)) - torch.from_numpy(splats.background)
+    target = torch.from_numpy(rgb) @ torch.from_numpy(RGB_TO_YCBCR).float().T - torch.from_numpy(splats.background)
     enc = Encoder(target.to(device), backend=backend)
     t = splats.tensors(device)
     params = [t.means.clone(), torch.log(t.scales), t.angles.clone(), t.colors.clone()]

@@ -161,7 +161,7 @@ def _frame_seconds(splats: Any, device: Any, frames: int) -> float:
     result on ``device`` ("auto" backend: the CUDA kernels on a GPU), after a warm-up frame."""
     import torch
 
-    from gscodec.render import render_splats, to_uint8_rgb
+    from gscodec.render.backends import render_splats, to_uint8_rgb
 
     t = splats.tensors(device)
     background = torch.from_numpy(splats.background).to(device)
@@ -184,7 +184,7 @@ def render_speed(streams: dict[str, bytes], device: str, frames: int, repeats: i
     import torch
 
     from gscodec import decode_splats
-    from gscodec.decode_numba import render_rgb
+    from gscodec.render.numba.decode import render_rgb
 
     dev = torch.device(device)
     per_image: dict[str, dict[str, float]] = {}

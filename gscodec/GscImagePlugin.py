@@ -33,9 +33,10 @@ from typing import IO
 from PIL import Image, ImageFile
 
 from .api import decode, encode
-from .codec import decode_splats
-from .container import HEADER_SIZE, MAGIC, parse_header
 from .errors import GscError
+from .format.codec import decode_splats
+from .format.constants import MAGIC
+from .format.container import HEADER_SIZE, parse_header
 
 log = logging.getLogger(__name__)
 

@@ -4,22 +4,24 @@
     >>> data = gscodec.encode(image, quality=50)      # numpy / PIL / torch -> bytes
     >>> pixels = gscodec.decode(data)                  # -> [H, W, 3] uint8
     >>> splats = gscodec.decode_splats(data)           # the splats themselves
+
+Importing gscodec and decoding on the CPU do not import torch; encoding does.
 """
 
 from . import _openmp  # noqa: F401  (first: before anything imports torch)
-from .api import DEFAULT_QUALITY, check, decode, encode, read, render, write
-from .codec import decode_splats, encode_splats
-from .encoder import DEFAULT_EFFORT
-from .errors import GscError
-from .render_cuda import has_cuda
+from .api import DEFAULT_QUALITY, check, decode, encode, has_cuda, read, render_image, write
+from .encode.plan import DEFAULT_EFFORT, MAX_EFFORT
+from .errors import GscError, GscWarning
+from .format.codec import decode_splats
+from .quant.stream import encode_splats
 from .splats import Splats, SplatTensors
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_EFFORT", "DEFAULT_QUALITY", "GscError", "Splats", "SplatTensors", "__version__",
-    "check", "decode", "decode_splats", "encode", "encode_splats", "has_cuda", "read", "register_pillow",
-    "render", "write",
+    "DEFAULT_EFFORT", "DEFAULT_QUALITY", "MAX_EFFORT", "GscError", "GscWarning", "Splats", "SplatTensors",
+    "__version__", "check", "decode", "decode_splats", "encode", "encode_splats", "has_cuda", "read",
+    "register_pillow", "render_image", "write",
 ]
 
 

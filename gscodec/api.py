@@ -1,7 +1,12 @@
-"""The public functions: encode / decode like an image format (after imagecodecs)."""
+"""The public functions: encode / decode like an image format (after imagecodecs).
+
+Decoding on the CPU needs numpy, constriction and numba only; torch is imported when
+encoding, or when rendering on CUDA.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -9,19 +14,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .codec import decode_splats, encode_splats
-from .container import check_size, parse_header
-from .encoder import DEFAULT_EFFORT, EFFORT_ITERATIONS, fit_image
+from .encode.plan import DEFAULT_EFFORT, MAX_EFFORT
 from .errors import GscError
+from .format.codec import decode_splats
+from .format.container import check_size, parse_header
 from .image import to_rgb_float
-from .render import render_splats, to_uint8_rgb
-from .render_cuda import has_cuda
 from .splats import Splats
 
+log = logging.getLogger(__name__)
+
 DEFAULT_QUALITY = 50
-MAX_EFFORT = len(EFFORT_ITERATIONS) - 1
 
 
 def encode(
@@ -47,40 +50,23 @@ def encode(
     the CPU). Devices round differently, so their files differ slightly; any decoder
     reads either.
     """
-    rgb = to_rgb_float(image, drop_alpha=drop_alpha)
     _check_options(quality, effort)
+    rgb = to_rgb_float(image, drop_alpha=drop_alpha)
     check_size(rgb.shape[1], rgb.shape[0])
-    dev = _render_device(device)
+    dev = resolve_device(device)
+    from .encode import pipeline
+
     if target_bpp is not None:
-        return _encode_to_rate(rgb, float(target_bpp), effort, progress, seed, dev)
-    splats = fit_image(rgb, quality, effort, progress, seed, dev)
-    return encode_splats(splats, quality=quality)
+        return pipeline.encode_to_rate(rgb, float(target_bpp), effort, progress, seed, dev)
+    return pipeline.encode_image(rgb, quality, effort, progress, seed, dev)
 
 
 def _check_options(quality: object, effort: object) -> None:
-    if not isinstance(quality, (int, float)) or not 0 <= quality <= 100:
+    if isinstance(quality, bool) or not isinstance(quality, (int, float, np.integer, np.floating)) \
+            or not 0 <= quality <= 100:
         raise GscError(f"quality must be a number in 0..100, got {quality!r}")
-    if not isinstance(effort, (int, np.integer)) or not 0 <= effort <= MAX_EFFORT:
+    if isinstance(effort, bool) or not isinstance(effort, (int, np.integer)) or not 0 <= effort <= MAX_EFFORT:
         raise GscError(f"effort must be an integer in 0..{MAX_EFFORT}, got {effort!r}")
-
-
-def _encode_to_rate(rgb: np.ndarray, target_bpp: float, effort: int, progress, seed: int,
-                    dev: torch.device) -> bytes:
-    """Bisect quality with quick encodes (the first half of the progress), then encode
-    once at the requested effort (the second half)."""
-    if not target_bpp > 0:
-        raise GscError(f"target_bpp must be positive, got {target_bpp}")
-    report = progress or (lambda _: None)
-    h, w = rgb.shape[:2]
-    lo, hi = 0.0, 100.0
-    rounds = 6
-    for i in range(rounds):
-        mid = (lo + hi) / 2
-        bpp = 8 * len(encode_splats(fit_image(rgb, mid, 0, None, seed, dev), quality=mid)) / (h * w)
-        lo, hi = (mid, hi) if bpp < target_bpp else (lo, mid)
-        report(0.5 * (i + 1) / rounds)
-    return encode(rgb, quality=lo, effort=effort, progress=lambda f: report(0.5 + 0.5 * f), seed=seed,
-                  device=str(dev))
 
 
 def decode(
@@ -90,101 +76,133 @@ def decode(
 
     scale: output size factor (thumbnails below 1, upscaling above; the output is
     round(H * scale) x round(W * scale)). layers: decode only the first layers
-    (progressive decoding). device: "cpu", "cuda" / "cuda:N" (needs CuPy and a GPU:
-    ``pip install gscodec[cuda]``; see `gscodec.has_cuda`) or "auto" (CUDA when
-    available, else the CPU). Every device gives the same image within +-1 per channel.
+    (progressive decoding; 0 to the stream's layer count). device: "cpu", "cuda" /
+    "cuda:N" (needs CuPy and a GPU: ``pip install gscodec[cuda]``; see
+    `gscodec.has_cuda`) or "auto" (CUDA when available, else the CPU). Every device
+    gives the same image within +-1 per channel.
     """
-    return render(decode_splats(data, layers=layers), scale=scale, device=device)
+    _check_scale(scale)
+    dev = resolve_device(device)
+    return render_image(decode_splats(data, layers=layers), scale=scale, device=dev)
 
 
-def render(splats: Splats, /, *, scale: float = 1.0, device: str = "cpu") -> np.ndarray:
+def _check_scale(scale: object) -> None:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(scale) or scale <= 0:
+        raise GscError(f"scale must be a positive number, got {scale!r}")
+
+
+def render_image(splats: Splats, /, *, scale: float = 1.0, device: str = "cpu") -> np.ndarray:
     """Render splats to an [H, W, 3] uint8 RGB array at ``scale``.
 
-    On the CPU this is the decoder's fused kernel (`gscodec.decode_numba`); on CUDA,
-    `render_splats` then `to_uint8_rgb`, on the GPU. Both equal the reference within
-    +-1 LSB. ``device`` as for `decode`.
+    On the CPU this is the decoder's fused kernel (`gscodec.render.numba.decode`); on
+    CUDA, `render_splats` then `to_uint8_rgb`, on the GPU. Both equal the reference
+    within +-1 LSB. ``device`` as for `decode`.
     """
-    if not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
-        raise GscError(f"scale must be a positive number, got {scale!r}")
-    dev = _render_device(device)
+    _check_scale(scale)
+    dev = resolve_device(device)
     h, w = max(1, round(splats.height * scale)), max(1, round(splats.width * scale))
     check_size(w, h)
-    if dev.type == "cpu":
-        from .decode_numba import render_rgb
+    if dev == "cpu":
+        from .render.numba.decode import render_rgb
 
         return render_rgb(splats, h, w, scale=scale)
-    return _render_tensors(splats, h, w, scale, dev, "auto")
+    from .render.backends import render_rgb8
+
+    return render_rgb8(splats, h, w, scale=scale, device=dev)
 
 
-def _render_tensors(splats: Splats, h: int, w: int, scale: float, dev: torch.device, backend: str) -> np.ndarray:
-    """[h, w, 3] uint8 through `render_splats` (``backend``: "torch" is the reference) and
-    `to_uint8_rgb`: the CUDA path, and the oracle the fast CPU path is tested against."""
-    t = splats.tensors(device=dev)
-    with torch.no_grad():
-        ycc = render_splats(
-            t.means, t.scales, t.angles, t.colors, h, w, scale=scale,
-            background=torch.from_numpy(splats.background).to(dev), backend=backend,
-        )
-        return to_uint8_rgb(ycc).cpu().numpy()
+def has_cuda() -> bool:
+    """Whether ``device="cuda"`` can run: CuPy installed and a CUDA GPU visible (imports torch).
+    `gscodec.render.cuda.cuda_status` says why not."""
+    from .render.cuda import has_cuda as probe
+
+    return probe()
 
 
-def render_reference(splats: Splats, /, *, scale: float = 1.0, backend: str = "torch") -> np.ndarray:
-    """`render` on the CPU through `render_splats(backend=...)` and `to_uint8_rgb` ("torch":
-    the spec's reference decode; "numba": the encoder's kernels). For tests and conformance."""
-    h, w = max(1, round(splats.height * scale)), max(1, round(splats.width * scale))
-    check_size(w, h)
-    return _render_tensors(splats, h, w, scale, torch.device("cpu"), backend)
-
-
-def _render_device(device: object) -> torch.device:
-    """torch.device for "cpu", "cuda", "cuda:N" or "auto"; GscError for anything else or a missing GPU."""
+def resolve_device(device: object) -> str:
+    """"cpu", "cuda:N" for "cpu", "cuda", "cuda:N" or "auto"; GscError for anything else or a missing GPU.
+    "auto" logs which device it chose and why."""
+    if device == "cpu":
+        return "cpu"
     if device == "auto":
-        return torch.device("cuda" if has_cuda() else "cpu")
-    try:
-        dev = torch.device(device)  # type: ignore[arg-type]
-    except (TypeError, RuntimeError):
-        raise GscError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}") from None
-    if dev.type == "cuda":
-        if not has_cuda():
-            raise GscError(f"device {device!r} is not available: CUDA rendering needs CuPy and a CUDA GPU "
-                           "(pip install gscodec[cuda]); use device='cpu'")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise GscError(f"device {device!r} is not available ({torch.cuda.device_count()} CUDA devices)")
-    elif dev.type != "cpu":
+        from .render.cuda import cuda_status
+
+        ok, reason = cuda_status()
+        chosen = "cuda:0" if ok else "cpu"
+        log.info("device 'auto' chose %s (%s)", chosen, reason)
+        return chosen
+    if not isinstance(device, str) or not (device == "cuda" or (device.startswith("cuda:")
+                                                                and device[5:].isdigit())):
         raise GscError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
-    return dev
+    from .render.cuda import cuda_status
+
+    ok, reason = cuda_status()
+    if not ok:
+        raise GscError(f"device {device!r} is not available: {reason}. CUDA rendering needs CuPy and a CUDA GPU "
+                       "(pip install gscodec[cuda]); use device='cpu'")
+    import torch
+
+    index = int(device[5:]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise GscError(f"device {device!r} is not available ({torch.cuda.device_count()} CUDA devices)")
+    return f"cuda:{index}"
 
 
 def check(data: bytes, /) -> bool:
     """Whether ``data`` starts with a valid .gsc header (does not decode the rest)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        return False
     try:
         parse_header(bytes(data[:64]))
-    except (GscError, TypeError):
+    except GscError:
         return False
     return True
 
 
 def read(path: str | os.PathLike, /, **kwargs: object) -> np.ndarray:
     """Decode the .gsc file at ``path`` (keyword arguments as for `decode`)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise GscError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise GscError(f"cannot read {path}: {exc.strerror}") from None
+        raise GscError(f"cannot read {path}: {exc.strerror or exc}") from None
     return decode(data, **kwargs)  # type: ignore[arg-type]
 
 
 def write(path: str | os.PathLike, image: object, /, **kwargs: object) -> int:
     """Encode ``image`` to ``path`` atomically (keyword arguments as for `encode`).
 
-    Returns the number of bytes written. The file appears whole or not at all.
+    Returns the number of bytes written. The destination is checked before encoding;
+    the file appears whole or not at all.
     """
+    check_destination(path)
     data = encode(image, **kwargs)  # type: ignore[arg-type]
     write_atomic(path, data)
     return len(data)
 
 
+def check_destination(path: str | os.PathLike) -> None:
+    """GscError unless ``path`` can be written as a file: a path, not a folder, in an existing folder."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise GscError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    target = Path(path)
+    if target.is_dir():
+        raise GscError(f"cannot write {path}: it is a folder")
+    parent = target.parent
+    if not parent.is_dir():
+        raise GscError(f"cannot write {path}: folder {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise GscError(f"cannot write {path}: folder {str(parent)!r} is not writable")
+
+
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write bytes to a temporary file beside ``path`` and rename it into place."""
+    """Write bytes to a temporary file beside ``path`` and rename it into place.
+
+    The file gets the mode of the file it replaces, or 0666 less the umask for a new one
+    (as ``open`` would give it); the temporary file never shows under the final name.
+    """
     target = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
@@ -195,7 +213,29 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), _mode_for(target))
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _mode_for(target: Path) -> int:
+    """The permission bits a write to ``target`` should leave: the existing file's, else 0o666 & ~umask."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask: from /proc on Linux (no change, so thread-safe), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask

@@ -25,11 +25,12 @@ from typing import IO, NoReturn
 import numpy as np
 
 from . import __version__
-from .api import DEFAULT_QUALITY, MAX_EFFORT, decode, encode, write_atomic
-from .codec import STREAMS, stream_bits
-from .container import HEADER_SIZE, parse, parse_header
-from .encoder import DEFAULT_EFFORT
+from .api import DEFAULT_QUALITY, decode, encode, write_atomic
+from .encode.plan import DEFAULT_EFFORT, MAX_EFFORT
 from .errors import GscError
+from .format.codec import stream_bits
+from .format.container import HEADER_SIZE, parse, parse_header
+from .format.symbols import STREAMS
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from .errors import GscError
 
@@ -15,8 +14,8 @@ def to_rgb_float(image: object, *, drop_alpha: bool = False) -> np.ndarray:
     or float (0-1). torch: the same, or channels first ([C, H, W]). Grayscale is
     replicated to RGB; an alpha channel raises GscError unless ``drop_alpha``.
     """
-    if isinstance(image, torch.Tensor):
-        array = image.detach().cpu().numpy()
+    if _is_torch(image):
+        array = _from_torch(image)
         if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
             array = np.moveaxis(array, 0, -1)
     elif _is_pil(image):
@@ -75,3 +74,23 @@ def _from_pil(image, drop_alpha: bool) -> np.ndarray:
         array = np.asarray(image.convert("F"), np.float32)
         return array / (65535.0 if mode.startswith("I") and array.max() > 255 else 255.0)
     return np.asarray(image.convert("RGB"))
+
+
+def _is_torch(image: object) -> bool:
+    """A torch tensor, told without importing torch (a caller holding one has imported it)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(image, torch.Tensor)
+
+
+def _from_torch(image) -> np.ndarray:
+    import torch
+
+    tensor = image.detach().cpu()
+    if tensor.dtype in (torch.bfloat16, torch.float16):
+        tensor = tensor.float()  # numpy has no bfloat16; both are exact in float32
+    try:
+        return tensor.numpy()
+    except TypeError as exc:
+        raise GscError(f"unsupported tensor dtype {tensor.dtype}: {exc}") from None

@@ -8,16 +8,20 @@ signed amplitudes in the coding colour space (see `gscodec.color`). The image is
 ``background + sum_k colors[k] * gaussian_k`` (bitstream/SPEC.md, section Rendering).
 
 Splats belong to layers; a layer is a grid of patches of side ``patch_sizes[l]``.
+A splat set with no splats may have no layers (``patch_sizes == ()``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from .errors import GscError
+
+if TYPE_CHECKING:  # torch is imported only when tensors are asked for
+    import torch
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ class Splats:
         if (self.scales <= 0).any():
             raise GscError("Splats.scales must be positive")
         sizes = tuple(int(p) for p in self.patch_sizes)
-        if not sizes or any(p < 1 for p in sizes):
+        if (n and not sizes) or any(p < 1 for p in sizes):
             raise GscError(f"patch_sizes must be positive, got {self.patch_sizes}")
         object.__setattr__(self, "patch_sizes", sizes)
         layer = np.zeros(n, np.int64) if self.layer is None else self.layer
@@ -86,20 +90,21 @@ class Splats:
             f"layers with patch sizes {self.patch_sizes})"
         )
 
-    def tensors(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> SplatTensors:
-        """The parameters as torch tensors on ``device``."""
+    def tensors(self, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> SplatTensors:
+        """The parameters as torch tensors on ``device`` (float32 unless ``dtype`` says otherwise)."""
+        import torch
 
         def t(a: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(a, device=device).to(dtype)
+            return torch.as_tensor(a, device=device).to(dtype or torch.float32)
 
         return SplatTensors(t(self.means), t(self.scales), t(self.angles), t(self.colors))
 
     @classmethod
-    def from_tensors(cls, tensors: SplatTensors, *, width: int, height: int, **kwargs: object) -> Splats:
+    def from_tensors(cls, tensors: SplatTensors, *, width: int, height: int, **kwargs: Any) -> Splats:
         """Build from torch tensors (detached, moved to CPU, float32)."""
 
         def a(x: torch.Tensor) -> np.ndarray:
-            return x.detach().to("cpu", torch.float32).numpy()
+            return x.detach().cpu().float().numpy()
 
         return cls(width, height, a(tensors.means), a(tensors.scales), a(tensors.angles), a(tensors.colors), **kwargs)
 

@@ -1,5 +1,5 @@
 """The CUDA kernels of cuda/ on the CPU: the very source text CuPy compiles
-(`gscodec.render_cuda.kernel_source`), built with g++ against tests/cuda_emulator.h.
+(`gscodec.render.cuda.kernel_source`), built with g++ against tests/cuda_emulator.h.
 
 `install(monkeypatch)` routes `gscodec.render_cuda`'s kernel launches to the emulation,
 so `render_splats(..., backend="cuda")` runs its whole CUDA path (binning, forward,
@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from gscodec import render_cuda
+from gscodec.render import cuda as render_cuda
 
 HEADER = Path(__file__).with_name("cuda_emulator.h")
 _KERNEL = re.compile(r'extern "C" __global__ void (\w+)\(([^)]*)\)')

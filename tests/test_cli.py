@@ -15,7 +15,7 @@ from PIL import Image
 import gscodec
 import gscodec.cli
 from gscodec.cli import main
-from gscodec.codec import STREAMS
+from gscodec.format.symbols import STREAMS
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -65,14 +65,14 @@ def test_info_json(gsc_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (status, err) == (0, "")
     info = json.loads(out)
     data = gsc_file.read_bytes()
-    splats, bits = gscodec.codec.stream_bits(data)
+    splats, bits = gscodec.format.codec.stream_bits(data)
     assert (info["width"], info["height"]) == (33, 17)
     assert info["bytes"] == len(data) and info["bpp"] == pytest.approx(8 * len(data) / (33 * 17))
     assert info["splats"] == len(splats) == sum(layer["splats"] for layer in info["layers"])
     assert [layer["patch_size"] for layer in info["layers"]] == list(splats.patch_sizes)
     assert info["stream_bits"] == {name: bits.get(name, 0) for name in STREAMS}
     assert info["bits_per_splat"]["Y"] == pytest.approx(bits["Y"] / len(splats))
-    assert info["header_bytes"] == gscodec.container.HEADER_SIZE
+    assert info["header_bytes"] == gscodec.format.container.HEADER_SIZE
     assert info["header_bytes"] + info["chunk_overhead_bytes"] + info["payload_bytes"] == len(data)
     assert 8 * info["payload_bytes"] - sum(bits.values()) == info["coder_flush_bits"] >= 0
 

@@ -17,8 +17,9 @@ import pytest
 from PIL import Image
 
 from gscodec import GscError
-from gscodec.codec import decode_splats, decode_symbols, encode_symbols
-from gscodec.container import Header, LayerChunk, pack, parse
+from gscodec.format.codec import decode_splats
+from gscodec.format.symbols import decode_symbols, encode_symbols
+from gscodec.format.container import Header, LayerChunk, pack, parse
 
 ROOT = Path(__file__).resolve().parents[1] / "bitstream" / "conformance"
 

@@ -22,9 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gscodec import GscError
-from gscodec.codec import decode_splats
-from gscodec.container import _HEADER, _LAYER_HEAD, HEADER_SIZE, MAGIC
-from gscodec.render import render_splats, to_uint8_rgb
+from gscodec.format.codec import decode_splats
+from gscodec.format.constants import MAGIC
+from gscodec.format.container import _HEADER, _LAYER_HEAD, HEADER_SIZE
+from gscodec.render.backends import render_splats, to_uint8_rgb
 
 CONFORMANCE = Path(__file__).resolve().parents[1] / "bitstream" / "conformance"
 SOURCES = {name: (CONFORMANCE / name / "input.gsc").read_bytes()

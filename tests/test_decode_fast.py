@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import gscodec
-from gscodec import render_numba
-from gscodec.api import render_reference
-from gscodec.render import render_splats
+from gscodec.render.numba import kernels as render_numba
+from tests.helpers import render_reference
+from gscodec.render.backends import render_splats
 from gscodec.splats import Splats
 
 api = importlib.import_module("gscodec.api")
@@ -36,7 +36,7 @@ def random_splats(n: int, height: int, width: int, seed: int = 0, *, log_scale=(
 
 def check_parity(splats: Splats, scale: float = 1.0, *, max_diff_fraction: float = 1e-3) -> np.ndarray:
     """Fast render vs the torch reference: +-1 LSB everywhere, equal almost everywhere."""
-    got = gscodec.render(splats, scale=scale)
+    got = gscodec.render_image(splats, scale=scale)
     ref = render_reference(splats, scale=scale, backend="torch")
     assert got.dtype == np.uint8 and got.shape == ref.shape and got.flags.c_contiguous
     diff = np.abs(got.astype(np.int16) - ref)
@@ -110,7 +110,7 @@ def test_thread_count_does_not_change_the_output() -> None:
     for t in sorted({1, threads}):
         numba.set_num_threads(t)
         try:
-            out.append(gscodec.render(s))
+            out.append(gscodec.render_image(s))
         finally:
             numba.set_num_threads(threads)
     for o in out[1:]:
@@ -130,9 +130,9 @@ def test_decode_matches_reference_and_encoder_kernels(gsc_file) -> None:
 def test_render_keeps_checking_its_arguments() -> None:
     s = random_splats(3, 4, 4)
     with pytest.raises(gscodec.GscError):
-        gscodec.render(s, scale=0)
+        gscodec.render_image(s, scale=0)
     with pytest.raises(gscodec.GscError):
-        api.render(s, device="tpu")
+        api.render_image(s, device="tpu")
 
 
 def test_larger_set_equals_the_reference_almost_everywhere() -> None:
@@ -151,9 +151,9 @@ def test_concurrent_renders_from_several_threads() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     sets = [random_splats(300, 90, 70, seed=s) for s in range(6)]
-    want = [gscodec.render(s) for s in sets]
+    want = [gscodec.render_image(s) for s in sets]
     with ThreadPoolExecutor(3) as pool:
-        got = list(pool.map(gscodec.render, sets * 2))
+        got = list(pool.map(gscodec.render_image, sets * 2))
     for g, w in zip(got, want * 2, strict=True):
         np.testing.assert_array_equal(g, w)
 
@@ -163,7 +163,7 @@ def test_decode_works_in_a_forked_child() -> None:
     import multiprocessing
 
     s = random_splats(200, 70, 60, seed=9)
-    want = gscodec.render(s)  # creates the helper pool in this process
+    want = gscodec.render_image(s)  # creates the helper pool in this process
     with multiprocessing.get_context("fork").Pool(1) as pool:
-        got = pool.apply_async(gscodec.render, (s,)).get(timeout=60)
+        got = pool.apply_async(gscodec.render_image, (s,)).get(timeout=60)
     np.testing.assert_array_equal(got, want)

@@ -1,4 +1,4 @@
-"""The optimisation encoder (gscodec.encoder) on its own, and through every render backend.
+"""The optimisation encoder (gscodec.encode.optimize) on its own, and through every render backend.
 
 The encoder reaches the renderer only through `render_splats` and its autograd op, so
 the torch reference backend on the CPU runs the very code path that the CUDA backend
@@ -11,10 +11,12 @@ import pytest
 import torch
 from test_render import random_splats
 
-from gscodec.color import YCBCR_TO_RGB
-from gscodec.encoder import Encoder
-from gscodec.loss import rgb_mse
-from gscodec.render import render_splats
+from gscodec.format.color import YCBCR_TO_RGB
+from gscodec.encode.initializers import detail
+from gscodec.encode.optimize import Encoder
+from gscodec.encode.plan import Plan
+from gscodec.encode.loss import rgb_mse
+from gscodec.render.backends import render_splats
 from gscodec.splats import SplatTensors
 
 H, W = 24, 40
@@ -57,7 +59,7 @@ def test_backends_fit_alike() -> None:
     results = {}
     for backend in ("numba", "torch"):
         enc, _ = synthetic(backend)
-        s = enc.initial(40)
+        s = detail(enc, Plan(40, 8, 0))
         before = enc.loss(s).item()
         s = enc.refine(s, 30)  # relocates every 10 steps
         results[backend] = (before, enc.loss(s).item(), s)
@@ -77,7 +79,7 @@ def test_refine_zero_steps_is_identity() -> None:
 def test_rgb_mse_matches_the_torch_expression() -> None:
     g = torch.Generator().manual_seed(0)
     img, target = torch.randn(37, 41, 3, generator=g), torch.randn(37, 41, 3, generator=g)
-    m = YCBCR_TO_RGB.float().T.contiguous()
+    m = torch.from_numpy(YCBCR_TO_RGB).float().T.contiguous()
     fast, ref = img.clone().requires_grad_(True), img.clone().requires_grad_(True)
     got, want = rgb_mse(fast, target, m), ((ref - target) @ m).square().mean()
     got.backward()

@@ -11,7 +11,8 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 import gscodec
 from gscodec import GscImagePlugin
-from gscodec.container import HEADER_SIZE, MAGIC
+from gscodec.format.constants import MAGIC
+from gscodec.format.container import HEADER_SIZE
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

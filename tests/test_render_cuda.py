@@ -1,4 +1,4 @@
-"""The CUDA backend (gscodec.render_cuda, cuda/*.cu) held to the torch reference.
+"""The CUDA backend (gscodec.render.cuda, cuda/*.cu) held to the torch reference.
 
 The kernel tests (class TestCudaKernels) run twice: on a GPU (marked ``gpu``; skipped
 without CuPy and a device; run them with ``pytest -m gpu``) and on the CPU through
@@ -24,9 +24,11 @@ from test_encoder import synthetic
 from test_render import TOL_F32, TOL_GRAD, random_splats
 
 import gscodec
-from gscodec.encoder import Encoder
-from gscodec.render import render_splats, to_uint8_rgb
-from gscodec.render_cuda import has_cuda
+from gscodec.encode.initializers import detail
+from gscodec.encode.optimize import Encoder
+from gscodec.encode.plan import Plan
+from gscodec.render.backends import render_splats, to_uint8_rgb
+from gscodec.render.cuda import has_cuda
 from gscodec.splats import SplatTensors
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +47,7 @@ def test_cuda_kernels_compile() -> None:
 
 
 def test_import_does_not_import_cupy() -> None:
-    code = "import sys, gscodec, gscodec.render_cuda as r; r.has_cuda; assert 'cupy' not in sys.modules"
+    code = "import sys, gscodec, gscodec.render.cuda as r; r.has_cuda; assert 'cupy' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     assert isinstance(has_cuda(), bool)
 
@@ -203,7 +205,7 @@ class TestCudaCodec:
         torch.testing.assert_close(colors.cpu(), truth.colors, rtol=0, atol=1e-3)
         losses = []
         for enc in (enc_cpu, enc_gpu):
-            s = enc.refine(enc.initial(40), 30)
+            s = enc.refine(detail(enc, Plan(40, 8, 0)), 30)
             losses.append(enc.loss(s).item())
             assert s.means.device == enc.device
         assert losses[1] == pytest.approx(losses[0], rel=2e-2)

@@ -14,11 +14,16 @@ from hypothesis import strategies as st
 
 import gscodec
 from gscodec import GscError, Splats
-from gscodec.codec import decode_splats, encode_splats
-from gscodec.container import BACKGROUND_UNIT
-from gscodec.quantize import Steps, dequantize_layer, fit_params, quantize_layer
+from gscodec.format.codec import decode_splats
+from gscodec.quant.stream import encode_splats
+from gscodec.format.constants import BACKGROUND_UNIT
+from gscodec.format.params import dequantize_layer
+from gscodec.quant.layer import fit_params, quantize_layer
+from gscodec.quant.policy import Steps
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# the random splat sets put centres off the patch grid on purpose: the warning is tested on its own
+pytestmark = pytest.mark.filterwarnings("ignore::gscodec.GscWarning")
 
 
 @st.composite
@@ -117,8 +122,10 @@ def test_decode_scale_and_layers_shapes(scale: float) -> None:
     data = gscodec.encode(image, effort=0)
     want = (max(1, round(13 * scale)), max(1, round(21 * scale)), 3)
     assert gscodec.decode(data, scale=scale).shape == want
-    for k in (0, 1, 5):
+    for k in (0, 1):
         assert gscodec.decode(data, scale=scale, layers=k).shape == want
+    with pytest.raises(GscError, match="layers must be an integer in 0..1"):
+        gscodec.decode(data, scale=scale, layers=5)  # more layers than the stream holds
 
 
 def test_flat_image_encodes() -> None:
@@ -137,8 +144,35 @@ def test_layers_zero_is_the_background() -> None:
     assert np.abs(flat[0, 0] - mean).max() <= 3
 
 
-@pytest.mark.parametrize("bad", [-1, 1.5, "2"])
+@pytest.mark.parametrize("bad", [-1, 1.5, "2", True, 2])
 def test_bad_layers_argument(bad: object) -> None:
     data = encode_splats(Splats(4, 4, np.zeros((0, 2)), np.ones((0, 2)), np.zeros(0), np.zeros((0, 3))))
     with pytest.raises(GscError):
         decode_splats(data, layers=bad)  # type: ignore[arg-type]
+
+
+def test_encode_splats_warns_when_it_changes_splats() -> None:
+    """Centres off the patch grid are moved and a 16th splat in one patch is dropped: both reported."""
+    n = 16
+    means = np.full((n, 2), 3.0)
+    means[0] = (-5.0, 2.0)  # left of the grid
+    splats = Splats(8, 8, means, np.ones((n, 2)), np.zeros(n), np.full((n, 3), 0.1), patch_sizes=(8,))
+    with pytest.warns(gscodec.GscWarning, match="layer 0: 1 splats dropped .* and 1 centres moved"):
+        data = encode_splats(splats)
+    assert len(decode_splats(data)) == 15
+    inside = splats.select(np.arange(15))
+    inside_means = inside.means.copy()
+    inside_means[0] = (3.0, 3.0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gscodec.GscWarning)  # nothing to report: no warning
+        encode_splats(Splats(8, 8, inside_means, inside.scales, inside.angles, inside.colors, patch_sizes=(8,)))
+
+
+def test_zero_layers_stay_zero_layers() -> None:
+    empty = Splats(5, 3, np.zeros((0, 2)), np.ones((0, 2)), np.zeros(0), np.zeros((0, 3)), patch_sizes=())
+    data = encode_splats(empty)
+    decoded = decode_splats(data)
+    assert decoded.patch_sizes == () and len(decoded) == 0
+    assert encode_splats(decoded) == data

@@ -5,7 +5,7 @@
 Two compilers, each when it is installed:
 
 - NVRTC, the runtime compiler CuPy uses at first use: the exact source text and options
-  of `gscodec.render_cuda` (``common.cuh`` pasted in), loaded through ctypes from the
+  of `gscodec.render.cuda` (``common.cuh`` pasted in), loaded through ctypes from the
   ``nvidia-cuda-nvrtc`` wheel (the ``dev`` extra) or the system.
 - nvcc, the toolkit compiler: each ``cuda/*.cu`` as a CUDA object.
 
@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gscodec.render_cuda import KERNELS, compile_options, kernel_source, source_dir  # noqa: E402
+from gscodec.render.cuda import KERNELS, compile_options, kernel_source, source_dir  # noqa: E402
 
 CHANNELS = (3, 1)
 

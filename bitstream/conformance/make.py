@@ -30,10 +30,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gscodec.codec import decode_splats, decode_symbols, encode_symbols
-from gscodec.container import Header, LayerChunk, pack, parse
-from gscodec.quantize import MAX_PER_PATCH, LayerParams, LayerSymbols
-from gscodec.render import render_splats, to_uint8_rgb
+from gscodec.format.codec import decode_splats
+from gscodec.format.symbols import decode_symbols, encode_symbols
+from gscodec.format.container import Header, LayerChunk, pack, parse
+from gscodec.format.constants import MAX_PER_PATCH
+from gscodec.format.params import LayerParams, LayerSymbols
+from gscodec.render.backends import render_splats, to_uint8_rgb
 
 HERE = Path(__file__).resolve().parent
 PIXEL_TOLERANCE = {"max_abs_diff": 1, "min_psnr_db": 50.0}

@@ -1,12 +1,12 @@
 """The decoder's compiled CPU renderer: splats straight to 8-bit RGB (numba).
 
-The same function as `gscodec.render.render_splats` followed by `to_uint8_rgb`, in one
-pass and without gradients, on the machinery of `gscodec.render_numba` (bands of rows,
+The same function as `gscodec.render.backends.render_splats` followed by `to_uint8_rgb`, in one
+pass and without gradients, on the machinery of `gscodec.render.numba.kernels` (bands of rows,
 vector lanes, the polynomial exp, the thread pool): each band is rendered, then
 converted YCbCr -> RGB, scaled by 255, clamped and rounded half to even into the uint8
 output while it is still in cache; the three channels are fused in the pixel loop.
 
-Same pixel set and float32 arithmetic as `render_numba.forward`, except that the
+Same pixel set and float32 arithmetic as `kernels.forward`, except that the
 set-up (`prepare`) runs in numba too, with correctly rounded cos, sin and sqrt: no
 torch op in the decode path. Per pixel the splats are summed in index order. The
 output stays within the spec's +-1 LSB of the reference and equals it almost
@@ -21,26 +21,26 @@ from collections.abc import Callable
 import numba
 import numpy as np
 
-from .color import YCBCR_TO_RGB
-from .render import Q_CUT as _Q_CUT  # a float: numba freezes it at compile time
-from .render_numba import (
+from ...format.color import YCBCR_TO_RGB
+from ...format.constants import Q_CUT as _Q_CUT  # a float: numba freezes it at compile time
+from ...format.constants import Q_CUT_F32
+from ...splats import Splats
+from .kernels import (
     CHUNK,
     GROUP_ROWS,
-    Q_CUT_F32,
     accumulate_band,
     band_rows,
     bin_bands,
     pixel_centres,
     run_threads,
 )
-from .splats import Splats
 
-_MATRIX = np.ascontiguousarray(YCBCR_TO_RGB.numpy())  # [3, 3] float64, rows R, G, B
+_MATRIX = np.ascontiguousarray(YCBCR_TO_RGB)  # [3, 3] float64, rows R, G, B
 
 
 @numba.njit(cache=True)
 def prepare(means, scales, angles, colors, height, width, scale):  # pragma: no cover - compiled
-    """The preprocessing of `render.render_splats` (covariance, widening for scale < 1,
+    """The preprocessing of `gscodec.render.preprocess.prepare` (covariance, widening for scale < 1,
     conic, boxes) for one image at ``scale`` (origin (0, 0)), in numba.
 
     means, scales [N, 2], angles [N], colors [N, 3] float32 -> (means [N, 2], conic [N, 3],
@@ -73,7 +73,7 @@ def prepare(means, scales, angles, colors, height, width, scale):  # pragma: no 
         m[i, 0], m[i, 1] = mx, my
         det = sxx * syy - sxy * sxy
         conic[i, 0], conic[i, 1], conic[i, 2] = syy / det, -sxy / det, sxx / det
-        # render.footprint_sizes: radii in float32, edges in float64
+        # preprocess.footprint_sizes: radii in float32, edges in float64
         rx, ry = np.float64(np.sqrt(q_cut * sxx)), np.float64(np.sqrt(q_cut * syy))
         lo = min(max(math.ceil(np.float64(mx) - rx - 0.5), 0), width)
         hi = min(max(math.floor(np.float64(mx) + rx - 0.5), -1), width - 1)

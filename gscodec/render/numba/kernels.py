@@ -1,12 +1,12 @@
-"""Compiled CPU kernels (numba) for the rendering function of `gscodec.render`.
+"""Compiled CPU kernels (numba) for the rendering function of SPEC 7 (`gscodec.render.backends`).
 
 Same function as the PyTorch reference, computed per splat over its pixel box instead
 of through [P]-sized tensors; this is what makes CPU encoding (hundreds of forward and
 backward passes) and decoding practical. Kernels are compiled at first use and cached
 on disk. Inputs are float32 numpy arrays; boxes (x0, y0, nx, ny) come from
-`render.footprint_sizes`, so every path visits exactly the same pixels.
+`gscodec.render.preprocess.footprint_sizes`, so every path visits exactly the same pixels.
 
-How the kernels are fast (and the decoder's, `gscodec.decode_numba`, shares all of it):
+How the kernels are fast (and the decoder's, `gscodec.render.numba.decode`, shares all of it):
 
 - Row spans: per splat and row, only the columns where q <= Q_CUT can hold (`_row_span`).
 - Vector lanes: spans are walked in blocks of CHUNK pixels with the lanes past the span
@@ -33,7 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-from .render import Q_CUT as _Q_CUT  # a float: numba freezes it at compile time
+from ...format.constants import Q_CUT as _Q_CUT  # a float: numba freezes it at compile time
+from ...format.constants import Q_CUT_F32
 
 # The kernels' thread count is numba's (numba.get_num_threads / set_num_threads), which
 # starts numba's threading layer. Its OpenMP workers busy-wait, which stalled every call
@@ -49,8 +50,6 @@ GROUP_ROWS = 64  # rows a thread takes at a time (whole bands)
 GROUP_SPLATS = 256  # splats a thread takes at a time in the backward pass
 MAX_BAND_PAIRS_PER_SPLAT = 4  # beyond this many bands per splat on average (plus
 BAND_PAIRS_SLACK = 1 << 20  # this many (splat, band) pairs in all), bands grow
-# the largest float32 <= Q_CUT: q <= Q_CUT_F32 in float32 decides as q <= Q_CUT in float64
-Q_CUT_F32 = np.float32(_Q_CUT) if float(np.float32(_Q_CUT)) <= _Q_CUT else np.nextafter(np.float32(_Q_CUT), 0)
 
 
 @numba.njit(cache=True, inline="always")

@@ -11,10 +11,8 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
-from .errors import GscError
-
-FIRST_BLOCK = 16
-MAX_BLOCK = 4096
+from ..errors import GscError
+from .constants import FIRST_BLOCK, MAX_BLOCK
 
 
 def _blocks(n: int):

@@ -1,20 +1,16 @@
-"""The optimisation encoder: image -> splats, without a trained network.
+"""Fitting splats to one image by optimisation: placement, exact colours, refinement.
 
-1. Place splats where the detail is (sampled from a gradient-magnitude map), each
-   sized to the local splat density; solve the colours exactly (rendering is linear
-   in the colours: a sparse least-squares problem, solved by conjugate gradients).
-2. Refine every parameter with Adam through the renderer (``effort`` sets the number
-   of steps); at intervals, move the weakest splats to where the error is largest
-   and re-solve the colours.
-3. Quantization-aware finish: quantize the geometry, solve the colours for the
-   quantized geometry, then quantize the colours.
+- Placement samples splats where a weight map is large (image detail at the start, the
+  error during refinement), each sized to the local splat density.
+- Colours are solved exactly for fixed geometry (rendering is linear in the colours: a
+  sparse least-squares problem, solved by conjugate gradients).
+- Refinement runs Adam on every parameter through the renderer; at intervals it moves
+  the weakest splats to where the error is largest and re-solves the colours.
 
 Every step goes through `render_splats` and its autograd op, so the same code runs on
 any device: the numba kernels on the CPU, the CUDA kernels on a GPU (the colour solves
 use the op's backward as the adjoint). Random placement always samples on the CPU with
 a CPU generator, so a seed gives the same placement on every device.
-
-A trained predictor (later) replaces step 1; steps 2-3 stay.
 """
 
 from __future__ import annotations
@@ -22,33 +18,18 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .codec import quantize_background
-from .color import YCBCR_TO_RGB, rgb_to_ycbcr
-from .container import BACKGROUND_UNIT
+from ..format.color import YCBCR_TO_RGB
+from ..render.backends import render_splats
+from ..splats import SplatTensors
 from .loss import rgb_mse
-from .quantize import Steps, dequantize_layer, fit_params, quantize_layer
-from .render import render_splats
-from .splats import Splats, SplatTensors
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[float], None]  # receives the fraction done, 0..1
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How to encode one image: the splat budget, layer layout and refinement steps."""
-
-    n_splats: int
-    patch_size: int
-    iterations: int
-
 
 # Tuned on training crops (sun_hays80, 768x512) at quality 50, 150 steps: initial size
 # 0.3 / sqrt(local density), 90 % of the placement following image detail, and these
@@ -59,41 +40,12 @@ MIX = 0.9
 LRS = (0.3, 0.08, 0.1, 0.008)
 RELOCATIONS = 12  # times weak splats are moved during refinement (first 3/4 of it)
 RELOCATE_FRACTION = 0.05
-EFFORT_ITERATIONS = (0, 40, 80, 150, 300, 450, 600, 900, 1300, 2000)
-DEFAULT_EFFORT = 4
 
 
-def plan_for(quality: float, effort: int, height: int, width: int) -> Plan:
-    """The splat budget grows geometrically with quality (0.35 % to 8 % of the pixels)."""
-    t = min(max(quality, 0.0), 100.0) / 100.0
-    density = math.exp(math.log(0.0035) + t * (math.log(0.08) - math.log(0.0035)))
-    pixels = height * width
-    n = max(1, round(pixels * density))
-    # patches of about one splat each: the count map then costs about a bit per splat
-    side = math.sqrt(pixels / n)
-    patch = int(np.clip(2 ** round(math.log2(max(side, 1.0))), 2, 64))
-    return Plan(n, patch, EFFORT_ITERATIONS[int(np.clip(effort, 0, len(EFFORT_ITERATIONS) - 1))])
+MULTINOMIAL_MAX = 1 << 24  # torch.multinomial's largest number of categories
 
 
-def steps_for_quality(quality: float) -> Steps:
-    """Quantizer steps for ``quality`` in [0, 100].
-
-    Finer steps as quality rises; chroma twice as coarse as luma. Measured on a
-    training crop at quality 50 (the curve's slope there is about 0.04 dB per 1 % of
-    rate): chroma step = luma step gave +0.09 dB for +5.4 % rate, 3x luma gave
-    -0.15 dB for -2.9 %; 2x is the better trade of the three.
-    """
-    t = min(max(quality, 0.0), 100.0) / 100.0
-    y_step = 2.0 ** (-5.5 - 2.0 * t)
-    return Steps(
-        pos_step=0.5 if t >= 0.35 else 1.0,
-        scale_den=4 if t < 0.5 else 6,
-        angle_levels=32 if t < 0.5 else 64,
-        color_step=(y_step, 2 * y_step, 2 * y_step),
-    )
-
-
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of an [H, W] map (reflect-free: zero padding, renormalised)."""
     r = max(1, int(3 * sigma))
     k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) / sigma) ** 2)
@@ -111,24 +63,29 @@ def _sample_positions(weight: torch.Tensor, n: int, gen: torch.Generator) -> tor
     h, w = weight.shape
     flat = weight.flatten().clamp(min=0) + 1e-12
     n = min(n, flat.numel())
-    pick = torch.multinomial(flat, n, replacement=False, generator=gen)
+    if flat.numel() <= MULTINOMIAL_MAX:
+        pick = torch.multinomial(flat, n, replacement=False, generator=gen)
+    else:  # the same distribution (Gumbel top-k), for images beyond torch.multinomial's 2^24 categories
+        gumbel = -torch.log(-torch.log(torch.rand(flat.numel(), generator=gen).clamp_(1e-20, 1.0 - 1e-7)))
+        pick = torch.topk(torch.log(flat) + gumbel, n, sorted=False).indices
     jitter = torch.rand(n, 2, generator=gen)
     return torch.stack([pick % w, pick // w], 1).to(torch.float32) + jitter
 
 
-def _importance(target: torch.Tensor) -> torch.Tensor:
+def importance(target: torch.Tensor) -> torch.Tensor:
     """Where splats are needed: local gradient energy of the image, [H, W]."""
-    y = target @ YCBCR_TO_RGB.to(target).T  # gradients in RGB, the metric we are judged in
+    y = target @ torch.from_numpy(YCBCR_TO_RGB).to(target).T  # gradients in RGB, the metric we are judged in
     gx = torch.zeros(y.shape[:2], dtype=y.dtype, device=y.device)
     gy = torch.zeros_like(gx)
     gx[:, 1:] = (y[:, 1:] - y[:, :-1]).abs().sum(-1)
     gy[1:] = (y[1:] - y[:-1]).abs().sum(-1)
-    return _blur(gx + gy, 1.5)
+    return blur(gx + gy, 1.5)
 
 
 class Encoder:
     """Fits splats to one image (YCbCr float tensor [H, W, 3], background removed), on the
-    target's device; ``backend`` is `render_splats`'s (default: the fast one for the device)."""
+    target's device; ``backend`` is `render_splats`'s (default: the fast one for the device).
+    Where the splats start is an initializer's job (`gscodec.encode.initializers`)."""
 
     def __init__(self, target: torch.Tensor, seed: int = 0, backend: str = "auto") -> None:
         self.target = target
@@ -136,7 +93,7 @@ class Encoder:
         self.backend = backend
         self.h, self.w = target.shape[:2]
         self.gen = torch.Generator().manual_seed(seed)  # on the CPU: the same draws on every device
-        self.rgb = YCBCR_TO_RGB.to(target).T.contiguous()  # YCbCr row vectors @ rgb -> RGB
+        self.rgb = torch.from_numpy(YCBCR_TO_RGB).to(target).T.contiguous()  # YCbCr row vectors @ rgb -> RGB
 
     # ---- placement ----------------------------------------------------------------
     def place(self, weight: torch.Tensor, n: int, total: int) -> SplatTensors:
@@ -152,11 +109,6 @@ class Encoder:
         n = len(means)
         return SplatTensors(*(t.to(self.device) for t in (
             means, torch.stack([sigma, sigma], 1), torch.zeros(n), torch.zeros(n, 3))))
-
-    def initial(self, n: int) -> SplatTensors:
-        """n splats placed by image detail, colours solved exactly."""
-        s = self.place(_importance(self.target), n, n)
-        return SplatTensors(s.means, s.scales, s.angles, self.solve_colors(s, 40))
 
     # ---- exact colours ----------------------------------------------------------------
     def solve_colors(self, s: SplatTensors, iterations: int = 40, init: torch.Tensor | None = None) -> torch.Tensor:
@@ -212,7 +164,7 @@ class Encoder:
     def error_map(self, s: SplatTensors) -> torch.Tensor:
         with torch.no_grad():
             img = render_splats(s.means, s.scales, s.angles, s.colors, self.h, self.w, backend=self.backend)
-            return _blur(((img - self.target) @ self.rgb).square().sum(-1), 1.0)
+            return blur(((img - self.target) @ self.rgb).square().sum(-1), 1.0)
 
     def refine(self, s: SplatTensors, steps: int, progress: Progress | None = None) -> SplatTensors:
         """Adam on all parameters, with periodic relocation of weak splats and colour solves."""
@@ -266,34 +218,3 @@ class Encoder:
         cat = lambda a, b: torch.cat([a[keep], b])  # noqa: E731
         return SplatTensors(cat(s.means, new.means), cat(s.scales, new.scales),
                             cat(s.angles, new.angles), cat(s.colors, new.colors))
-
-
-def fit_image(
-    rgb: np.ndarray, quality: float, effort: int, progress: Progress | None = None, seed: int = 0,
-    device: torch.device | str = "cpu",
-) -> Splats:
-    """Splats for an [H, W, 3] float RGB image in [0, 1], geometry already on the quantizer's
-    grid and colours solved for it (`gscodec.codec.encode_splats` then codes them).
-    ``device``: where the fitting runs (a CUDA device needs `gscodec.has_cuda`)."""
-    h, w = rgb.shape[:2]
-    ycc = rgb_to_ycbcr(torch.from_numpy(rgb))
-    background = np.asarray(quantize_background(ycc.reshape(-1, 3).mean(0).numpy()), np.float32)
-    background /= BACKGROUND_UNIT
-    plan = plan_for(quality, effort, h, w)
-    enc = Encoder((ycc - torch.from_numpy(background)).to(device), seed=seed)
-    report = progress or (lambda _: None)
-    weight = plan.iterations + 10  # the initial placement and final solve count as 10 steps
-    s = enc.initial(plan.n_splats)
-    report(5 / weight)
-    s = enc.refine(s, plan.iterations, lambda f: report((5 + f * plan.iterations) / weight))
-    # quantization-aware finish: colours solved for the quantized geometry
-    steps = steps_for_quality(quality)
-    floating = Splats.from_tensors(s, width=w, height=h, background=background, patch_sizes=(plan.patch_size,))
-    params = fit_params(floating, plan.patch_size, steps)
-    symbols, order = quantize_layer(floating, params)
-    means, scales, angles, _ = dequantize_layer(params, symbols, w, h)
-    geometry = SplatTensors(*(torch.from_numpy(a).to(enc.device) for a in (means, scales, angles)),
-                            s.colors[torch.from_numpy(order).to(enc.device)])
-    colors = enc.solve_colors(geometry, 30, geometry.colors).cpu().numpy()
-    report(1.0)
-    return Splats(w, h, means, scales, angles, colors, background, patch_sizes=(plan.patch_size,))

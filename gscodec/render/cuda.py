@@ -1,7 +1,7 @@
-"""CUDA backend of the rendering function of `gscodec.render`, through CuPy.
+"""CUDA backend of the rendering function (SPEC 7, `gscodec.render.backends`), through CuPy.
 
 Same function as the CPU paths (bitstream/SPEC.md, section Rendering): per splat the
-pixel box of `render.footprint_sizes`, q evaluated in float32 in the CPU kernels' order,
+pixel box of `preprocess.footprint_sizes`, q evaluated in float32 in the CPU kernels' order,
 inclusion q <= Q_CUT, float32 sums. The kernels live in the top-level ``cuda/`` folder,
 one op per file, and are compiled at first use with ``cupy.RawModule`` (NVRTC; CuPy
 caches the binaries on disk):
@@ -14,7 +14,8 @@ caches the binaries on disk):
 3. ``rasterize_bwd.cu``: per (tile, splat) block reductions into a buffer, then a
    per-splat sum: deterministic, no atomics.
 
-Importing this module does not import CuPy; `has_cuda` probes without raising.
+Importing this module does not import CuPy; `has_cuda` probes without raising and
+`cuda_status` says why CUDA is unavailable.
 Tensors cross between torch and CuPy by DLPack (zero copy) and the kernels run on
 torch's current stream.
 """
@@ -22,40 +23,60 @@ torch's current stream.
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .render import Q_CUT
+from ..format.constants import Q_CUT_F32
+
+log = logging.getLogger(__name__)
 
 TILE = 16  # must match cuda/common.cuh
 THREADS = 256  # threads per block of the per-splat kernels
-_q = np.float32(Q_CUT)
-QCUT_F32 = float(_q if _q <= Q_CUT else np.nextafter(_q, np.float32(0)))
-"""The largest float32 <= Q_CUT: ``q <= QCUT_F32`` in float32 is ``q <= Q_CUT`` in float64 (numba's test)."""
+QCUT_F32 = float(Q_CUT_F32)  # q <= QCUT_F32 in float32 is q <= Q_CUT (the numba kernels' test)
+
+
+def has_cuda() -> bool:
+    """Whether the CUDA backend can run: CuPy importable and a CUDA device visible to torch and
+    CuPy. `cuda_status` says why not."""
+    return cuda_status()[0]
 
 
 @functools.cache
-def has_cuda() -> bool:
-    """Whether the CUDA backend can run: CuPy importable and a CUDA device visible to torch and CuPy."""
-    try:
-        if not torch.cuda.is_available():
-            return False
-        import cupy
+def cuda_status() -> tuple[bool, str]:
+    """(available, reason): whether the CUDA backend can run and, when not, why (logged once)."""
+    ok, reason = _probe()
+    if not ok:
+        log.info("CUDA backend unavailable: %s", reason)
+    return ok, reason
 
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # noqa: BLE001 - a probe: any failure means "no"
-        return False
+
+def _probe() -> tuple[bool, str]:
+    if not torch.cuda.is_available():
+        return False, f"torch {torch.__version__} sees no CUDA device (a CPU build, or no GPU or driver)"
+    try:
+        import cupy
+    except ImportError as exc:
+        return False, f"CuPy is not installed ({exc}): pip install gscodec[cuda]"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # noqa: BLE001 - CuPy raises its own runtime errors; report them
+        return False, f"CuPy cannot use CUDA: {type(exc).__name__}: {exc}"
+    if count == 0:
+        return False, "CuPy sees no CUDA device"
+    return True, f"{count} CUDA device(s), CuPy {cupy.__version__}"
 
 
 def source_dir() -> Path:
     """The folder of the .cu sources: ``gscodec/cuda`` in a wheel, ``<repo>/cuda`` in a checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "cuda", here.parent / "cuda"):
+    package = Path(__file__).resolve().parent.parent
+    candidates = (package / "cuda", package.parent / "cuda")
+    for candidate in candidates:
         if (candidate / "rasterize_fwd.cu").is_file():
             return candidate
-    raise FileNotFoundError(f"CUDA kernel sources not found in {here / 'cuda'} or {here.parent / 'cuda'}")
+    raise FileNotFoundError(f"CUDA kernel sources not found in {candidates[0]} or {candidates[1]}")
 
 
 KERNELS = ("isect_tiles", "rasterize_fwd", "rasterize_bwd")
@@ -144,7 +165,7 @@ def bin_tiles(means: torch.Tensor, conic: torch.Tensor, boxes: torch.Tensor, hei
 
 
 class CudaRasterize(torch.autograd.Function):
-    """Sum of Gaussians at pixel centres on the GPU: the inputs of `render._NumbaRasterize`.
+    """Sum of Gaussians at pixel centres on the GPU: the inputs of `backends._NumbaRasterize`.
 
     forward(means [N, 2], conic [N, 3], colors [N, C], boxes (x0, y0, nx, ny) each [N] int,
     height, width) -> [H * W, C] float32, all on one CUDA device. Backward gives means,

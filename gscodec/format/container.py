@@ -16,18 +16,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import GscError
-from .quantize import MAX_PER_PATCH, LayerParams
-
-MAGIC = b"\x89GSC"
-VERSION = (1, 0)
-COLOR_SPACE_YCBCR601 = 0
-BACKGROUND_UNIT = 1 << 12  # background colour in units of 1/4096
-
-MAX_SIDE = 1 << 16  # width and height
-MAX_PIXELS = 1 << 26  # width * height (a 67-megapixel image: 8192 x 8192)
-MAX_LAYERS = 16
-MAX_SPLATS = 1 << 22
+from ..errors import GscError
+from .constants import (
+    COLOR_SPACE_YCBCR601,
+    MAGIC,
+    MAX_LAYERS,
+    MAX_PER_PATCH,
+    MAX_PIXELS,
+    MAX_SIDE,
+    MAX_SPLATS,
+    VERSION,
+)
+from .params import LayerParams
 
 _HEADER = struct.Struct("<4sBBHIIBBHIhhhH")  # 32 bytes, then its CRC32
 HEADER_SIZE = _HEADER.size + 4

@@ -1,0 +1,36 @@
+"""How to encode one image: quality -> splat budget and patch size, effort -> refinement steps.
+
+Quantizer steps for a quality are the quantizer's policy (`gscodec.quant.policy`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+EFFORT_ITERATIONS = (0, 40, 80, 150, 300, 450, 600, 900, 1300, 2000)
+DEFAULT_EFFORT = 4
+MAX_EFFORT = len(EFFORT_ITERATIONS) - 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The splat budget, layer layout and refinement steps for one image."""
+
+    n_splats: int
+    patch_size: int
+    iterations: int
+
+
+def plan_for(quality: float, effort: int, height: int, width: int) -> Plan:
+    """The splat budget grows geometrically with quality (0.35 % to 8 % of the pixels)."""
+    t = min(max(quality, 0.0), 100.0) / 100.0
+    density = math.exp(math.log(0.0035) + t * (math.log(0.08) - math.log(0.0035)))
+    pixels = height * width
+    n = max(1, round(pixels * density))
+    # patches of about one splat each: the count map then costs about a bit per splat
+    side = math.sqrt(pixels / n)
+    patch = int(np.clip(2 ** round(math.log2(max(side, 1.0))), 2, 64))
+    return Plan(n, patch, EFFORT_ITERATIONS[int(np.clip(effort, 0, MAX_EFFORT))])

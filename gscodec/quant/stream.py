@@ -1,0 +1,42 @@
+"""A splat set -> .gsc bytes: each layer quantized with the policy's steps, then coded."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..errors import GscError, GscWarning
+from ..format.codec import write_stream
+from ..splats import Splats
+from .layer import fit_params, quantize_background, quantize_layer
+from .policy import Steps, steps_for_quality
+
+
+def encode_splats(splats: Splats, /, *, quality: float = 50.0, steps: Steps | None = None) -> bytes:
+    """Quantize and code ``splats``; ``quality`` (0-100) picks the quantizer steps.
+
+    The format can hold at most 15 splats per patch, and centres inside the layer's patch
+    grid: splats beyond either are dropped or moved, with a `gscodec.GscWarning` saying how
+    many (turn it into an error with ``warnings.simplefilter("error", gscodec.GscWarning)``).
+    """
+    if not isinstance(splats, Splats):
+        raise GscError(f"encode_splats expects a Splats, got {type(splats).__name__}")
+    steps = steps or steps_for_quality(quality)
+    layers = []
+    for index, patch in enumerate(splats.patch_sizes):
+        part = splats.select(splats.layer == index)
+        params = fit_params(part, patch, steps)
+        symbols, kept = quantize_layer(part, params)
+        rows, cols = params.grid(splats.width, splats.height)
+        x, y = part.means[:, 0], part.means[:, 1]
+        moved = int(np.count_nonzero((x < 0) | (y < 0) | (x >= cols * patch) | (y >= rows * patch)))
+        dropped = len(part) - len(kept)
+        if moved or dropped:
+            warnings.warn(
+                f"layer {index}: {dropped} splats dropped (more than 15 in a {patch}-pixel patch) and "
+                f"{moved} centres moved into the patch grid; the stream holds {len(kept)} of {len(part)} splats",
+                GscWarning, stacklevel=2,
+            )
+        layers.append((params, symbols))
+    return write_stream(splats.width, splats.height, quantize_background(splats.background), layers)

@@ -1,0 +1,117 @@
+"""`render_splats`: the one entry to every renderer, and the backends behind it.
+
+Backends (all implement SPEC 7 and agree within +-1 LSB after rounding):
+
+- "torch": `gscodec.render.reference`, the oracle; any dtype and device.
+- "numba": the compiled CPU kernels of `gscodec.render.numba.kernels` (float32 CPU tensors).
+- "cuda": the CUDA kernels of the top-level ``cuda/`` folder through CuPy
+  (`gscodec.render.cuda`; float32 CUDA tensors).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..format.color import YCBCR_TO_RGB
+from . import reference
+from .preprocess import prepare
+
+BACKENDS = ("torch", "numba", "cuda")
+
+
+def render_splats(
+    means: torch.Tensor,  # [N, 2] source pixels
+    scales: torch.Tensor,  # [N, 2]
+    angles: torch.Tensor,  # [N]
+    colors: torch.Tensor,  # [N, C]
+    height: int,
+    width: int,
+    *,
+    scale: float = 1.0,
+    origin: tuple[int, int] = (0, 0),
+    background: torch.Tensor | None = None,  # [C]
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Render to an [height, width, C] tensor in the splats' colour space, unclamped.
+
+    The output grid samples the source plane at ``scale`` output pixels per source
+    pixel; output pixel (i, j) is output-grid pixel (origin[0] + i, origin[1] + j),
+    so ``origin`` crops. When scale < 1 each covariance is widened by the variance
+    (1/scale^2 - 1)/12 (box-filter anti-aliasing) and its colour scaled to keep the
+    splat's mass. Differentiable in means, scales, angles and colors.
+
+    ``backend``: one of BACKENDS, or "auto" (cuda for float32 CUDA tensors when
+    `gscodec.has_cuda()`, numba for float32 CPU tensors, else torch).
+    """
+    if backend == "auto":
+        backend = _auto_backend(colors)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown render backend {backend!r} (one of {', '.join(BACKENDS)} or auto)")
+    means, conic, colors, boxes = prepare(means, scales, angles, colors, height, width, scale, origin)
+    if backend == "numba":
+        out = _NumbaRasterize.apply(means, conic, colors, boxes, height, width)
+    elif backend == "cuda":
+        from .cuda import CudaRasterize
+
+        out = CudaRasterize.apply(means, conic, colors, boxes, height, width)
+    else:
+        out = reference.rasterize(means, conic, colors, boxes, height, width)
+    if background is not None:
+        out = out + background
+    return out.view(height, width, -1)
+
+
+def _auto_backend(colors: torch.Tensor) -> str:
+    if colors.dtype == torch.float32 and colors.device.type == "cpu":
+        return "numba"
+    if colors.dtype == torch.float32 and colors.device.type == "cuda":
+        from .cuda import has_cuda
+
+        return "cuda" if has_cuda() else "torch"
+    return "torch"
+
+
+class _NumbaRasterize(torch.autograd.Function):
+    """The sum of `reference.rasterize` through the compiled kernels of `gscodec.render.numba.kernels`."""
+
+    @staticmethod
+    def forward(ctx, means, conic, colors, boxes, height, width):
+        from .numba import kernels
+
+        arrays = [t.detach().contiguous().numpy() for t in (means, conic, colors)]
+        ints = [t.to(torch.int64).contiguous().numpy() for t in boxes]
+        out = kernels.forward(*arrays, *ints, height, width)
+        ctx.save_for_backward(means, conic, colors, *boxes)
+        ctx.width = width
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        from .numba import kernels
+
+        means, conic, colors, *boxes = ctx.saved_tensors
+        arrays = [t.detach().contiguous().numpy() for t in (means, conic, colors)]
+        ints = [t.contiguous().numpy() for t in boxes]
+        need_geometry = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        g = grad_out.to(torch.float32).contiguous().numpy()
+        gm, gc, gcol = kernels.backward(*arrays, *ints, ctx.width, g, need_geometry)
+        return torch.from_numpy(gm), torch.from_numpy(gc), torch.from_numpy(gcol), None, None, None
+
+
+def render_rgb8(splats, height: int, width: int, *, scale: float = 1.0, device: str = "cpu",
+                backend: str = "auto") -> np.ndarray:
+    """[height, width, 3] uint8 RGB of a `gscodec.Splats` through `render_splats` and `to_uint8_rgb`:
+    the CUDA decode path, and with ``backend="torch"`` the spec's reference decode."""
+    t = splats.tensors(device=device)
+    with torch.no_grad():
+        ycc = render_splats(t.means, t.scales, t.angles, t.colors, height, width, scale=scale,
+                            background=torch.from_numpy(splats.background).to(device), backend=backend)
+        return to_uint8_rgb(ycc).cpu().numpy()
+
+
+def to_uint8_rgb(ycbcr: torch.Tensor) -> torch.Tensor:
+    """[H, W, 3] YCbCr (float) -> [H, W, 3] uint8 RGB: convert, scale by 255, clamp, round."""
+    matrix = torch.from_numpy(YCBCR_TO_RGB).to(ycbcr.device)
+    rgb = (ycbcr.double() @ matrix.T) * 255.0
+    return torch.round(rgb.clamp(0.0, 255.0)).to(torch.uint8)
