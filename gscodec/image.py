@@ -6,13 +6,21 @@ import numpy as np
 
 from .errors import GscError
 
+_ORIENTATION = 0x0112  # the EXIF tag
+
 
 def to_rgb_float(image: object, *, drop_alpha: bool = False) -> np.ndarray:
     """[H, W, 3] float32 in [0, 1] from a numpy array, PIL image or torch tensor.
 
     numpy: [H, W], [H, W, 1], [H, W, 3] or [H, W, 4]; uint8 (0-255), uint16 (0-65535)
-    or float (0-1). torch: the same, or channels first ([C, H, W]). Grayscale is
-    replicated to RGB; an alpha channel raises GscError unless ``drop_alpha``.
+    or float (0-1). torch: the same, or channels first ([C, H, W]); float16 and
+    bfloat16 are read exactly. Grayscale is replicated to RGB; an alpha channel raises
+    GscError unless ``drop_alpha``.
+
+    PIL images are turned upright first by their EXIF Orientation tag, as viewers show
+    them. The value range follows the mode, never the data: "I;16*" is 0-65535; "I"
+    (32-bit) must lie in 0-65535, read as 16-bit; "F" must lie in [0, 1], as float
+    arrays; 8-bit modes are 0-255. Values outside raise GscError.
     """
     if _is_torch(image):
         array = _from_torch(image)
@@ -64,16 +72,37 @@ def _is_pil(image: object) -> bool:
 
 
 def _from_pil(image, drop_alpha: bool) -> np.ndarray:
+    image = _upright(image)
     mode = image.mode
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
         if not drop_alpha:
             raise GscError(f"image mode {mode} has an alpha channel; pass drop_alpha=True to drop it")
     if mode in ("L", "LA", "La", "1"):
         return np.asarray(image.convert("L"))
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image.convert("F"), np.float32)
-        return array / (65535.0 if mode.startswith("I") and array.max() > 255 else 255.0)
+    if mode.startswith("I;16"):
+        return np.asarray(image).astype(np.uint16)  # native byte order; scaled as uint16 arrays are
+    if mode == "I":
+        return _checked_uint16(np.asarray(image))
+    if mode == "F":
+        return np.asarray(image, np.float32)  # checked and used as a float array: [0, 1]
     return np.asarray(image.convert("RGB"))
+
+
+def _upright(image):
+    """``image`` turned as its EXIF Orientation tag says (a viewer's view); itself when upright."""
+    from PIL import ImageOps
+
+    if image.getexif().get(_ORIENTATION, 1) == 1:
+        return image  # no copy for the common case
+    return ImageOps.exif_transpose(image)
+
+
+def _checked_uint16(values: np.ndarray) -> np.ndarray:
+    """Mode "I" (int32) as uint16; GscError outside 0..65535 rather than a guessed scale."""
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high > 65535:
+        raise GscError(f"mode I image values must lie in 0..65535 (16-bit), got {low}..{high}")
+    return values.astype(np.uint16)
 
 
 def _is_torch(image: object) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -161,3 +162,68 @@ def test_target_bpp_lands_near_the_target(photo: np.ndarray) -> None:
     data = gscodec.encode(photo, target_bpp=1.0, effort=0)
     bpp = 8 * len(data) / (64 * 48)
     assert 0.5 < bpp <= 1.1
+
+
+# --- input ranges follow the mode, never the data ------------------------------------------
+
+
+def _png_roundtrip(image: Image.Image, **save: object) -> Image.Image:
+    """``image`` written as PNG and read back, as a file on disk would reach encode."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **save)
+    buffer.seek(0)
+    return Image.open(buffer)
+
+
+def test_16bit_png_is_scaled_by_its_mode_not_its_values(photo: np.ndarray) -> None:
+    dark = photo[:12, :20, 0].astype(np.uint16)  # a 16-bit image whose values all lie in 0..255
+    im = _png_roundtrip(Image.fromarray(dark))
+    assert im.mode == "I;16"
+    assert gscodec.encode(im, effort=0) == gscodec.encode(dark, effort=0)  # /65535, not brightened 257x
+    big_endian = Image.frombytes("I;16B", (20, 12), dark.astype(">u2").tobytes())
+    assert gscodec.encode(big_endian, effort=0) == gscodec.encode(dark, effort=0)
+
+
+def test_mode_i_is_16_bit_and_checked(photo: np.ndarray) -> None:
+    values = photo[:12, :20, 0].astype(np.int32) * 257
+    assert gscodec.encode(Image.fromarray(values), effort=0) == gscodec.encode(values.astype(np.uint16), effort=0)
+    for bad_value in (65536, -1):
+        bad = values.copy()
+        bad[3, 4] = bad_value
+        with pytest.raises(gscodec.GscError, match="0..65535"):
+            gscodec.encode(Image.fromarray(bad))
+
+
+def test_mode_f_is_a_float_image_in_0_1(photo: np.ndarray) -> None:
+    unit = photo[:12, :20, 0].astype(np.float32) / 255
+    assert gscodec.encode(Image.fromarray(unit), effort=0) == gscodec.encode(unit, effort=0)  # not black
+    with pytest.raises(gscodec.GscError, match=r"\[0, 1\]"):
+        gscodec.encode(Image.fromarray(unit * 255))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_tensors(photo: np.ndarray, dtype: torch.dtype) -> None:
+    small = torch.from_numpy(photo[:12, :20]).float() / 255
+    half = small.to(dtype)
+    exact = half.float().numpy()  # the values the half tensor holds, exactly, in float32
+    assert gscodec.encode(half, effort=0) == gscodec.encode(exact, effort=0)
+    assert gscodec.encode(half.permute(2, 0, 1), effort=0) == gscodec.encode(exact, effort=0)
+
+
+def oriented_png(pixels: np.ndarray, orientation: int = 6) -> bytes:
+    """A PNG whose EXIF Orientation tag is ``orientation`` and whose stored pixels, shown
+    as a viewer shows them (tag 6: rotated 90 degrees clockwise), are ``pixels``."""
+    stored = np.ascontiguousarray(np.rot90(pixels))  # counter-clockwise: the viewer's turn undoes it
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    im.save(buffer, format="PNG", exif=exif)
+    return buffer.getvalue()
+
+
+def test_exif_orientation_is_applied(photo: np.ndarray) -> None:
+    upright = photo[:12, :20]
+    with Image.open(io.BytesIO(oriented_png(upright))) as im:
+        assert im.size == (12, 20)  # stored on its side
+        assert gscodec.encode(im, effort=0) == gscodec.encode(upright, effort=0)
