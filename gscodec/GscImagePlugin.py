@@ -17,17 +17,30 @@ truncated), fails in `Image.open` with `PIL.UnidentifiedImageError`; a file
 whose header is fine but whose body is broken or truncated fails in `load()`
 with `OSError`, whose ``__cause__`` is the `gscodec.GscError` saying what was
 wrong. A truncated .gsc cannot be partially decoded, so
-``ImageFile.LOAD_TRUNCATED_IMAGES`` does not apply.
+``ImageFile.LOAD_TRUNCATED_IMAGES`` does not apply. Pillow's incremental
+`ImageFile.Parser` (``feed`` chunks, then ``close``) works too: the image is rendered
+once the fed bytes hold the whole stream; ``close`` before that raises OSError
+("image was incomplete").
 
 Writing: ``im.save(fp, format="GSC", quality=50, effort=4, target_bpp=None,
 drop_alpha=False, seed=0, progress=None)``, the options of `gscodec.encode`.
 Images with alpha (RGBA, LA, PA, P with transparency) raise `gscodec.GscError`
-unless ``drop_alpha=True``; every other mode is converted to RGB.
+unless ``drop_alpha=True``; every other mode is converted to RGB as `gscodec.encode`
+does (EXIF orientation applied, range by mode).
+
+A failed save writes nothing: the image is encoded completely before the first byte
+is written, so a file object is left as it was. But `Image.save` given a *path*
+opens it for writing ("w+b", which truncates it) before it calls any plugin code,
+and no plugin hook runs earlier. So when the encode fails, a file that Pillow
+created is removed again by Pillow, while a file that already existed is left
+empty (0 bytes). `gscodec.write(path, image)` keeps an existing file intact: it
+checks the destination, encodes, then replaces the file atomically.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 from typing import IO
 
 from PIL import Image, ImageFile
@@ -44,6 +57,7 @@ FORMAT = "GSC"
 EXTENSION = ".gsc"
 MIME = "image/x-gsc"
 _SAVE_OPTIONS = ("quality", "effort", "target_bpp", "drop_alpha", "seed", "progress")
+_CHUNK_HEAD = struct.Struct("<4sI")  # chunk type and payload length (SPEC.md, section 3)
 
 
 def _accept(prefix: bytes) -> bool:
@@ -102,14 +116,30 @@ class GscImageFile(ImageFile.ImageFile):
 
 
 class GscDecoder(ImageFile.PyDecoder):
-    """Reads the whole stream from the file and renders it with `gscodec.decode`."""
+    """Renders the whole stream with `gscodec.decode`.
+
+    `ImageFile.load` hands it the file (``fd``: it reads to the end); Pillow's incremental
+    `ImageFile.Parser` feeds bytes instead, which it collects until the stream is complete.
+    """
 
     _pulls_fd = True
 
-    def decode(self, buffer: bytes) -> tuple[int, int]:
-        assert self.fd is not None
+    def init(self, args: tuple[object, ...]) -> None:
+        super().init(args)
+        self._fed = bytearray()
+
+    def decode(self, buffer: bytes | memoryview) -> tuple[int, int]:
+        if self.fd is not None:
+            self._render(self.fd.read())
+            return -1, 0
+        self._fed += buffer
+        if _stream_end(self._fed) is None:
+            return len(buffer), 0  # consumed; Parser.close() says "incomplete" if no more comes
+        self._render(bytes(self._fed))
+        return -1, 0
+
+    def _render(self, data: bytes) -> None:
         scale = float(self.args[0]) if self.args else 1.0
-        data = self.fd.read()
         try:
             pixels = decode(data, scale=scale)
         except GscError as exc:
@@ -119,7 +149,25 @@ class GscDecoder(ImageFile.PyDecoder):
                 f"decoded {pixels.shape[1]}x{pixels.shape[0]} pixels, expected {self.state.xsize}x{self.state.ysize}"
             )
         self.set_as_raw(pixels.tobytes(), "RGB")
-        return -1, 0
+
+
+def _stream_end(data: bytes | bytearray) -> int | None:
+    """The stream's length if ``data`` holds all of it, else None (SPEC.md: header, then chunks
+    ``type | u32 length | payload | CRC32`` ending with GEND). Anything that breaks that walk
+    also counts as complete, so that `decode` names the fault instead of waiting for more."""
+    if len(data) < HEADER_SIZE:
+        return None
+    pos = HEADER_SIZE
+    for _ in range(parse_header(data).layer_count + 1):  # LAYR chunks, then GEND
+        if pos + _CHUNK_HEAD.size > len(data):
+            return None
+        kind, length = _CHUNK_HEAD.unpack_from(data, pos)
+        pos += _CHUNK_HEAD.size + length + 4
+        if pos > len(data):
+            return None
+        if kind == b"GEND":
+            return pos
+    return pos  # too many chunks: malformed, let decode say so
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:

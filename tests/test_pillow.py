@@ -200,3 +200,63 @@ def test_register_pillow(gsc_file: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     with Image.open(gsc_file) as im:
         assert im.format == "GSC"
     assert Image.registered_extensions()[".gsc"] == "GSC"
+
+
+def feed_in_chunks(data: bytes, size: int) -> Image.Image:
+    """What an upload handler does: Pillow's incremental parser, ``size`` bytes at a time."""
+    parser = ImageFile.Parser()
+    for start in range(0, len(data), size):
+        parser.feed(data[start : start + size])
+    return parser.close()
+
+
+@pytest.mark.parametrize("size", [7, 1, 4096])
+def test_incremental_parser(gsc_file: Path, size: int) -> None:
+    data = gsc_file.read_bytes()
+    im = feed_in_chunks(data, size)
+    assert (im.format, im.mode, im.size) == ("GSC", "RGB", (33, 17))
+    np.testing.assert_array_equal(np.asarray(im), gscodec.decode(data))
+
+
+def test_incremental_parser_truncated_or_corrupt(gsc_file: Path) -> None:
+    data = gsc_file.read_bytes()
+    with pytest.raises(OSError, match="incomplete"):
+        feed_in_chunks(data[:-5], 7)
+    corrupt = bytearray(data)
+    corrupt[HEADER_SIZE + 20] ^= 0x41
+    with pytest.raises(OSError) as info:
+        feed_in_chunks(bytes(corrupt), 7)
+    assert isinstance(info.value.__cause__, gscodec.GscError)
+
+
+def test_failed_save_writes_nothing(tmp_path: Path, rgb_image: np.ndarray) -> None:
+    """A failed encode writes no byte; see the module docstring for what Pillow itself does."""
+    rgba = Image.fromarray(rgb_image).convert("RGBA")
+    buffer = io.BytesIO(b"earlier content")
+    buffer.seek(0, io.SEEK_END)
+    with pytest.raises(gscodec.GscError, match="alpha"):
+        rgba.save(buffer, format="GSC", effort=0)
+    assert buffer.getvalue() == b"earlier content" and buffer.tell() == len(b"earlier content")
+
+    new = tmp_path / "new.gsc"
+    with pytest.raises(gscodec.GscError, match="alpha"):
+        rgba.save(new, effort=0)
+    assert not new.exists()  # Pillow removes a file it created
+
+    existing = tmp_path / "existing.gsc"
+    existing.write_bytes(b"earlier content")
+    with pytest.raises(gscodec.GscError, match="alpha"):
+        rgba.save(existing, effort=0)
+    # Pillow opened (truncated) the file before the plugin ran; the plugin added nothing.
+    # If this starts failing, a Pillow release changed that: update the module docstring.
+    assert existing.read_bytes() == b""
+
+
+def test_save_applies_exif_orientation(tmp_path: Path, rgb_image: np.ndarray) -> None:
+    from test_api import oriented_png
+
+    with Image.open(io.BytesIO(oriented_png(rgb_image))) as im:
+        assert im.size == (17, 33)  # stored on its side
+        buffer = io.BytesIO()
+        im.save(buffer, format="GSC", effort=0)
+    assert buffer.getvalue() == gscodec.encode(rgb_image, effort=0)
