@@ -18,7 +18,9 @@ import numpy as np
 from .encode.plan import DEFAULT_EFFORT, MAX_EFFORT
 from .errors import GscError
 from .format.codec import decode_splats
+from .format.constants import MAX_SIDE
 from .format.container import check_size, parse_header
+from .format.work import MAX_SCALE, MIN_SCALE, check_work
 from .image import to_rgb_float
 from .splats import Splats
 
@@ -76,7 +78,9 @@ def decode(
 
     scale: output size factor (thumbnails below 1, upscaling above; the output is
     round(H * scale) x round(W * scale)). layers: decode only the first layers
-    (progressive decoding; 0 to the stream's layer count). device: "cpu", "cuda" /
+    (progressive decoding; 0 to the stream's layer count). scale lies in 2^-16..2^16 and
+    the output within the format's size limits; a stream asking for more rendering work than
+    SPEC 4.5 allows raises GscError before rendering. device: "cpu", "cuda" /
     "cuda:N" (needs CuPy and a GPU: ``pip install gscodec[cuda]``; see
     `gscodec.has_cuda`) or "auto" (CUDA when available, else the CPU). Every device
     gives the same image within +-1 per channel.
@@ -87,9 +91,26 @@ def decode(
 
 
 def _check_scale(scale: object) -> None:
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(scale) or scale <= 0:
-        raise GscError(f"scale must be a positive number, got {scale!r}")
+    ok = not isinstance(scale, bool) and isinstance(scale, (int, float, np.integer, np.floating))
+    if ok and isinstance(scale, (int, np.integer)):
+        ok = MIN_SCALE <= scale <= MAX_SCALE  # compared as integers: 10**400 is not a float
+    elif ok:
+        ok = math.isfinite(scale) and MIN_SCALE <= scale <= MAX_SCALE
+    if not ok:
+        text = repr(scale) if len(repr(scale)) < 40 else repr(scale)[:37] + "..."
+        raise GscError(f"scale must be a number in {MIN_SCALE:g}..{MAX_SCALE:g}, got {text}")
+
+
+def output_size(splats: Splats, scale: float) -> tuple[int, int]:
+    """(height, width) of a render at ``scale``: round(H * scale) x round(W * scale), at least 1;
+    GscError when it exceeds the format's limits."""
+    _check_scale(scale)
+    h, w = splats.height * scale, splats.width * scale
+    if max(h, w) > 2 * MAX_SIDE:  # round() of a huge float is fine, but say it plainly
+        raise GscError(f"scale {scale:g} gives {w:.0f} x {h:.0f} pixels, beyond the limit of {MAX_SIDE} per side")
+    h, w = max(1, round(h)), max(1, round(w))
+    check_size(w, h)
+    return h, w
 
 
 def render_image(splats: Splats, /, *, scale: float = 1.0, device: str = "cpu") -> np.ndarray:
@@ -99,10 +120,11 @@ def render_image(splats: Splats, /, *, scale: float = 1.0, device: str = "cpu") 
     CUDA, `render_splats` then `to_uint8_rgb`, on the GPU. Both equal the reference
     within +-1 LSB. ``device`` as for `decode`.
     """
-    _check_scale(scale)
+    if not isinstance(splats, Splats):
+        raise GscError(f"render_image expects a gscodec.Splats, got {type(splats).__name__}")
+    h, w = output_size(splats, scale)
     dev = resolve_device(device)
-    h, w = max(1, round(splats.height * scale)), max(1, round(splats.width * scale))
-    check_size(w, h)
+    check_work(splats, h, w, scale)
     if dev == "cpu":
         from .render.numba.decode import render_rgb
 

@@ -1,4 +1,4 @@
-"""The renderers' preprocessing in torch (SPEC 7): covariance, anti-aliasing for scale < 1,
+"""The renderers' preprocessing in torch (SPEC 7): axis variances, anti-aliasing for scale < 1,
 the inverse covariance (conic) and each splat's pixel box on the output grid.
 
 Every torch-driven backend (reference, numba, CUDA) starts here; the decoder's fused
@@ -10,13 +10,6 @@ from __future__ import annotations
 import torch
 
 from ..format.constants import Q_CUT
-
-
-def covariance(scales: torch.Tensor, angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(Sxx, Sxy, Syy), each [N], of Sigma = R(angle) diag(s1^2, s2^2) R(angle)^T."""
-    cos, sin = torch.cos(angles), torch.sin(angles)
-    v1, v2 = scales[:, 0] ** 2, scales[:, 1] ** 2
-    return v1 * cos**2 + v2 * sin**2, (v1 - v2) * sin * cos, v1 * sin**2 + v2 * cos**2
 
 
 def footprint_sizes(means: torch.Tensor, sxx: torch.Tensor, syy: torch.Tensor, height: int, width: int):
@@ -37,19 +30,26 @@ def footprint_sizes(means: torch.Tensor, sxx: torch.Tensor, syy: torch.Tensor, h
 def prepare(means, scales, angles, colors, height: int, width: int, scale: float, origin: tuple[int, int]):
     """Splats on the output grid: (means [N, 2], conic [N, 3], colors [N, C], boxes (x0, y0, nx, ny)).
 
-    At scale < 1 each covariance is widened by the variance (1/scale^2 - 1)/12 (box-filter
-    anti-aliasing) and its colour scaled to keep the splat's mass; then everything is scaled
-    to output pixels and shifted by ``origin`` (row, column). Differentiable in the inputs.
+    Everything is computed from the variances along the splat's own axes, never from a
+    determinant: Sigma = R diag(l1, l2) R^T and its inverse (the conic) R diag(1/l1, 1/l2) R^T
+    take only sums of positive terms, so no splat the format allows (axes 2^-16..2^24 pixels,
+    any ratio) cancels to a zero or negative determinant (SPEC 7). At scale < 1 both axis
+    variances are widened by (1/scale^2 - 1)/12 (a box filter of one output pixel; v I is
+    rotation-invariant) and the colour scaled by sqrt(det Sigma / det Sigma~) to keep the
+    splat's mass; then everything is scaled to output pixels and shifted by ``origin``
+    (row, column). Differentiable in the inputs.
     """
-    sxx, sxy, syy = covariance(scales, angles)
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    cc, ss, sc = cos * cos, sin * sin, sin * cos
+    v1, v2 = scales[:, 0] * scales[:, 0], scales[:, 1] * scales[:, 1]
     if scale < 1.0:
-        det0 = sxx * syy - sxy * sxy
         extra = (1.0 / scale**2 - 1.0) / 12.0
-        sxx, syy = sxx + extra, syy + extra
-        colors = colors * torch.sqrt(det0 / (sxx * syy - sxy * sxy))[:, None]
+        w1, w2 = v1 + extra, v2 + extra
+        colors = colors * torch.sqrt((v1 / w1) * (v2 / w2))[:, None]
+        v1, v2 = w1, w2
     s2 = scale * scale
-    sxx, sxy, syy = sxx * s2, sxy * s2, syy * s2
+    l1, l2 = v1 * s2, v2 * s2
+    i1, i2 = 1.0 / l1, 1.0 / l2
+    conic = torch.stack([i1 * cc + i2 * ss, (i1 - i2) * sc, i1 * ss + i2 * cc], 1)
     means = means * scale - torch.tensor([origin[1], origin[0]], dtype=means.dtype, device=means.device)
-    det = sxx * syy - sxy * sxy
-    conic = torch.stack([syy / det, -sxy / det, sxx / det], 1)
-    return means, conic, colors, footprint_sizes(means, sxx, syy, height, width)
+    return means, conic, colors, footprint_sizes(means, l1 * cc + l2 * ss, l1 * ss + l2 * cc, height, width)

@@ -40,8 +40,8 @@ _MATRIX = np.ascontiguousarray(YCBCR_TO_RGB)  # [3, 3] float64, rows R, G, B
 
 @numba.njit(cache=True)
 def prepare(means, scales, angles, colors, height, width, scale):  # pragma: no cover - compiled
-    """The preprocessing of `gscodec.render.preprocess.prepare` (covariance, widening for scale < 1,
-    conic, boxes) for one image at ``scale`` (origin (0, 0)), in numba.
+    """The preprocessing of `gscodec.render.preprocess.prepare` (axis variances, widening for scale < 1,
+    conic, boxes) for one image at ``scale`` (origin (0, 0)), in numba: the same float32 steps.
 
     means, scales [N, 2], angles [N], colors [N, 3] float32 -> (means [N, 2], conic [N, 3],
     colors [N, 3] float32, x0, y0, nx, ny [N] int64) with the reference's float32 steps;
@@ -55,24 +55,24 @@ def prepare(means, scales, angles, colors, height, width, scale):  # pragma: no 
     nx, ny = np.empty(n, np.int64), np.empty(n, np.int64)
     extra = np.float32((1.0 / scale**2 - 1.0) / 12.0)
     s2, sc, q_cut = np.float32(scale * scale), np.float32(scale), np.float32(_Q_CUT)
+    one = np.float32(1.0)
     for i in range(n):
         co, si = np.float32(math.cos(angles[i])), np.float32(math.sin(angles[i]))
+        cc, ss, sc_ = co * co, si * si, si * co
         v1, v2 = scales[i, 0] * scales[i, 0], scales[i, 1] * scales[i, 1]
-        sxx = v1 * (co * co) + v2 * (si * si)
-        sxy = (v1 - v2) * si * co
-        syy = v1 * (si * si) + v2 * (co * co)
-        gain = np.float32(1.0)
-        if scale < 1.0:  # box-filter widening, mass kept
-            det0 = sxx * syy - sxy * sxy
-            sxx, syy = sxx + extra, syy + extra
-            gain = np.sqrt(det0 / (sxx * syy - sxy * sxy))
+        gain = one
+        if scale < 1.0:  # box-filter widening along both axes, mass kept
+            w1, w2 = v1 + extra, v2 + extra
+            gain = np.sqrt((v1 / w1) * (v2 / w2))
+            v1, v2 = w1, w2
         for ch in range(3):
             cols[i, ch] = colors[i, ch] * gain
-        sxx, sxy, syy = sxx * s2, sxy * s2, syy * s2
+        l1, l2 = v1 * s2, v2 * s2  # variances along the axes, output pixels^2
+        sxx, syy = l1 * cc + l2 * ss, l1 * ss + l2 * cc
+        i1, i2 = one / l1, one / l2
+        conic[i, 0], conic[i, 1], conic[i, 2] = i1 * cc + i2 * ss, (i1 - i2) * sc_, i1 * ss + i2 * cc
         mx, my = means[i, 0] * sc, means[i, 1] * sc
         m[i, 0], m[i, 1] = mx, my
-        det = sxx * syy - sxy * sxy
-        conic[i, 0], conic[i, 1], conic[i, 2] = syy / det, -sxy / det, sxx / det
         # preprocess.footprint_sizes: radii in float32, edges in float64
         rx, ry = np.float64(np.sqrt(q_cut * sxx)), np.float64(np.sqrt(q_cut * syy))
         lo = min(max(math.ceil(np.float64(mx) - rx - 0.5), 0), width)

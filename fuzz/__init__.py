@@ -1,0 +1,1 @@
+"""Fuzzing gscodec's decoder with atheris (coverage-guided, libFuzzer): see fuzz/README.md."""

@@ -1,0 +1,44 @@
+"""Write the seed corpus (fuzz/corpus/<target>/): ``python -m fuzz.make_corpus``.
+
+container and decode: the conformance streams and three small encodes; entropy: streams
+coded by `gscodec.format.entropy.StreamEncoder` in the entropy target's input layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+import gscodec
+from gscodec.format.entropy import StreamEncoder
+
+ROOT = Path(__file__).resolve().parent / "corpus"
+CONFORMANCE = Path(__file__).resolve().parent.parent / "bitstream" / "conformance"
+
+
+def save(target: str, data: bytes) -> None:
+    folder = ROOT / target
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / hashlib.sha1(data).hexdigest()[:16]).write_bytes(data)
+
+
+def main() -> None:
+    streams = [p.read_bytes() for p in sorted(CONFORMANCE.glob("*/input.gsc"))]
+    rng = np.random.default_rng(0)
+    for h, w, q in ((8, 8, 50), (16, 24, 0), (12, 5, 100)):
+        streams.append(gscodec.encode(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), quality=q, effort=0))
+    for data in streams:
+        save("container", data)
+        save("decode", data)
+    for alphabet, count in ((2, 10), (16, 300), (300, 1000), (4096, 50)):
+        enc = StreamEncoder()
+        enc.encode(rng.integers(0, alphabet, count), alphabet)
+        enc.encode(rng.integers(0, max(1, alphabet // 3), count // 2), max(1, alphabet // 3))
+        head = (alphabet - 1).to_bytes(2, "little") + count.to_bytes(3, "little")
+        save("entropy", head + enc.words().astype("<u4").tobytes())
+
+
+if __name__ == "__main__":
+    main()
