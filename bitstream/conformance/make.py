@@ -31,10 +31,10 @@ import torch
 from PIL import Image
 
 from gscodec.format.codec import decode_splats
-from gscodec.format.symbols import decode_symbols, encode_symbols
-from gscodec.format.container import Header, LayerChunk, pack, parse
 from gscodec.format.constants import MAX_PER_PATCH
+from gscodec.format.container import Header, LayerChunk, pack, parse
 from gscodec.format.params import LayerParams, LayerSymbols
+from gscodec.format.symbols import decode_symbols, encode_symbols
 from gscodec.render.backends import render_splats, to_uint8_rgb
 
 HERE = Path(__file__).resolve().parent

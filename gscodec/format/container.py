@@ -116,28 +116,41 @@ def parse_header(data: bytes) -> Header:
 
 
 def parse(data: bytes) -> tuple[Header, list[LayerChunk]]:
-    """Header and layer chunks of a complete .gsc stream, every CRC and limit checked."""
+    """Header and layer chunks of a complete .gsc stream, every CRC and limit checked.
+
+    The checks run in the order of SPEC 4.4; a message naming a byte offset names the
+    offset (from the start of the stream) of the chunk it is about.
+    """
     data = bytes(data)
     header = parse_header(data)
     pos, layers, total = HEADER_SIZE, [], 0
     while True:
-        if pos + _CHUNK_HEAD.size > len(data):
-            raise GscError(f"truncated .gsc stream (chunk header at byte {pos})")
-        kind, length = _CHUNK_HEAD.unpack_from(data, pos)
-        end = pos + _CHUNK_HEAD.size + length
+        start = pos  # this chunk's offset
+        if start + _CHUNK_HEAD.size > len(data):
+            raise GscError(f"truncated .gsc stream (chunk head at byte {start}: {len(data) - start} of "
+                           f"{_CHUNK_HEAD.size} bytes)")
+        kind, length = _CHUNK_HEAD.unpack_from(data, start)
+        end = start + _CHUNK_HEAD.size + length  # the payload's end, where the CRC starts
         if end + 4 > len(data):
-            raise GscError(f"truncated .gsc stream (chunk {kind!r} at byte {pos} needs {length} bytes)")
-        payload = data[pos + _CHUNK_HEAD.size : end]
+            raise GscError(f"truncated .gsc stream (chunk {kind!r} at byte {start} declares a {length}-byte "
+                           f"payload: it needs {end + 4 - start} bytes, {len(data) - start} remain)")
+        payload = data[start + _CHUNK_HEAD.size : end]
         if struct.unpack_from("<I", data, end)[0] != _crc(kind, payload):
-            raise GscError(f"corrupt .gsc stream (CRC mismatch in chunk {kind!r} at byte {pos})")
+            raise GscError(f"corrupt .gsc stream (CRC mismatch in chunk {kind!r} at byte {start})")
         pos = end + 4
         if kind == b"GEND":
+            if length:
+                raise GscError(f"GEND chunk at byte {start} has a {length}-byte payload; it must be empty")
             break
         if kind != b"LAYR":
-            raise GscError(f"unknown chunk type {kind!r} at byte {pos}")
+            raise GscError(f"unknown chunk type {kind!r} at byte {start}")
         if len(layers) == header.layer_count:
-            raise GscError(f"more LAYR chunks than the {header.layer_count} the header declares")
-        layer = _parse_layer(payload, header)
+            raise GscError(f"LAYR chunk at byte {start}: more LAYR chunks than the {header.layer_count} "
+                           "the header declares")
+        try:
+            layer = _parse_layer(payload, header)
+        except GscError as exc:
+            raise GscError(f"LAYR chunk {len(layers)} at byte {start}: {exc}") from None
         total += layer.splat_count
         layers.append(layer)
     if len(layers) != header.layer_count:
@@ -145,16 +158,17 @@ def parse(data: bytes) -> tuple[Header, list[LayerChunk]]:
     if total != header.splat_count:
         raise GscError(f"layers hold {total} splats, the header declares {header.splat_count}")
     if pos != len(data):
-        raise GscError(f"{len(data) - pos} unexpected bytes after the GEND chunk")
+        raise GscError(f"{len(data) - pos} unexpected bytes after the GEND chunk (from byte {pos})")
     return header, layers
 
 
 def _parse_layer(payload: bytes, header: Header) -> LayerChunk:
+    """One LAYR payload; GscError messages say which field (the caller adds the chunk's offset)."""
     if len(payload) < _LAYER_HEAD.size:
-        raise GscError("LAYR chunk shorter than its fixed fields")
+        raise GscError(f"payload of {len(payload)} bytes is shorter than the {_LAYER_HEAD.size} bytes of fixed fields")
     f = _LAYER_HEAD.unpack_from(payload)
     if f[3] != 0:
-        raise GscError("LAYR reserved byte is not zero")
+        raise GscError(f"reserved byte 3 is {f[3]}, not zero")
     params = LayerParams(
         patch_log2=f[0], pos_bits=f[1], scale_den=f[2], scale_min=f[4], scale_levels=f[5],
         angle_levels=f[6], color_step=(f[8], f[11], f[14]), color_min=(f[9], f[12], f[15]),
@@ -164,8 +178,10 @@ def _parse_layer(payload: bytes, header: Header) -> LayerChunk:
     count, n_words = f[7], f[17]
     rows, cols = params.grid(header.width, header.height)
     if count > header.splat_count or count > MAX_PER_PATCH * rows * cols:
-        raise GscError(f"LAYR declares {count} splats, more than its header or patch grid allows")
+        raise GscError(f"declares {count} splats, more than the header's {header.splat_count} or the "
+                       f"{MAX_PER_PATCH} x {rows} x {cols} its patch grid can hold")
     if len(payload) != _LAYER_HEAD.size + 4 * n_words:
-        raise GscError(f"LAYR declares {n_words} words but holds {len(payload) - _LAYER_HEAD.size} bytes")
+        raise GscError(f"declares {n_words} words ({4 * n_words} bytes) but holds "
+                       f"{len(payload) - _LAYER_HEAD.size} bytes after its fixed fields")
     words = np.frombuffer(payload, "<u4", n_words, _LAYER_HEAD.size).astype(np.uint32)
     return LayerChunk(params, count, words)

@@ -1,9 +1,17 @@
-"""Entropy coding of symbol streams with constriction's range coder.
+"""Entropy coding of symbol streams with constriction's range coder (SPEC 5).
 
-Every stream uses the same adaptive model: symbols are coded in blocks whose
-lengths double (16, 16, 32, 64, ... capped at MAX_BLOCK); a block's probabilities
+Every stream uses the same adaptive model (SPEC 5.2): symbols are coded in blocks
+whose lengths double (16, 16, 32, 64, ... capped at MAX_BLOCK); a block's weights
 are 2 * (count of each symbol in all earlier blocks) + 1, integers, so encoder and
 decoder build identical models on any machine without side information.
+
+constriction (0.4.0 to 0.5.0 alike) does the rest, and SPEC 5.3-5.5 state exactly
+what it computes, so a decoder can be written without it (tests/spec_decoder.py):
+``Categorical(weights, perfect=False)`` quantizes the weights to 24-bit fixed-point
+probabilities with one binary64 division and one binary64 multiplication per symbol
+(SPEC 5.3), and ``stream.queue.RangeDecoder`` / ``RangeEncoder`` are a range coder
+with 32-bit words and a 64-bit state (SPEC 5.4, 5.5). Invalid data (a quantile of
+2^24 or more) raises GscError; running out of words does not.
 """
 
 from __future__ import annotations
