@@ -1,36 +1,53 @@
 """The ``gscodec`` command: encode, decode and inspect .gsc files.
 
     gscodec encode photo.png photo.gsc --quality 60 --effort 4
+    gscodec encode *.png -o out/            # several inputs: out/<stem>.gsc each
     gscodec decode photo.gsc photo.png --scale 0.5
+    gscodec decode *.gsc -o out/ --format webp
     gscodec info photo.gsc [--json]
 
+It never overwrites one of its inputs, refuses an output name that says another
+format (encode writes .gsc; decode writes the image format of the extension), and
+replaces an existing file only with ``-y``/``--force``. Every output is checked
+(folder exists and is writable, not itself a folder) before the slow work starts.
+With several inputs, a file that fails is reported and the others go on.
+
 Errors are one line on stderr (``gscodec: error: ...``); the exit status is 2
-for usage errors, 1 for unusable input or files (GscError, OSError), 3 for an
-internal error (a bug: ``--verbose`` shows its traceback), 130 when interrupted.
+for usage errors, 1 for unusable input or files (GscError, OSError, Pillow's
+errors on reading or writing an image; with several inputs: any file failed), 3
+for an internal error (a bug: ``--verbose`` shows its traceback), 130 when
+interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import logging
 import os
+import struct
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 
 from . import __version__
-from .api import DEFAULT_QUALITY, decode, encode, write_atomic
+from .api import DEFAULT_QUALITY, check_destination, decode, encode, write_atomic
 from .encode.plan import DEFAULT_EFFORT, MAX_EFFORT
 from .errors import GscError
 from .format.codec import stream_bits
 from .format.container import HEADER_SIZE, parse, parse_header
 from .format.symbols import STREAMS
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+    from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +78,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"{exc} (see '{PROG} --help')", 2)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
-    except (GscError, OSError, ValueError) as exc:  # ValueError: Pillow's save and decompression-bomb checks
-        return _fail(str(exc) or type(exc).__name__, 1)
     except Exception as exc:
-        if type(exc).__module__.startswith("PIL"):  # DecompressionBombError and others not under OSError
-            return _fail(str(exc), 1)
+        if _is_user_error(exc):
+            return _fail(str(exc) or type(exc).__name__, 1)
         if logging.getLogger().isEnabledFor(logging.INFO):  # --verbose
             log.exception("internal error")
         return _fail(f"internal error ({type(exc).__name__}: {exc}); please report it with the traceback "
                      f"that '{PROG} --verbose ...' shows", 3)
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is about the user's files or options (exit 1) rather than a bug (exit 3):
+    GscError, OSError, or an error Pillow raised while reading or writing an image (its own
+    classes such as DecompressionBombError, or ValueError/SyntaxError/EOFError/struct.error
+    raised inside PIL on a malformed file). A plain ValueError from gscodec is a bug."""
+    if isinstance(exc, (GscError, OSError)) or type(exc).__module__.startswith("PIL"):
+        return True
+    return isinstance(exc, (ValueError, SyntaxError, EOFError, struct.error)) and _raised_in_pillow(exc)
+
+
+def _raised_in_pillow(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return str(tb.tb_frame.f_globals.get("__name__", "")).startswith("PIL.")
 
 
 def _fail(message: str, status: int) -> int:
@@ -85,9 +119,13 @@ def _build_parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    enc = sub.add_parser("encode", parents=[common], help="compress an image (any format Pillow reads) to .gsc")
-    enc.add_argument("input", metavar="IN", help="image to compress")
-    enc.add_argument("output", metavar="OUT", help=".gsc file to write (atomically)")
+    enc = sub.add_parser(
+        "encode", parents=[common], help="compress images (any format Pillow reads) to .gsc",
+        usage=f"{PROG} encode [options] IN OUT.gsc\n       {PROG} encode [options] IN... -o DIR",
+        description="Compress IN to OUT.gsc, or each IN to DIR/<stem>.gsc with -o DIR.",
+    )
+    enc.add_argument("paths", nargs="+", metavar="IN...", help="image(s) to compress; without -o, IN then OUT.gsc")
+    _add_output_options(enc, "OUT.gsc, or a folder: DIR/<stem>.gsc for each IN (needed for several inputs)")
     rate = enc.add_mutually_exclusive_group()
     rate.add_argument("-q", "--quality", type=_number(0, 100), default=None,
                       help=f"0-100, higher is larger and better (default {DEFAULT_QUALITY})")
@@ -98,13 +136,21 @@ def _build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--drop-alpha", action="store_true", help="drop an alpha channel instead of failing")
     enc.add_argument("--seed", type=_integer(0, None), default=0, help="random seed of the encoder (default 0)")
     enc.add_argument("--device", default="cpu", help=_DEVICE_HELP)
-    enc.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
+    enc.add_argument("--progress", action="store_true",
+                     help="show the progress bar (elapsed time, ETA) even when stderr is not a terminal")
     enc.add_argument("--quiet", action="store_true", help="print neither progress nor summary")
     enc.set_defaults(run=_cmd_encode)
 
-    dec = sub.add_parser("decode", parents=[common], help="render a .gsc file to an image (format from the extension)")
-    dec.add_argument("input", metavar="IN", help=".gsc file")
-    dec.add_argument("output", metavar="OUT", help="image to write (atomically), e.g. .png")
+    dec = sub.add_parser(
+        "decode", parents=[common], help="render .gsc files to images (format from the extension)",
+        usage=f"{PROG} decode [options] IN.gsc OUT\n       {PROG} decode [options] IN... -o DIR [--format png]",
+        description="Render IN to OUT (format from its extension), or each IN to DIR/<stem>.<format> with -o DIR.",
+    )
+    dec.add_argument("paths", nargs="+", metavar="IN...", help=".gsc file(s); without -o, IN then OUT (e.g. .png)")
+    _add_output_options(dec, "OUT image, or a folder: DIR/<stem>.<format> for each IN (needed for several inputs)")
+    dec.add_argument("--format", metavar="EXT", default=None,
+                     help="image format to write under -o DIR, as an extension Pillow writes: png (default), "
+                          "jpg, webp, tif, bmp...")
     dec.add_argument("-s", "--scale", type=_number(0, None), default=1.0, help="output size factor (default 1)")
     dec.add_argument("-l", "--layers", type=_integer(0, None), default=None, metavar="K",
                      help="decode only the first K layers (progressive preview)")
@@ -117,6 +163,13 @@ def _build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(run=_cmd_info)
     return parser
+
+
+def _add_output_options(parser: argparse.ArgumentParser, output_help: str) -> None:
+    parser.add_argument("-o", "--output", metavar="OUT|DIR", default=None,
+                        help=output_help + "; -o DIR: an existing folder (a trailing / says it is one)")
+    parser.add_argument("-y", "--force", action="store_true",
+                        help="replace existing output files (never an input); without it they are refused")
 
 
 def _number(lo: float, hi: float | None) -> Callable[[str], float]:
@@ -151,106 +204,252 @@ def _integer(lo: int, hi: int | None) -> Callable[[str], int]:
     return parse_integer
 
 
+# ---------------------------------------------------------------- planning outputs
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input file and the file the command writes for it."""
+
+    source: Path
+    target: Path
+
+
+def plan_jobs(
+    paths: Sequence[str], output: str | None, verb: str, check_name: Callable[[str], None], dir_suffix: str
+) -> list[Job]:
+    """The (input, output) pairs of ``IN OUT`` or ``IN... -o OUT|DIR``; UsageError for other forms.
+
+    ``check_name(OUT)`` raises UsageError when an output name does not suit the command;
+    under -o DIR each output is DIR/<input stem><dir_suffix>."""
+    several = f"to {verb} several files use '{PROG} {verb} IN... -o DIR'"
+    if output is None:
+        if len(paths) == 1:
+            raise UsageError(f"an output is required: '{PROG} {verb} IN OUT', or -o OUT|DIR")
+        if len(paths) > 2:
+            raise UsageError(f"{len(paths)} paths and no -o: {several}")
+        check_name(paths[1])
+        return [Job(Path(paths[0]), Path(paths[1]))]
+    folder = Path(output)
+    if not (folder.is_dir() or output.endswith(("/", os.sep))):
+        if len(paths) > 1:
+            raise UsageError(f"-o {output} is not a folder: {several} (an existing folder)")
+        check_name(output)
+        return [Job(Path(paths[0]), folder)]
+    if not folder.is_dir():
+        raise GscError(f"cannot write to {output}: folder does not exist")
+    return [Job(Path(p), folder / (Path(p).stem + dir_suffix)) for p in paths]
+
+
+def _check_gsc_name(name: str) -> None:
+    """Encode writes .gsc: an OUT naming another format (or none) is refused, never overwritten."""
+    from PIL import Image
+
+    ext = os.path.splitext(name)[1].lower()
+    if ext != ".gsc":
+        formats = Image.registered_extensions()
+        said = f"names a {formats[ext]} image" if ext in formats else "does not end in .gsc"
+        raise UsageError(f"{name} {said}, but encode writes .gsc: give OUT.gsc, or -o DIR to encode several images")
+
+
+def _file_keys(path: Path) -> list[object]:
+    """What identifies the file at ``path``: its real path, and its device and inode when it
+    exists (as os.path.samefile compares them: hard links too)."""
+    keys: list[object] = [os.path.realpath(path)]
+    with contextlib.suppress(OSError):
+        st = os.stat(path)
+        keys.append((st.st_dev, st.st_ino))
+    return keys
+
+
+def check_targets(jobs: list[Job], force: bool) -> list[Job]:
+    """The jobs whose output may be written: not an input, not another job's output, a writable
+    path, new unless ``force``. Each refusal is reported (or raised, for a single job)."""
+    inputs = {key: job.source for job in jobs for key in _file_keys(job.source)}
+    claimed: dict[str, Path] = {}
+
+    def check(_: int, job: Job) -> None:
+        source = next((inputs[k] for k in _file_keys(job.target) if k in inputs), None)
+        if source is not None:
+            raise GscError(f"{job.target} is an input of this command ({source}); refusing to overwrite it")
+        key = os.path.realpath(job.target)
+        if key in claimed:
+            raise GscError(f"{job.target} is also the output for {claimed[key]}: rename one of the inputs")
+        check_destination(job.target)
+        if os.path.lexists(job.target) and not force:
+            raise GscError(f"{job.target} exists; pass -y (--force) to replace it")
+        claimed[key] = job.source
+
+    return each(jobs, check, total=len(jobs))
+
+
+def each(jobs: list[Job], step: Callable[[int, Job], None], total: int) -> list[Job]:
+    """Run ``step(index, job)`` on every job; the jobs it succeeded on. With ``total`` 1 an
+    error propagates (main reports it); with several files a user error is reported and the
+    others go on, while a bug (internal error) stops the command."""
+    done = []
+    for index, job in enumerate(jobs):
+        try:
+            step(index, job)
+        except Exception as exc:
+            if total == 1 or not _is_user_error(exc):
+                raise
+            _report_error(str(exc) or type(exc).__name__)
+        else:
+            done.append(job)
+    return done
+
+
+def _report_error(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)  # keeps a bar intact
+
+
+def _say(line: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stdout)
+
+
+def _finish(done: int, total: int) -> int:
+    """Exit status of a command over ``total`` files of which ``done`` succeeded."""
+    if done == total:
+        return 0
+    if total > 1:
+        _report_error(f"{total - done} of {total} files failed")
+    return 1
+
+
 # ---------------------------------------------------------------- encode
 
 
-class ProgressBar:
-    """A one-line text progress bar, redrawn in place with carriage returns."""
-
-    def __init__(self, stream: IO[str], label: str = "", width: int = 30) -> None:
-        self.stream, self.label, self.width = stream, label, width
-        self.start = time.perf_counter()
-        self.shown = -1
-
-    def __call__(self, fraction: float) -> None:
-        fraction = min(max(float(fraction), 0.0), 1.0)
-        percent = int(fraction * 100)
-        if percent == self.shown:
-            return
-        self.shown = percent
-        filled = int(fraction * self.width)
-        bar = "#" * filled + "-" * (self.width - filled)
-        elapsed = time.perf_counter() - self.start
-        self.stream.write(f"\r{self.label}[{bar}] {percent:3d}% {elapsed:5.1f} s")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.shown >= 0:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def _cmd_encode(args: argparse.Namespace) -> int:
-    from PIL import Image, ImageOps
-
     from . import GscImagePlugin  # noqa: F401 - so that IN may itself be a .gsc file
 
-    _check_writable(args.output)
-    try:
-        with Image.open(args.input) as im:
-            im.load()
-            image = ImageOps.exif_transpose(im)
-    except OSError as exc:
-        raise OSError(f"cannot open {args.input}: {exc.strerror}" if exc.strerror else str(exc)) from None
-    alpha = image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info)
-    if alpha and not args.drop_alpha:
-        raise GscError(f"{args.input} has an alpha channel ({image.mode}), which .gsc cannot store; "
-                       "pass --drop-alpha to drop it")
-    show = not args.quiet and (args.progress or sys.stderr.isatty())
-    bar = ProgressBar(sys.stderr, "encoding ") if show else None
-    start = time.perf_counter()
-    try:
-        data = encode(
-            image, quality=DEFAULT_QUALITY if args.quality is None else args.quality, effort=args.effort,
-            target_bpp=args.target_bpp, drop_alpha=args.drop_alpha, progress=bar, seed=args.seed,
-            device=args.device,
-        )
-    finally:
-        if bar is not None:
-            bar.close()
+    jobs = plan_jobs(args.paths, args.output, "encode", _check_gsc_name, ".gsc")
+    ready = check_targets(jobs, args.force)
+    show = bool(ready) and not args.quiet and (args.progress or sys.stderr.isatty())
+    with _progress_bar(len(ready), show) as bar:
+        step = lambda i, job: _encode_one(job, args, _file_progress(bar, i, len(ready), job.source.name))
+        done = each(ready, step, total=len(jobs))
+    return _finish(len(done), len(jobs))
+
+
+@contextlib.contextmanager
+def _progress_bar(files: int, show: bool) -> Iterator[tqdm]:
+    """One tqdm bar on stderr over all files (each file's encode moves it by one), with
+    elapsed time and ETA; log records go through tqdm so they do not break its line."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    bar_format = "{desc}{percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]"
+    with tqdm(total=files, file=sys.stderr, disable=not show, bar_format=bar_format, dynamic_ncols=True) as bar:
+        with logging_redirect_tqdm() if show else contextlib.nullcontext():
+            yield bar
+
+
+def _file_progress(bar: tqdm, index: int, files: int, name: str) -> Callable[[float], None]:
+    """The encoder's progress callback (0..1) for file ``index`` of ``files``: moves ``bar``
+    from index to index + 1, never backwards."""
+    bar.set_description_str(f"{name} " if files == 1 else f"{index + 1}/{files} {name} ")
+
+    def progress(fraction: float) -> None:
+        position = index + min(max(float(fraction), 0.0), 1.0)
+        if position > bar.n:
+            bar.update(position - bar.n)
+
+    return progress
+
+
+def _encode_one(job: Job, args: argparse.Namespace, progress: Callable[[float], None]) -> None:
+    with _open_image(job.source) as image:
+        alpha = image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info)
+        if alpha and not args.drop_alpha:
+            raise GscError(f"{job.source} has an alpha channel ({image.mode}), which .gsc cannot store; "
+                           "pass --drop-alpha to drop it")
+        start = time.perf_counter()
+        try:
+            data = encode(
+                image, quality=DEFAULT_QUALITY if args.quality is None else args.quality, effort=args.effort,
+                target_bpp=args.target_bpp, drop_alpha=args.drop_alpha, progress=progress, seed=args.seed,
+                device=args.device,
+            )
+        except GscError as exc:
+            raise GscError(f"{job.source}: {exc}") from None
     seconds = time.perf_counter() - start
-    write_atomic(args.output, data)
+    progress(1.0)
+    write_atomic(job.target, data)
     if not args.quiet:
         header = parse_header(data)
         bpp = 8 * len(data) / (header.width * header.height)
-        print(f"{args.output}: {header.width}x{header.height}, {len(data)} bytes, {bpp:.3f} bpp, "
-              f"{header.splat_count} splats, {seconds:.2f} s")
-    return 0
+        _say(f"{job.target}: {header.width}x{header.height}, {len(data)} bytes, {bpp:.3f} bpp, "
+             f"{header.splat_count} splats, {seconds:.2f} s")
+
+
+def _open_image(path: Path) -> PILImage.Image:
+    """The image at ``path``, loaded (EXIF orientation is applied by encode)."""
+    from PIL import Image
+
+    try:
+        image = Image.open(path)
+    except OSError as exc:
+        raise OSError(f"cannot open {path}: {exc.strerror}" if exc.strerror else str(exc)) from None
+    try:
+        image.load()
+    except BaseException:
+        image.close()
+        raise
+    return image
 
 
 # ---------------------------------------------------------------- decode
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
+    suffix = ".png" if args.format is None else "." + args.format.lower().lstrip(".")
+    wanted = None if args.format is None else _format_for(suffix, f"--format {args.format}")
+
+    def check_name(name: str) -> None:
+        fmt = _format_for(os.path.splitext(name)[1].lower(), f"the extension of {name!r}")
+        if wanted is not None and fmt != wanted:
+            raise UsageError(f"--format {args.format} disagrees with the extension of {name}")
+
+    jobs = plan_jobs(args.paths, args.output, "decode", check_name, suffix)
+    ready = check_targets(jobs, args.force)
+    done = each(ready, lambda _, job: _decode_one(job, args), total=len(jobs))
+    return _finish(len(done), len(jobs))
+
+
+def _decode_one(job: Job, args: argparse.Namespace) -> None:
     from PIL import Image
 
-    fmt = _format_for(args.output)
-    data = _read(args.input)
+    fmt = _format_for(job.target.suffix.lower(), f"the extension of {str(job.target)!r}")
+    data = _read(str(job.source))
     start = time.perf_counter()
     try:
         pixels = decode(data, scale=args.scale, layers=args.layers, device=args.device)
     except GscError as exc:
-        raise GscError(f"{args.input}: {exc}") from None
+        raise GscError(f"{job.source}: {exc}") from None
     seconds = time.perf_counter() - start
     buffer = io.BytesIO()
     Image.fromarray(pixels, "RGB").save(buffer, format=fmt)
-    write_atomic(args.output, buffer.getvalue())
+    write_atomic(job.target, buffer.getvalue())
     if not args.quiet:
-        print(f"{args.output}: {pixels.shape[1]}x{pixels.shape[0]}, {fmt}, {len(buffer.getvalue())} bytes, "
-              f"decoded in {seconds:.2f} s")
-    return 0
+        _say(f"{job.target}: {pixels.shape[1]}x{pixels.shape[0]}, {fmt}, {len(buffer.getvalue())} bytes, "
+             f"decoded in {seconds:.2f} s")
 
 
-def _format_for(path: str) -> str:
-    """Pillow's format name for the extension of ``path``; UsageError when none can write it."""
+def _format_for(ext: str, said_by: str) -> str:
+    """Pillow's format name for the extension ``ext``; UsageError naming ``said_by`` (where the
+    extension came from) when it is .gsc or Pillow cannot write it."""
     from PIL import Image
 
-    ext = os.path.splitext(path)[1].lower()
-    fmt = Image.registered_extensions().get(ext)
     if ext == ".gsc":
-        raise UsageError(f"{path}: decode writes an image; use '{PROG} encode' to make a .gsc file")
+        raise UsageError(f"{said_by} names .gsc, but decode writes an image; use '{PROG} encode' to make a .gsc file")
+    fmt = Image.registered_extensions().get(ext)
     if fmt is None or fmt not in Image.SAVE:
-        raise UsageError(f"cannot tell an image format Pillow writes from the extension of {path!r} (try .png)")
+        raise UsageError(f"{said_by} names no image format Pillow writes (try png, jpg, webp or tif)")
     return fmt
 
 
@@ -327,8 +526,3 @@ def _read(path: str) -> bytes:
     except OSError as exc:
         raise OSError(f"cannot read {path}: {exc.strerror or exc}") from None
 
-
-def _check_writable(path: str) -> None:
-    parent = Path(path).parent
-    if not parent.is_dir():
-        raise OSError(f"cannot write {path}: folder {str(parent)!r} does not exist")
