@@ -1,14 +1,20 @@
 """Image folders used as benchmark datasets.
 
-``kodak`` is the 24-image Kodak set under ``/work/shared/data/kodak``;
+``kodak`` is the 24-image Kodak set, the folder ``kodak`` of the data folder;
 ``div2k`` is a DIV2K validation folder the user gives (HR or the official x2
 bicubic set, as GaussianImage uses); any other value is a folder path.
+
+The data folder is, first that holds the dataset: ``--data-dir`` (``data_dir``
+here), the ``GSCODEC_DATA`` environment variable, ``../shared/data`` beside the
+checkout (found from this file, not the working directory).
 """
 
 from __future__ import annotations
 
+import argparse
 import fnmatch
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,27 +22,66 @@ from PIL import Image
 
 log = logging.getLogger(__name__)
 
-KODAK_DIR = Path("/work/shared/data/kodak")
-#: the 2-image DIV2K x2 sample shipped here: a smoke test, never "DIV2K"
-DIV2K_SMOKE_DIR = Path("/work/shared/data/div2k_valid")
+DATA_ENV = "GSCODEC_DATA"
+#: ``../shared/data`` relative to the checkout that holds bench/
+SHARED_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+KODAK = "kodak"
+#: the 2-image DIV2K x2 sample shipped in the data folder: a smoke test, never "DIV2K"
+DIV2K_SMOKE = "div2k_valid"
 DIV2K_SIZE = 100
 IMAGE_SUFFIXES = (".png", ".ppm", ".bmp", ".tif", ".tiff")
 
 
-def resolve(dataset: str, div2k_dir: str | None = None) -> tuple[str, Path]:
+def add_data_dir_option(parser: argparse.ArgumentParser) -> None:
+    """``--data-dir``, for the tools that take ``--dataset``."""
+    parser.add_argument("--data-dir", help=f"folder holding {KODAK}/ (default: ${DATA_ENV}, else ../shared/data "
+                                           "beside the checkout)")
+
+
+def data_roots(data_dir: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
+    """The candidate data folders in the order they are tried, each with where it came from."""
+    roots = []
+    if data_dir:
+        roots.append(("--data-dir", Path(data_dir)))
+    if os.environ.get(DATA_ENV):
+        roots.append((DATA_ENV, Path(os.environ[DATA_ENV])))
+    roots.append(("../shared/data beside the checkout", SHARED_DATA_DIR))
+    return roots
+
+
+def find_data(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """The folder ``name`` in the first data folder that has it; ValueError naming every place tried."""
+    roots = data_roots(data_dir)
+    for i, (_, root) in enumerate(roots):
+        if (root / name).is_dir():
+            if i:  # an explicit choice lacked it: say which folder is used instead
+                log.warning("%s not in %s; using %s", name, ", ".join(str(r) for _, r in roots[:i]), root / name)
+            return root / name
+    tried = "; ".join(f"{origin}: {root / name}" for origin, root in roots)
+    raise ValueError(f"dataset folder {name!r} not found. Tried {tried}. Pass --data-dir DIR or set {DATA_ENV}=DIR "
+                     f"(DIR holding {name}/), or put it in ../shared/data beside the checkout")
+
+
+def _is_smoke_sample(folder: Path, data_dir: str | os.PathLike | None) -> bool:
+    """Whether ``folder`` lies in the shipped 2-image DIV2K sample of any data folder."""
+    real = folder.resolve()
+    return any(real.is_relative_to((root / DIV2K_SMOKE).resolve()) for _, root in data_roots(data_dir))
+
+
+def resolve(dataset: str, div2k_dir: str | None = None, data_dir: str | None = None) -> tuple[str, Path]:
     """Map a ``--dataset`` value to ``(name, folder)``.
 
     The name labels results and cache folders. A DIV2K folder with fewer than
     100 images is named ``div2k-partial`` (``div2k-smoke`` for the shipped
     2-image sample) so that it is never reported as DIV2K.
     """
-    if dataset == "kodak":
-        return "kodak", KODAK_DIR
+    if dataset == KODAK:
+        return KODAK, find_data(KODAK, data_dir)
     if dataset == "div2k":
         if not div2k_dir:
             raise ValueError("--dataset div2k needs --div2k-dir PATH (the DIV2K validation HR or x2 folder)")
         folder = Path(div2k_dir)
-        if folder.resolve().is_relative_to(DIV2K_SMOKE_DIR.resolve()):
+        if _is_smoke_sample(folder, data_dir):
             return "div2k-smoke", folder
         n = len(list_images(folder))
         if n < DIV2K_SIZE:
@@ -46,7 +91,7 @@ def resolve(dataset: str, div2k_dir: str | None = None) -> tuple[str, Path]:
     folder = Path(dataset)
     if not folder.is_dir():
         raise ValueError(f"--dataset {dataset!r} is neither kodak, div2k nor a folder")
-    if folder.resolve().is_relative_to(DIV2K_SMOKE_DIR.resolve()):
+    if _is_smoke_sample(folder, data_dir):
         return "div2k-smoke", folder
     return folder.resolve().name, folder
 
@@ -77,10 +122,12 @@ def load_rgb(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
-def select(dataset: str, div2k_dir: str | None, images: list[str] | None, limit: int | None) -> tuple[str, list[Path]]:
+def select(
+    dataset: str, div2k_dir: str | None, images: list[str] | None, limit: int | None, data_dir: str | None = None
+) -> tuple[str, list[Path]]:
     """(dataset name, image paths) from the CLI options ``--dataset``, ``--div2k-dir``,
-    ``--images`` (names or globs, comma lists allowed) and ``--limit``."""
-    name, folder = resolve(dataset, div2k_dir)
+    ``--images`` (names or globs, comma lists allowed), ``--limit`` and ``--data-dir``."""
+    name, folder = resolve(dataset, div2k_dir, data_dir)
     patterns = [s for item in images or [] for s in item.split(",") if s]
     paths = list_images(folder, patterns or None, limit)
     if not paths:

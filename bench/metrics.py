@@ -11,9 +11,10 @@
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
+
+from gscodec.metrics import psnr
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,9 @@ def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
 
 
 def psnr_rgb(ref: np.ndarray, test: np.ndarray) -> float:
-    """PSNR in dB over all RGB samples; ``inf`` for identical images."""
+    """PSNR in dB over all RGB samples (`gscodec.metrics.psnr`); ``inf`` for identical images."""
     _check_pair(ref, test)
-    mse = float(np.mean((ref.astype(np.float64) - test.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+    return psnr(ref, test)
 
 
 def ms_ssim_rgb(ref: np.ndarray, test: np.ndarray) -> float | None:

@@ -8,12 +8,12 @@ Options: ``--quality Q``, ``--effort E``, ``--image PATH`` (any image Pillow rea
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import numpy as np
 
 from . import api
+from .metrics import psnr
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,12 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     t2 = time.perf_counter()
     api.decode(stream)  # the first decode may compile kernels: time a second one too
     t3 = time.perf_counter()
-    mse = float(np.mean((decoded.astype(np.float64) - image) ** 2))
-    psnr = 10 * math.log10(255**2 / mse) if mse else math.inf
+    quality = psnr(decoded, image)
     print(f"image    {name}, {w}x{h}")
     print(f"settings quality {args.quality:g}, effort {args.effort}")
     print(f"size     {len(stream)} bytes = {8 * len(stream) / (h * w):.3f} bpp")
-    print(f"PSNR     {psnr:.2f} dB (RGB, 8-bit decode)")
+    print(f"PSNR     {quality:.2f} dB (RGB, 8-bit decode)")
     print(f"time     encode {t1 - t0:.1f} s, decode {1000 * (t3 - t2):.0f} ms ({1000 * (t2 - t1):.0f} ms first call)")
     if args.out:
         from PIL import Image

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
 
 import numpy as np
 import pytest
@@ -11,13 +10,9 @@ import torch
 from PIL import Image
 
 import gscodec
+from gscodec.metrics import psnr
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return 10 * math.log10(255**2 / mse) if mse else math.inf
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,6 @@
-"""Fast tests of the benchmark harness (bench/): BD-rate, result schema, cache."""
+"""Fast tests of the benchmark harness (bench/): BD-rate, result schema, cache, data folders.
+
+The bench extra (scipy, pytorch_msssim, ...) is optional: tests that need it skip without it."""
 
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ from PIL import Image
 # repository root importable also when pytest is run without `python -m`.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import bdrate, datasets, metrics, rd
+from bench import datasets, metrics, rd
 from bench.codecs import JpegCodec
+from gscodec.metrics import psnr
 
 H, W = 168, 176  # smallest sizes above the 160 px that 5-scale MS-SSIM needs
 
@@ -59,6 +62,20 @@ def _run(image_dir: Path, tmp_path: Path, *extra: str) -> dict:
     return json.loads((tmp_path / "out" / "jpeg.json").read_text())
 
 
+def needs_msssim() -> None:
+    """Skip unless pytorch_msssim (bench extra) is there: bench.rd computes MS-SSIM for every image."""
+    pytest.importorskip("pytorch_msssim")
+
+
+@pytest.fixture()
+def bdrate():
+    """bench.bdrate, which needs scipy (bench extra)."""
+    pytest.importorskip("scipy")
+    from bench import bdrate
+
+    return bdrate
+
+
 # --- BD-rate -------------------------------------------------------------------
 
 RATE = np.array([0.15, 0.3, 0.55, 0.9, 1.4])
@@ -66,16 +83,16 @@ PSNR = np.array([25.0, 28.0, 30.5, 32.5, 34.8])
 
 
 @pytest.mark.parametrize("factor", [0.5, 0.8, 1.0, 1.25, 2.0])
-def test_bd_rate_of_constant_rate_factor_is_that_factor(factor: float) -> None:
+def test_bd_rate_of_constant_rate_factor_is_that_factor(bdrate, factor: float) -> None:
     assert bdrate.bd_rate(RATE, PSNR, factor * RATE, PSNR) == pytest.approx(100 * (factor - 1), abs=1e-9)
 
 
 @pytest.mark.parametrize("shift", [-1.0, 0.0, 0.5])
-def test_bd_psnr_of_constant_quality_shift_is_that_shift(shift: float) -> None:
+def test_bd_psnr_of_constant_quality_shift_is_that_shift(bdrate, shift: float) -> None:
     assert bdrate.bd_quality(RATE, PSNR, RATE, PSNR + shift) == pytest.approx(shift, abs=1e-9)
 
 
-def test_bd_rate_is_antisymmetric_in_log_rate_and_ignores_point_order() -> None:
+def test_bd_rate_is_antisymmetric_in_log_rate_and_ignores_point_order(bdrate) -> None:
     test_rate = RATE * np.array([0.7, 0.75, 0.8, 0.85, 0.9])
     fwd = bdrate.bd_rate(RATE, PSNR, test_rate[::-1], PSNR[::-1])
     back = bdrate.bd_rate(test_rate, PSNR, RATE, PSNR)
@@ -83,7 +100,7 @@ def test_bd_rate_is_antisymmetric_in_log_rate_and_ignores_point_order() -> None:
     assert -30 < fwd < -10
 
 
-def test_bd_rate_without_overlap_is_an_error() -> None:
+def test_bd_rate_without_overlap_is_an_error(bdrate) -> None:
     with pytest.raises(ValueError, match="overlap"):
         bdrate.bd_rate(RATE, PSNR, RATE, PSNR + 20)
 
@@ -92,6 +109,7 @@ def test_bd_rate_without_overlap_is_an_error() -> None:
 
 
 def test_rd_writes_compressai_schema(image_dir: Path, tmp_path: Path) -> None:
+    needs_msssim()
     data = _run(image_dir, tmp_path)
     assert data["name"] == "jpeg" and isinstance(data["description"], str)
     assert data["qualities"] == [20, 60] and data["images"] == 2
@@ -110,7 +128,7 @@ def test_rd_writes_compressai_schema(image_dir: Path, tmp_path: Path) -> None:
         Image.fromarray(img).save(buf, format="JPEG", quality=60)
         dec = np.asarray(Image.open(buf).convert("RGB"))
         bpps.append(8 * buf.tell() / (H * W))
-        psnrs.append(10 * math.log10(255**2 / np.mean((img.astype(float) - dec) ** 2)))
+        psnrs.append(psnr(img, dec))
         assert data["per_image"][f"img{i}"]["bpp"][1] == pytest.approx(bpps[-1])
     assert res["bpp"][1] == pytest.approx(np.mean(bpps))
     assert res["psnr-rgb"][1] == pytest.approx(np.mean(psnrs))
@@ -119,6 +137,7 @@ def test_rd_writes_compressai_schema(image_dir: Path, tmp_path: Path) -> None:
 def test_rd_resumes_from_cache_without_encoding_again(
     image_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    needs_msssim()
     first = _run(image_dir, tmp_path)
     calls: list[int] = []
     original = JpegCodec.encode
@@ -154,9 +173,65 @@ def test_small_div2k_folder_is_not_named_div2k(image_dir: Path) -> None:
 def test_metrics_on_identical_and_tiny_images() -> None:
     img = _synthetic(3)
     assert metrics.psnr_rgb(img, img) == math.inf
-    assert metrics.ms_ssim_rgb(img, img) == pytest.approx(1.0, abs=1e-6)
-    assert metrics.ms_ssim_rgb(img[:64, :64], img[:64, :64]) is None
+    assert metrics.ms_ssim_rgb(img[:64, :64], img[:64, :64]) is None  # too small: no torch needed
     assert metrics.bpp(96, 16, 48) == 1.0
+    needs_msssim()
+    assert metrics.ms_ssim_rgb(img, img) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_psnr_is_one_function() -> None:
+    """bench's PSNR-RGB is gscodec.metrics.psnr, which the demo and tests use too."""
+    a = np.zeros((4, 5, 3), np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 60  # MSE = 3600 / 60 = 60
+    assert psnr(a, b) == pytest.approx(10 * math.log10(255**2 / 60))
+    assert metrics.psnr_rgb(a, b) == psnr(a, b) and psnr(b, b) == math.inf
+    import gscodec
+
+    for x, y in [(a, b.astype(np.float32)), (a, b[:2]), (a, "image")]:
+        with pytest.raises(gscodec.GscError):
+            psnr(x, y)
+
+
+# --- data folders ----------------------------------------------------------------
+
+
+@pytest.fixture()
+def data_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """Three data folders (option, environment, ../shared/data), each with its own kodak/ folder."""
+    roots = {name: tmp_path / name for name in ("option", "env", "shared")}
+    for root in roots.values():
+        (root / "kodak").mkdir(parents=True)
+    monkeypatch.setenv("GSCODEC_DATA", str(roots["env"]))
+    monkeypatch.setattr(datasets, "SHARED_DATA_DIR", roots["shared"])
+    return roots
+
+
+def test_data_folder_order(data_roots: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    option = str(data_roots["option"])
+    assert datasets.resolve("kodak", data_dir=option) == ("kodak", data_roots["option"] / "kodak")
+    assert datasets.resolve("kodak") == ("kodak", data_roots["env"] / "kodak")
+    (data_roots["env"] / "kodak").rmdir()  # a folder that lacks the dataset is passed over
+    assert datasets.resolve("kodak") == ("kodak", data_roots["shared"] / "kodak")
+    monkeypatch.delenv("GSCODEC_DATA")
+    assert datasets.resolve("kodak") == ("kodak", data_roots["shared"] / "kodak")
+
+
+def test_missing_data_names_every_place(data_roots: dict[str, Path]) -> None:
+    for root in data_roots.values():
+        (root / "kodak").rmdir()
+    with pytest.raises(ValueError, match="kodak") as info:
+        datasets.resolve("kodak", data_dir=str(data_roots["option"]))
+    message = str(info.value)
+    assert all(str(root / "kodak") in message for root in data_roots.values())
+    assert "--data-dir" in message and "GSCODEC_DATA" in message and "../shared/data" in message
+
+
+def test_default_data_folder_is_beside_the_checkout() -> None:
+    checkout = Path(__file__).resolve().parents[1]
+    assert datasets.SHARED_DATA_DIR == checkout.parent / "shared" / "data"
+    for path in (checkout / "bench").glob("*.py"):
+        assert '"/work/' not in path.read_text(), f"{path.name} names a machine path"
 
 
 def test_gscodec_wrapper_passes_effort_and_device(
