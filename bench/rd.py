@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench.rd", description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="kodak", help="kodak, div2k (with --div2k-dir) or a folder of images")
     ap.add_argument("--div2k-dir", help="DIV2K validation folder (HR or official x2) for --dataset div2k")
+    datasets.add_data_dir_option(ap)
     ap.add_argument("--images", nargs="+", help="image names or globs (kodim01 'kodim1*'); comma lists allowed")
     ap.add_argument("--limit", type=int, help="use only the first N images")
     ap.add_argument("--codecs", default=DEFAULT_CODECS, help=f"comma list of {', '.join(codec_names())}")
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        dataset, images = datasets.select(args.dataset, args.div2k_dir, args.images, args.limit)
+        dataset, images = datasets.select(args.dataset, args.div2k_dir, args.images, args.limit, args.data_dir)
         names = [n for n in args.codecs.split(",") if n]
         names += [f"gscodec-e{int(e)}" for e in (args.gscodec_effort or "").split(",") if e]
         codecs = [make_codec(n) for n in dict.fromkeys(names)]

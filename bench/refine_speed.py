@@ -54,9 +54,9 @@ def run_backend(stream: Path, image: Path, backend: str, steps: int) -> dict[str
     import numpy as np
     import torch
 
+    from gscodec.encode.optimize import LRS, Encoder
     from gscodec.format.codec import decode_splats
     from gscodec.format.color import RGB_TO_YCBCR
-    from gscodec.encode.optimize import LRS, Encoder
     from gscodec.splats import SplatTensors
 
     device = torch.device("cuda" if backend == "cuda" else "cpu")
@@ -124,6 +124,7 @@ def run_backend(stream: Path, image: Path, backend: str, steps: int) -> dict[str
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.refine_speed", description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="kodak")
+    datasets.add_data_dir_option(ap)
     ap.add_argument("--image", default="kodim01", help="image name in the dataset")
     ap.add_argument("--stream", type=Path, help="a .gsc of that image to start from (default: encode it)")
     ap.add_argument("--quality", type=float, default=50.0)
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one backend, JSON to stdout
     args = ap.parse_args(argv)
 
-    dataset, folder = datasets.resolve(args.dataset)
+    dataset, folder = datasets.resolve(args.dataset, data_dir=args.data_dir)
     matches = datasets.list_images(folder, [args.image])
     if not matches:
         print(f"error: no image {args.image!r} in {folder}", file=sys.stderr)

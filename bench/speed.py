@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="kodak", help="kodak, div2k (with --div2k-dir) or a folder")
     ap.add_argument("--div2k-dir")
+    datasets.add_data_dir_option(ap)
     ap.add_argument("--images", nargs="+", help="image names or globs")
     ap.add_argument("--limit", type=int)
     ap.add_argument("--codecs", default=DEFAULT_CODECS, help=f"comma list of {', '.join(codec_names())}")
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="output JSON (default bench/results/<dataset>/speed.json)")
     args = ap.parse_args(argv)
     try:
-        dataset, images = datasets.select(args.dataset, args.div2k_dir, args.images, args.limit)
+        dataset, images = datasets.select(args.dataset, args.div2k_dir, args.images, args.limit, args.data_dir)
         names = ["jpeg", "webp"] + [n for n in args.codecs.split(",") if n]
         names += [f"gscodec-e{int(e)}" for e in (args.gscodec_effort or "").split(",") if e]
         codecs = [make_codec(n, device=args.device) for n in dict.fromkeys(names)]

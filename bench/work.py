@@ -26,13 +26,14 @@ SCALES = (0.125, 0.25, 0.5, 1.0, 2.0)
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.work", description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="kodak")
+    datasets.add_data_dir_option(ap)
     ap.add_argument("--qualities", type=float, nargs="+", default=[0, 20, 40, 50, 65, 80, 100])
     ap.add_argument("--effort", type=int, default=gscodec.DEFAULT_EFFORT)
     ap.add_argument("--images", nargs="*", help="names or globs (default: all)")
     ap.add_argument("--out", type=Path, help="JSON file for the results")
     args = ap.parse_args(argv)
 
-    name, folder = datasets.resolve(args.dataset)
+    name, folder = datasets.resolve(args.dataset, data_dir=args.data_dir)
     paths = datasets.list_images(folder, args.images)
     rows = {q: [] for q in args.qualities}
     jobs = [(q, p) for q in args.qualities for p in paths]

@@ -21,6 +21,7 @@ MAGIC = b"\x89GSC"
 HEADER_SIZE = 36
 LAYR_FIXED = 54
 MAX_SIDE, MAX_PIXELS, MAX_LAYERS, MAX_SPLATS, MAX_LEVELS, MAX_PER_PATCH = 65536, 1 << 26, 16, 1 << 22, 4096, 15
+MAX_PATCHES = 1 << 26
 PRECISION = 24  # SPEC 5.3: probabilities in units of 2^-24
 MASK64 = (1 << 64) - 1
 
@@ -110,6 +111,8 @@ def parse(data: bytes) -> tuple[dict, list[dict]]:
         require(kind == b"LAYR", "chunk-type", f"chunk type {kind!r} at byte {start}", start)
         require(len(layers) < header["layer_count"], "layer-excess", f"LAYR at byte {start}: one too many", start)
         layers.append(parse_layer(payload, header, start))
+        patches = sum(layer["rows"] * layer["cols"] for layer in layers)
+        require(patches <= MAX_PATCHES, "patch-sum", f"LAYR at byte {start}: {patches} patches so far", start)
     require(len(layers) == header["layer_count"], "layer-number", f"{len(layers)} LAYR chunks")
     require(sum(layer["splat_count"] for layer in layers) == header["splat_count"], "splat-sum", "splat counts")
     require(pos == len(data), "trailing", f"{len(data) - pos} bytes after GEND", pos)

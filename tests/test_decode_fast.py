@@ -15,10 +15,10 @@ import pytest
 import torch
 
 import gscodec
-from gscodec.render.numba import kernels as render_numba
-from tests.helpers import render_reference
 from gscodec.render.backends import render_splats
+from gscodec.render.numba import kernels as render_numba
 from gscodec.splats import Splats
+from tests.helpers import render_reference
 
 api = importlib.import_module("gscodec.api")
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 from test_render import random_splats
 
-from gscodec.format.color import YCBCR_TO_RGB
 from gscodec.encode.initializers import detail
+from gscodec.encode.loss import rgb_mse
 from gscodec.encode.optimize import Encoder
 from gscodec.encode.plan import Plan
-from gscodec.encode.loss import rgb_mse
+from gscodec.format.color import YCBCR_TO_RGB
 from gscodec.render.backends import render_splats
 from gscodec.splats import SplatTensors
 

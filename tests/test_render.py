@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from gscodec.format.constants import Q_CUT
+from gscodec.render import reference as render_mod  # noqa: E402
 from gscodec.render.backends import render_splats, to_uint8_rgb
 
-from gscodec.render import reference as render_mod  # noqa: E402
 TOL_F32 = {"rtol": 1e-4, "atol": 1e-5}  # forward, float32 backends against each other
 TOL_GRAD = {"rtol": 2e-3, "atol": 2e-4}  # gradients, numba (float32 sums) vs torch (float32)
 

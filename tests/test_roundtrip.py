@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 import gscodec
 from gscodec import GscError, Splats
 from gscodec.format.codec import decode_splats
-from gscodec.quant.stream import encode_splats
 from gscodec.format.constants import BACKGROUND_UNIT
 from gscodec.format.params import dequantize_layer
 from gscodec.quant.layer import fit_params, quantize_layer
 from gscodec.quant.policy import Steps
+from gscodec.quant.stream import encode_splats
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # the random splat sets put centres off the patch grid on purpose: the warning is tested on its own

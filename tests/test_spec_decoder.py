@@ -156,7 +156,9 @@ REFERENCE_MESSAGE = {
     "layer-reserved": r"^LAYR chunk \d+ at byte {pos}: reserved",
     "layer-params": r"^LAYR chunk \d+ at byte {pos}: invalid layer parameters: {field}",
     "layer-splats": r"^LAYR chunk \d+ at byte {pos}: declares \d+ splats",
-    "layer-words": r"^LAYR chunk \d+ at byte {pos}: declares \d+ words", "layer-number": r"LAYR chunks, the header",
+    "layer-words": r"^LAYR chunk \d+ at byte {pos}: declares \d+ words",
+    "patch-sum": r"^LAYR chunk \d+ at byte {pos}: the patch grids of the layers so far hold",
+    "layer-number": r"LAYR chunks, the header",
     "splat-sum": r"^layers hold", "trailing": r"after the GEND chunk \(from byte {pos}\)",
     "range-invalid": r"corrupt entropy-coded data", "counts-sum": r"patch counts add up", "minor": r"minor axis below",
 }
@@ -247,6 +249,15 @@ def _minor_too_small() -> bytes:
     return write_stream(8, 8, (0, 0, 0), [(p, symbols)])
 
 
+def _patch_bomb() -> bytes:
+    """Two empty layers of one-pixel patches on an 8192 x 8192 image: 2^27 patches in all."""
+    p = LayerParams(0, 0, 1, 0, 1, 1, (1,) * 3, (0,) * 3, (1,) * 3)
+    head, chunks = split(write_stream(8, 8, (0, 0, 0), [(p, LayerSymbols(np.zeros(64, int), *(np.zeros(0, int),) * 5,
+                                                                         np.zeros((0, 3), int)))] * 2))
+    struct.pack_into("<II", head, 8, 8192, 8192)
+    return join(head, chunks)
+
+
 VALID = _case("three_layers")[0]
 TOTAL = struct.unpack_from("<I", VALID, 20)[0]  # the header's splat_count
 LAYER1 = struct.unpack_from("<I", _three_layers()[1][1][1], 10)[0]  # the second layer's
@@ -275,6 +286,7 @@ TARGETED = [  # (what the stream breaks, the check that must fail first)
     (_edit_layer(0, [(10, "I", 10**6)]), "layer-splats"),
     (_edit_layer(0, [(10, "I", 31)], [(20, "I", 1000)]), "layer-splats"),  # > 15 x 1 x 2 patches
     (_edit_layer(0, [(50, "I", 10**6)]), "layer-words"),
+    (_patch_bomb(), "patch-sum"),
     (_chunks(lambda h, c: c.pop(1)), "layer-number"), (_edit_head(20, "I", TOTAL + 1), "splat-sum"),
     (VALID + b"\0", "trailing"), (_chunks(lambda h, c: c.append([b"GEND", bytearray()])), "trailing"),
     (_edit_layer(1, [(54, "I", 0xFFFFFFFF), (58, "I", 0xFFFFFFFF)]), "range-invalid"),

@@ -153,6 +153,13 @@ def hand_built() -> dict[str, bytes]:
     full: list[Splat] = [(5, i % 4, i // 4, 4 + i % 8, i % 3, i, 10 * i % 128, 4 * i % 64, 63 - 4 * i % 64)
                          for i in range(MAX_PER_PATCH)]
     cases["full_patch"] = build(16, 12, (1024, 0, 0), [(lm, full)])
+    # degenerate but legal shapes (SPEC 7): a 2^23 x 2^-16 px needle at pi/4 through pixel centres,
+    # the same at pi/2 off the grid, and a round splat of 2^23 px; renderers must neither fail nor differ
+    ln = params(patch_log2=0, pos_bits=1, scale_den=1, scale_min=-16, scale_levels=40, angle_levels=4,
+                color_step=(4096, 4096, 4096), color_min=(-8, -8, -8), color_levels=(16, 16, 16))
+    needles: list[Splat] = [(5 * 16 + 5, 0, 0, 39, 39, 1, 12, 8, 8), (2 * 16 + 11, 1, 0, 39, 39, 2, 4, 12, 8),
+                            (9 * 16 + 2, 1, 1, 39, 0, 0, 9, 8, 7)]
+    cases["needle"] = build(16, 12, (0, 0, 0), [(ln, needles)])
     return cases
 
 
@@ -220,7 +227,7 @@ def reference(data: bytes, scale: float = 1.0, layers: int | None = None, backen
 def renders_for(name: str, layer_count: int) -> list[dict]:
     """Which reference decodes a case carries: always scale 1; more for some cases."""
     out: list[dict] = [{"file": "reference.png", "scale": 1.0, "layers": None}]
-    if name in ("typical", "three_layers", "huge_splat"):
+    if name in ("typical", "three_layers", "huge_splat", "needle"):
         out += [{"file": "reference_x0.5.png", "scale": 0.5, "layers": None},
                 {"file": "reference_x1.75.png", "scale": 1.75, "layers": None}]
     if name == "three_layers":
@@ -256,6 +263,7 @@ DESCRIPTIONS = {
     "extremes": "scale_den 1 and 64, angle_levels 1 and 4096, pos_bits 0 and 8, patch 128, 4096-symbol "
                 "alphabets, the largest colour step, a 2^-16 px minor axis",
     "full_patch": "a patch holding MAX_PER_PATCH (15) splats",
+    "needle": "degenerate but legal shapes: 2^23 x 2^-16 px needles at pi/4 and pi/2, a round 2^23 px splat",
 }
 
 

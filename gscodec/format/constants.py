@@ -20,6 +20,7 @@ MAX_LAYERS = 16
 MAX_SPLATS = 1 << 22
 MAX_LEVELS = 4096  # largest alphabet of any attribute
 MAX_PER_PATCH = 15  # splats in one patch: the counts alphabet has 16 symbols
+MAX_PATCHES = 1 << 26  # patches of all layers' grids together: bounds the count symbols to decode
 
 # fixed-point units of the stored values
 BACKGROUND_UNIT = 1 << 12  # background colour in units of 1/4096
@@ -29,6 +30,10 @@ COLOR_UNIT = 1 << 16  # colour steps in units of 1/65536
 FIRST_BLOCK = 16
 MAX_BLOCK = 4096
 PRECISION = 24
+
+# The largest ratio of a splat's axis variances a renderer uses (SPEC 7): the minor variance is
+# raised to at least 2^-16 times the major one (axes at most 256:1), where float32 renderers agree.
+MIN_VARIANCE_RATIO = 2.0**-16
 
 # A splat's support (SPEC 7): weight exp(-q/2) >= 1/255, i.e. q <= Q_CUT.
 Q_CUT = 2.0 * math.log(255.0)

@@ -21,6 +21,7 @@ from .constants import (
     COLOR_SPACE_YCBCR601,
     MAGIC,
     MAX_LAYERS,
+    MAX_PATCHES,
     MAX_PER_PATCH,
     MAX_PIXELS,
     MAX_SIDE,
@@ -123,7 +124,7 @@ def parse(data: bytes) -> tuple[Header, list[LayerChunk]]:
     """
     data = bytes(data)
     header = parse_header(data)
-    pos, layers, total = HEADER_SIZE, [], 0
+    pos, layers, total, patches = HEADER_SIZE, [], 0, 0
     while True:
         start = pos  # this chunk's offset
         if start + _CHUNK_HEAD.size > len(data):
@@ -152,6 +153,11 @@ def parse(data: bytes) -> tuple[Header, list[LayerChunk]]:
         except GscError as exc:
             raise GscError(f"LAYR chunk {len(layers)} at byte {start}: {exc}") from None
         total += layer.splat_count
+        rows, cols = layer.params.grid(header.width, header.height)
+        patches += rows * cols
+        if patches > MAX_PATCHES:
+            raise GscError(f"LAYR chunk {len(layers)} at byte {start}: the patch grids of the layers so far hold "
+                           f"{patches} patches, more than the limit of {MAX_PATCHES}")
         layers.append(layer)
     if len(layers) != header.layer_count:
         raise GscError(f"{len(layers)} LAYR chunks, the header declares {header.layer_count}")

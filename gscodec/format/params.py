@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import GscError
 from .constants import COLOR_UNIT, MAX_LEVELS
 
+
 @dataclass(frozen=True)
 class LayerParams:
     """Integer quantizer parameters of one layer (stored in its LAYR chunk)."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import GscError
 from ..splats import Splats
-from .constants import Q_CUT
+from .constants import MIN_VARIANCE_RATIO, Q_CUT
 
 # The reference encoder's streams ask for a few pairs per pixel (kodim01 and kodim13 at
 # effort 0: 4.5 at quality 0, 6.5 at quality 100; every Kodak image and quality:
@@ -40,6 +40,8 @@ def render_work(splats: Splats, height: int, width: int, scale: float) -> int:
         return 0
     s1, s2 = splats.scales[:, 0].astype(np.float64), splats.scales[:, 1].astype(np.float64)
     v1, v2 = s1 * s1, s2 * s2
+    v1 = np.maximum(v1, v2 * MIN_VARIANCE_RATIO)
+    v2 = np.maximum(v2, v1 * MIN_VARIANCE_RATIO)
     if scale < 1.0:
         extra = (1.0 / scale**2 - 1.0) / 12.0
         v1, v2 = v1 + extra, v2 + extra

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..format.constants import Q_CUT
+from ..format.constants import MIN_VARIANCE_RATIO, Q_CUT
 
 
 def footprint_sizes(means: torch.Tensor, sxx: torch.Tensor, syy: torch.Tensor, height: int, width: int):
@@ -32,8 +32,10 @@ def prepare(means, scales, angles, colors, height: int, width: int, scale: float
 
     Everything is computed from the variances along the splat's own axes, never from a
     determinant: Sigma = R diag(l1, l2) R^T and its inverse (the conic) R diag(1/l1, 1/l2) R^T
-    take only sums of positive terms, so no splat the format allows (axes 2^-16..2^24 pixels,
-    any ratio) cancels to a zero or negative determinant (SPEC 7). At scale < 1 both axis
+    take only sums of positive terms, so no splat the format allows (axes 2^-16..2^24 pixels)
+    cancels to a zero or negative determinant; the minor variance is raised to at least
+    MIN_VARIANCE_RATIO times the major one (axes at most 256:1), beyond which q itself cancels
+    in float32 and renderers would disagree (SPEC 7). At scale < 1 both axis
     variances are widened by (1/scale^2 - 1)/12 (a box filter of one output pixel; v I is
     rotation-invariant) and the colour scaled by sqrt(det Sigma / det Sigma~) to keep the
     splat's mass; then everything is scaled to output pixels and shifted by ``origin``
@@ -42,6 +44,8 @@ def prepare(means, scales, angles, colors, height: int, width: int, scale: float
     cos, sin = torch.cos(angles), torch.sin(angles)
     cc, ss, sc = cos * cos, sin * sin, sin * cos
     v1, v2 = scales[:, 0] * scales[:, 0], scales[:, 1] * scales[:, 1]
+    v1 = torch.maximum(v1, v2 * MIN_VARIANCE_RATIO)  # axes at most 256:1 (SPEC 7)
+    v2 = torch.maximum(v2, v1 * MIN_VARIANCE_RATIO)
     if scale < 1.0:
         extra = (1.0 / scale**2 - 1.0) / 12.0
         w1, w2 = v1 + extra, v2 + extra

@@ -22,8 +22,8 @@ import numba
 import numpy as np
 
 from ...format.color import YCBCR_TO_RGB
+from ...format.constants import MIN_VARIANCE_RATIO, Q_CUT_F32
 from ...format.constants import Q_CUT as _Q_CUT  # a float: numba freezes it at compile time
-from ...format.constants import Q_CUT_F32
 from ...splats import Splats
 from .kernels import (
     CHUNK,
@@ -55,11 +55,13 @@ def prepare(means, scales, angles, colors, height, width, scale):  # pragma: no 
     nx, ny = np.empty(n, np.int64), np.empty(n, np.int64)
     extra = np.float32((1.0 / scale**2 - 1.0) / 12.0)
     s2, sc, q_cut = np.float32(scale * scale), np.float32(scale), np.float32(_Q_CUT)
-    one = np.float32(1.0)
+    one, ratio = np.float32(1.0), np.float32(MIN_VARIANCE_RATIO)
     for i in range(n):
         co, si = np.float32(math.cos(angles[i])), np.float32(math.sin(angles[i]))
         cc, ss, sc_ = co * co, si * si, si * co
         v1, v2 = scales[i, 0] * scales[i, 0], scales[i, 1] * scales[i, 1]
+        v1 = max(v1, v2 * ratio)  # axes at most 256:1 (SPEC 7)
+        v2 = max(v2, v1 * ratio)
         gain = one
         if scale < 1.0:  # box-filter widening along both axes, mass kept
             w1, w2 = v1 + extra, v2 + extra
