@@ -16,6 +16,7 @@ from ..format.params import LayerParams, LayerSymbols
 from ..splats import Splats
 from .policy import Steps
 
+
 def canonical_shape(scales: np.ndarray, angles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Scales sorted major-first and angles folded into [0, pi): the same Gaussians."""
     scales = np.asarray(scales, np.float64)
