@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import io
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -198,18 +199,19 @@ def _tree_digest(root: Path) -> str:
 class GsCodec(Codec):
     """This project's codec, imported lazily (``gscodec.encode`` / ``gscodec.decode``).
 
-    ``effort=None`` uses gscodec's default effort. ``device`` (e.g. ``"cuda"``)
-    is passed to ``gscodec.encode`` and ``gscodec.decode`` only when given.
+    ``effort=None`` uses gscodec's default effort and ``init=None`` its default initializer
+    ("detail" or "predictor"). ``device`` (e.g. ``"cuda"``) is passed to ``gscodec.encode``
+    and ``gscodec.decode`` only when given.
     """
 
     qualities = (10, 25, 40, 55, 70, 85)
 
-    def __init__(self, effort: int | None = None, device: str | None = None) -> None:
-        self.effort = effort
-        self.device = device
-        self.name = "gscodec" if effort is None else f"gscodec-e{effort}"
+    def __init__(self, effort: int | None = None, device: str | None = None, init: str | None = None) -> None:
+        self.effort, self.device, self.init = effort, device, init
+        self.name = "gscodec" + (f"-{init}" if init else "") + ("" if effort is None else f"-e{effort}")
         effort_text = "default effort" if effort is None else f"effort={effort}"
-        self.description = f"gscodec (this repository), {effort_text}"
+        init_text = "" if init is None else f", init={init}"
+        self.description = f"gscodec (this repository), {effort_text}{init_text}"
 
     def _module(self) -> Any:
         return importlib.import_module("gscodec")
@@ -234,6 +236,8 @@ class GsCodec(Codec):
             kwargs["effort"] = self.effort
         if self.device is not None:
             kwargs["device"] = self.device
+        if self.init is not None:
+            kwargs["init"] = self.init
         return bytes(self._module().encode(img, **kwargs))
 
     def decode(self, data: bytes) -> np.ndarray:
@@ -246,17 +250,17 @@ CLASSICAL: tuple[type[Codec], ...] = (JpegCodec, WebpCodec, AvifCodec, Jpeg2000C
 
 def codec_names() -> list[str]:
     """Names accepted by :func:`make_codec` (``gscodec-e<N>`` for any effort N)."""
-    return [c.name for c in CLASSICAL] + ["gscodec", "gscodec-e<N>"]
+    return [c.name for c in CLASSICAL] + ["gscodec", "gscodec-e<N>", "gscodec-<init>[-e<N>]"]
 
 
 def make_codec(name: str, device: str | None = None) -> Codec:
-    """Build a codec by name: ``jpeg``, ``webp``, ``avif``, ``jpeg2000``,
-    ``jpegxl``, ``gscodec`` or ``gscodec-e<effort>``."""
+    """Build a codec by name: ``jpeg``, ``webp``, ``avif``, ``jpeg2000``, ``jpegxl``, or gscodec
+    as ``gscodec[-<init>][-e<effort>]`` (init: detail or predictor)."""
     for cls in CLASSICAL:
         if cls.name == name:
             return cls()
-    if name == "gscodec":
-        return GsCodec(device=device)
-    if name.startswith("gscodec-e") and name[len("gscodec-e") :].isdigit():
-        return GsCodec(effort=int(name[len("gscodec-e") :]), device=device)
+    match = re.fullmatch(r"gscodec(?:-(detail|predictor))?(?:-e(\d+))?", name)
+    if match:
+        init, effort = match.groups()
+        return GsCodec(effort=None if effort is None else int(effort), device=device, init=init)
     raise ValueError(f"unknown codec {name!r}; choose from {', '.join(codec_names())}")

@@ -4,9 +4,9 @@
 numba kernels and the torch reference on the CPU; ``--backends cuda,numba,torch`` adds
 the CUDA kernels on the GPU)
 
-One refinement iteration is what `gscodec.encode.optimize.Encoder.refine` does per step:
+One refinement iteration is what `gscodec.encoder.optimize.Encoder.refine` does per step:
 `Encoder.loss` (`render_splats` with the backend under test, then the RGB MSE of
-`gscodec.encode.loss`), backward, one Adam step (the encoder's learning rates and decay), the encoder's clamps. The
+`gscodec.encoder.loss`), backward, one Adam step (the encoder's learning rates and decay), the encoder's clamps. The
 start is a realistic splat set: the decoded splats of the image encoded at
 ``--quality`` / ``--effort`` (or of ``--stream``). Each backend runs in its own
 process from the same start for the same number of steps, after one untimed
@@ -54,7 +54,7 @@ def run_backend(stream: Path, image: Path, backend: str, steps: int) -> dict[str
     import numpy as np
     import torch
 
-    from gscodec.encode.optimize import LRS, Encoder
+    from gscodec.encoder.optimize import LRS, Encoder
     from gscodec.format.codec import decode_splats
     from gscodec.format.color import RGB_TO_YCBCR
     from gscodec.splats import SplatTensors

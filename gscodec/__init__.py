@@ -10,7 +10,7 @@ Importing gscodec and decoding on the CPU do not import torch; encoding does.
 
 from . import _openmp  # noqa: F401  (first: before anything imports torch)
 from .api import DEFAULT_QUALITY, check, decode, encode, has_cuda, read, render_image, write
-from .encode.plan import DEFAULT_EFFORT, MAX_EFFORT
+from .encoder.plan import DEFAULT_EFFORT, MAX_EFFORT
 from .errors import GscError, GscWarning
 from .format.codec import decode_splats
 from .quant.stream import encode_splats

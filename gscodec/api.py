@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .encode.plan import DEFAULT_EFFORT, MAX_EFFORT
+from .encoder.plan import DEFAULT_EFFORT, DEFAULT_INIT, INITS, MAX_EFFORT
 from .errors import GscError
 from .format.codec import decode_splats
 from .format.constants import MAX_SIDE
@@ -40,6 +40,7 @@ def encode(
     progress: Callable[[float], None] | None = None,
     seed: int = 0,
     device: str = "cpu",
+    init: str = DEFAULT_INIT,
 ) -> bytes:
     """Compress an image to .gsc bytes.
 
@@ -50,17 +51,21 @@ def encode(
     device: where the splats are fitted: "cpu", "cuda" / "cuda:N" (needs CuPy and a
     GPU: ``pip install gscodec[cuda]``) or "auto" (CUDA when `gscodec.has_cuda`, else
     the CPU). Devices round differently, so their files differ slightly; any decoder
-    reads either.
+    reads either. init: where the splats start: "predictor" (the trained staged predictor,
+    one pass per stage; effort 0 is the predictor alone) or "detail" (splats placed by
+    image detail, the optimisation encoder's start, which needs refinement).
     """
     _check_options(quality, effort)
+    if init not in INITS:
+        raise GscError(f"init must be one of {', '.join(INITS)}, got {init!r}")
     rgb = to_rgb_float(image, drop_alpha=drop_alpha)
     check_size(rgb.shape[1], rgb.shape[0])
     dev = resolve_device(device)
-    from .encode import pipeline
+    from .encoder import pipeline
 
     if target_bpp is not None:
-        return pipeline.encode_to_rate(rgb, float(target_bpp), effort, progress, seed, dev)
-    return pipeline.encode_image(rgb, quality, effort, progress, seed, dev)
+        return pipeline.encode_to_rate(rgb, float(target_bpp), effort, progress, seed, dev, init)
+    return pipeline.encode_image(rgb, quality, effort, progress, seed, dev, init)
 
 
 def _check_options(quality: object, effort: object) -> None:

@@ -39,7 +39,7 @@ import numpy as np
 
 from . import __version__
 from .api import DEFAULT_QUALITY, check_destination, decode, encode, write_atomic
-from .encode.plan import DEFAULT_EFFORT, MAX_EFFORT
+from .encoder.plan import DEFAULT_EFFORT, MAX_EFFORT
 from .errors import GscError
 from .format.codec import stream_bits
 from .format.container import HEADER_SIZE, parse, parse_header

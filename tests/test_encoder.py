@@ -1,4 +1,4 @@
-"""The optimisation encoder (gscodec.encode.optimize) on its own, and through every render backend.
+"""The optimisation encoder (gscodec.encoder.optimize) on its own, and through every render backend.
 
 The encoder reaches the renderer only through `render_splats` and its autograd op, so
 the torch reference backend on the CPU runs the very code path that the CUDA backend
@@ -11,10 +11,10 @@ import pytest
 import torch
 from test_render import random_splats
 
-from gscodec.encode.initializers import detail
-from gscodec.encode.loss import rgb_mse
-from gscodec.encode.optimize import Encoder
-from gscodec.encode.plan import Plan
+from gscodec.encoder.initializers import detail
+from gscodec.encoder.loss import rgb_mse
+from gscodec.encoder.optimize import Encoder
+from gscodec.encoder.plan import Plan
 from gscodec.format.color import YCBCR_TO_RGB
 from gscodec.render.backends import render_splats
 from gscodec.splats import SplatTensors
@@ -59,7 +59,7 @@ def test_backends_fit_alike() -> None:
     results = {}
     for backend in ("numba", "torch"):
         enc, _ = synthetic(backend)
-        s = detail(enc, Plan(40, 8, 0))
+        s = detail(enc, Plan(40, 8, 0), 50).splats
         before = enc.loss(s).item()
         s = enc.refine(s, 30)  # relocates every 10 steps
         results[backend] = (before, enc.loss(s).item(), s)

@@ -22,7 +22,8 @@ ALLOWED = {
     "format": {"errors", "splats"},
     "quant": {"format", "errors", "splats"},
     "render": {"format", "errors", "splats"},
-    "encode": {"quant", "render", "format", "errors", "splats"},
+    "predictor": {"render", "quant", "format", "errors", "splats"},
+    "encoder": {"predictor", "quant", "render", "format", "errors", "splats"},
 }
 # third-party packages a layer must never import
 # (splats imports torch only inside `Splats.tensors`; the subprocess tests below check run time)
@@ -131,3 +132,15 @@ def test_decoding_does_not_import_torch(code: str) -> None:
     out = subprocess.run([sys.executable, "-c", code + "; import sys; print('torch' in sys.modules)"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_public_functions_are_not_shadowed_by_subpackages() -> None:
+    """``gscodec.encode`` / ``gscodec.render_image`` stay functions whatever has been imported
+    (a subpackage named like a public function would replace it as an attribute)."""
+    code = ("import importlib, pkgutil, gscodec\n"
+            "for m in pkgutil.walk_packages(gscodec.__path__, 'gscodec.'):\n"
+            "    if 'GscImagePlugin' not in m.name and '__main__' not in m.name: importlib.import_module(m.name)\n"
+            "print(all(callable(getattr(gscodec, n)) and not hasattr(getattr(gscodec, n), '__path__')\n"
+            "          for n in ('encode', 'decode', 'render_image', 'read', 'write', 'check')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True", out.stderr

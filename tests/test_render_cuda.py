@@ -24,9 +24,9 @@ from test_encoder import synthetic
 from test_render import TOL_F32, TOL_GRAD, random_splats
 
 import gscodec
-from gscodec.encode.initializers import detail
-from gscodec.encode.optimize import Encoder
-from gscodec.encode.plan import Plan
+from gscodec.encoder.initializers import detail
+from gscodec.encoder.optimize import Encoder
+from gscodec.encoder.plan import Plan
 from gscodec.render.backends import render_splats, to_uint8_rgb
 from gscodec.render.cuda import has_cuda
 from gscodec.splats import SplatTensors
@@ -205,7 +205,7 @@ class TestCudaCodec:
         torch.testing.assert_close(colors.cpu(), truth.colors, rtol=0, atol=1e-3)
         losses = []
         for enc in (enc_cpu, enc_gpu):
-            s = enc.refine(detail(enc, Plan(40, 8, 0)), 30)
+            s = enc.refine(detail(enc, Plan(40, 8, 0), 50).splats, 30)
             losses.append(enc.loss(s).item())
             assert s.means.device == enc.device
         assert losses[1] == pytest.approx(losses[0], rel=2e-2)

@@ -1,7 +1,7 @@
 """The quantizer policy: quality -> quantizer steps.
 
 This is the one place where quality turns into steps (the encoder's splat budget is
-`gscodec.encode.plan`); the format stores whatever integers it is given.
+`gscodec.encoder.plan`); the format stores whatever integers it is given.
 """
 
 from __future__ import annotations

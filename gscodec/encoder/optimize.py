@@ -85,7 +85,7 @@ def importance(target: torch.Tensor) -> torch.Tensor:
 class Encoder:
     """Fits splats to one image (YCbCr float tensor [H, W, 3], background removed), on the
     target's device; ``backend`` is `render_splats`'s (default: the fast one for the device).
-    Where the splats start is an initializer's job (`gscodec.encode.initializers`)."""
+    Where the splats start is an initializer's job (`gscodec.encoder.initializers`)."""
 
     def __init__(self, target: torch.Tensor, seed: int = 0, backend: str = "auto") -> None:
         self.target = target
@@ -209,12 +209,17 @@ class Encoder:
         return torch.optim.Adam([{"params": [p], "lr": lr} for p, lr in zip(params, lrs, strict=True)])
 
     def relocate(self, s: SplatTensors, k: int) -> SplatTensors:
-        """Move the k splats of least energy to where the error is largest."""
+        """Move the k splats of least energy to where the error is largest (in place: each keeps
+        its index, so per-splat data such as its layer stays aligned)."""
         energy = s.colors.square().sum(1) * s.scales.prod(1)
         weakest = torch.topk(energy, k, largest=False).indices
-        keep = torch.ones(len(s.means), dtype=torch.bool, device=self.device)
-        keep[weakest] = False
         new = self.place(self.error_map(s), k, len(s.means) * 2)
-        cat = lambda a, b: torch.cat([a[keep], b])  # noqa: E731
-        return SplatTensors(cat(s.means, new.means), cat(s.scales, new.scales),
-                            cat(s.angles, new.angles), cat(s.colors, new.colors))
+        weakest = weakest[: len(new.means)]
+
+        def put(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            out = a.clone()
+            out[weakest] = b
+            return out
+
+        return SplatTensors(put(s.means, new.means), put(s.scales, new.scales), put(s.angles, new.angles),
+                            put(s.colors, new.colors))

@@ -16,20 +16,21 @@ from ..quant.layer import fit_params, quantize_background, quantize_layer
 from ..quant.policy import steps_for_quality
 from ..quant.stream import encode_splats
 from ..splats import Splats, SplatTensors
-from .initializers import DEFAULT_INITIALIZER, INITIALIZERS
+from .initializers import INITIALIZERS
 from .optimize import Encoder
-from .plan import plan_for
+from .plan import DEFAULT_INIT, plan_for
 
 Progress = Callable[[float], None]  # receives the fraction done, 0..1
 
 
 def fit_image(
     rgb: np.ndarray, quality: float, effort: int, progress: Progress | None = None, seed: int = 0,
-    device: torch.device | str = "cpu", initializer: str = DEFAULT_INITIALIZER,
+    device: torch.device | str = "cpu", init: str = DEFAULT_INIT,
 ) -> Splats:
     """Splats for an [H, W, 3] float32 RGB image in [0, 1], geometry already on the quantizer's
     grid and colours solved for it (`gscodec.quant.stream.encode_splats` then codes them).
-    ``device``: where the fitting runs (a CUDA device needs `gscodec.has_cuda`)."""
+    ``device``: where the fitting runs (a CUDA device needs `gscodec.has_cuda`); ``init``:
+    the initializer (`gscodec.encoder.initializers`)."""
     h, w = rgb.shape[:2]
     rgb_t = torch.from_numpy(rgb)
     ycc = rgb_t @ torch.from_numpy(RGB_TO_YCBCR).to(rgb_t).T
@@ -39,31 +40,37 @@ def fit_image(
     enc = Encoder((ycc - torch.from_numpy(background)).to(device), seed=seed)
     report = progress or (lambda _: None)
     weight = plan.iterations + 10  # the initial placement and final solve count as 10 steps
-    s = INITIALIZERS[initializer](enc, plan)
+    start = INITIALIZERS[init](enc, plan, quality)
     report(5 / weight)
-    s = enc.refine(s, plan.iterations, lambda f: report((5 + f * plan.iterations) / weight))
-    # quantization-aware finish: colours solved for the quantized geometry
+    s = enc.refine(start.splats, plan.iterations, lambda f: report((5 + f * plan.iterations) / weight))
+    # quantization-aware finish: each layer's geometry quantized, then the colours solved for it
     steps = steps_for_quality(quality)
-    floating = Splats.from_tensors(s, width=w, height=h, background=background, patch_sizes=(plan.patch_size,))
-    params = fit_params(floating, plan.patch_size, steps)
-    symbols, order = quantize_layer(floating, params)
-    means, scales, angles, _ = dequantize_layer(params, symbols, w, h)
-    geometry = SplatTensors(*(torch.from_numpy(a).to(enc.device) for a in (means, scales, angles)),
-                            s.colors[torch.from_numpy(order).to(enc.device)])
-    colors = enc.solve_colors(geometry, 30, geometry.colors).cpu().numpy()
+    floating = Splats.from_tensors(s, width=w, height=h, background=background, layer=start.layer.cpu().numpy(),
+                                   patch_sizes=start.patch_sizes)
+    parts, layer = [], []
+    for index, patch in enumerate(start.patch_sizes):
+        part = floating.select(floating.layer == index)
+        params = fit_params(part, patch, steps)
+        symbols, order = quantize_layer(part, params)
+        parts.append((*dequantize_layer(params, symbols, w, h)[:3], part.colors[order]))
+        layer.append(np.full(len(order), index))
+    means, scales, angles, colors = (np.concatenate([p[i] for p in parts]) for i in range(4))
+    geometry = SplatTensors(*(torch.from_numpy(a).to(enc.device) for a in (means, scales, angles, colors)))
+    colors = enc.solve_colors(geometry, plan.color_iterations, geometry.colors).cpu().numpy()
     report(1.0)
-    return Splats(w, h, means, scales, angles, colors, background, patch_sizes=(plan.patch_size,))
+    return Splats(w, h, means, scales, angles, colors, background, layer=np.concatenate(layer),
+                  patch_sizes=start.patch_sizes)
 
 
 def encode_image(rgb: np.ndarray, quality: float, effort: int, progress: Progress | None = None, seed: int = 0,
-                 device: str = "cpu") -> bytes:
+                 device: str = "cpu", init: str = DEFAULT_INIT) -> bytes:
     """.gsc bytes of an [H, W, 3] float32 RGB image in [0, 1] (options checked by the caller)."""
-    splats = fit_image(rgb, quality, effort, progress, seed, device)
+    splats = fit_image(rgb, quality, effort, progress, seed, device, init)
     return encode_splats(splats, quality=quality)
 
 
 def encode_to_rate(rgb: np.ndarray, target_bpp: float, effort: int, progress: Progress | None = None, seed: int = 0,
-                   device: str = "cpu") -> bytes:
+                   device: str = "cpu", init: str = DEFAULT_INIT) -> bytes:
     """Bisect quality with quick encodes (the first half of the progress) for ``target_bpp``
     bits per pixel, then encode once at the requested effort (the second half)."""
     if not target_bpp > 0:
@@ -74,7 +81,7 @@ def encode_to_rate(rgb: np.ndarray, target_bpp: float, effort: int, progress: Pr
     rounds = 6
     for i in range(rounds):
         mid = (lo + hi) / 2
-        bpp = 8 * len(encode_image(rgb, mid, 0, None, seed, device)) / (h * w)
+        bpp = 8 * len(encode_image(rgb, mid, 0, None, seed, device, init)) / (h * w)
         lo, hi = (mid, hi) if bpp < target_bpp else (lo, mid)
         report(0.5 * (i + 1) / rounds)
-    return encode_image(rgb, lo, effort, lambda f: report(0.5 + 0.5 * f), seed, device)
+    return encode_image(rgb, lo, effort, lambda f: report(0.5 + 0.5 * f), seed, device, init)

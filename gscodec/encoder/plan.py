@@ -13,6 +13,12 @@ import numpy as np
 EFFORT_ITERATIONS = (0, 40, 80, 150, 300, 450, 600, 900, 1300, 2000)
 DEFAULT_EFFORT = 4
 MAX_EFFORT = len(EFFORT_ITERATIONS) - 1
+INITS = ("detail", "predictor")
+DEFAULT_INIT = "detail"
+COLOR_ITERATIONS = 30  # conjugate-gradient steps of the final colour solve
+# at effort 0 (no refinement) the solve dominates an encode: on kodim05 at quality 50 with the
+# predictor, 8 steps gave 20.67 dB in 0.84 s, 30 steps 20.85 dB in 1.88 s (2 busy cores)
+COLOR_ITERATIONS_EFFORT0 = 8
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,7 @@ class Plan:
     n_splats: int
     patch_size: int
     iterations: int
+    color_iterations: int = COLOR_ITERATIONS
 
 
 def plan_for(quality: float, effort: int, height: int, width: int) -> Plan:
@@ -33,4 +40,5 @@ def plan_for(quality: float, effort: int, height: int, width: int) -> Plan:
     # patches of about one splat each: the count map then costs about a bit per splat
     side = math.sqrt(pixels / n)
     patch = int(np.clip(2 ** round(math.log2(max(side, 1.0))), 2, 64))
-    return Plan(n, patch, EFFORT_ITERATIONS[int(np.clip(effort, 0, MAX_EFFORT))])
+    iterations = EFFORT_ITERATIONS[int(np.clip(effort, 0, MAX_EFFORT))]
+    return Plan(n, patch, iterations, COLOR_ITERATIONS if iterations else COLOR_ITERATIONS_EFFORT0)

@@ -1,0 +1,71 @@
+"""The predictor as the encoder's initializer: an image -> splats in one pass per stage.
+
+Stage 0 places a splat in every patch of the image; each later stage adds splats where
+Stage Control finds the patches worst reconstructed, up to its budget (`stage_plan`: the
+encoder's splat budget for the quality, minus stage 0's, shared by the later stages).
+Each stage becomes one layer of the stream, so ``decode(..., layers=k)`` shows the
+first k stages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .model import load
+from .network import StagedPredictor
+from .rollout import StageSplats, predict_stage, render
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """Per stage after the first, the most splats it may add (Stage Control's budget, worst
+    patches first), and the threshold below which a patch gets none (squared RGB error per
+    pixel, summed over channels, of values in [0, 1])."""
+
+    budgets: tuple[int, ...]
+    threshold: float = 1e-4
+
+    @property
+    def stages(self) -> int:
+        return 1 + len(self.budgets)
+
+
+# how the budget beyond stage 0 is shared by stages 1, 2, 3 (patches 8, 8, 4)
+STAGE_SHARES = (0.4, 0.3, 0.3)
+
+
+def stage_plan(n_splats: int, stage0: int, stages: int = 4) -> StagePlan:
+    """A plan for about ``n_splats`` splats in all when stage 0 places ``stage0``: the rest is
+    shared by the later stages (a stage whose share is under 1 % of the total is skipped)."""
+    rest = max(0, n_splats - stage0)
+    budgets = [round(rest * share) for share in STAGE_SHARES[: stages - 1]]
+    while budgets and budgets[-1] < 0.01 * n_splats:
+        budgets.pop()
+    return StagePlan(tuple(budgets))
+
+
+@torch.no_grad()
+def predict(target: torch.Tensor, plan: StagePlan, model: StagedPredictor | None = None) -> list[StageSplats]:
+    """Per stage, the splats the predictor keeps for ``target`` ([H, W, 3] YCbCr, background
+    removed, float32 on the CPU), in source pixels."""
+    model = model or load()
+    h, w = target.shape[:2]
+    step = max(model.config.patch_sizes)
+    ph, pw = -(-h // step) * step, -(-w // step) * step
+    image = F.pad(target.permute(2, 0, 1)[None], (0, pw - w, 0, ph - h))
+    inside = F.pad(torch.ones(1, 1, h, w), (0, pw - w, 0, ph - h))
+    current = torch.zeros_like(image)
+    stages: list[StageSplats] = []
+    for stage in range(plan.stages):
+        patch = model.config.patch_sizes[stage]
+        budget = None if stage == 0 else plan.budgets[stage - 1]
+        (new,) = predict_stage(model, image, current, stage, None if stage == 0 else plan.threshold, budget)
+        if stage == 0:  # drop candidates of patches wholly in the padding
+            keep = (F.avg_pool2d(inside, patch) > 0).reshape(-1)
+            new = StageSplats(new.means[keep], new.scales[keep], new.angles[keep], new.colors[keep])
+        stages.append(new)
+        current = (current + render([new], ph, pw)[None]) * inside  # the padding never counts as error
+    return stages

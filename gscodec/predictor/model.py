@@ -1,0 +1,53 @@
+"""The shipped predictor: its weights, their hash, and loading them.
+
+Weights live beside this module (``weights/predictor.safetensors``) with the
+configuration and the SHA-256 they must have (``weights/predictor.json``); the command
+and data that made them are in ``weights/RECIPE.md``. A decoder never needs them.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from ..errors import GscError
+from .network import PredictorConfig, StagedPredictor
+
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+
+
+def save(model: StagedPredictor, folder: Path, *, recipe: dict) -> Path:
+    """Write ``model`` as safetensors plus a JSON of its configuration, SHA-256 and ``recipe``."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "predictor.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    meta = {"config": asdict(model.config), "sha256": digest, "recipe": recipe}
+    (folder / "predictor.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return path
+
+
+@functools.cache
+def load(folder: Path = WEIGHTS) -> StagedPredictor:
+    """The predictor in ``folder`` (default: the shipped one), in eval mode; GscError when the
+    weights are missing or their SHA-256 differs from the recorded one."""
+    from safetensors.torch import load_file
+
+    path, meta_path = folder / "predictor.safetensors", folder / "predictor.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+        data = path.read_bytes()
+    except (OSError, ValueError) as exc:
+        raise GscError(f"the predictor's weights cannot be read from {folder}: {exc}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != meta["sha256"]:
+        raise GscError(f"{path} has SHA-256 {digest}, not the recorded {meta['sha256']}: a damaged install")
+    config = meta["config"]
+    model = StagedPredictor(PredictorConfig(**{**config, "patch_sizes": tuple(config["patch_sizes"])}))
+    model.load_state_dict(load_file(str(path)))
+    return model.eval()

@@ -1,0 +1,60 @@
+"""Running the stages: render what earlier stages placed, predict, keep what Stage Control allows.
+
+Shared by the encoder's initializer (`gscodec.predictor.initializer`) and by training
+(training/predictor.py), so that both see exactly the same stage inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..format.color import YCBCR_TO_RGB
+from ..render.backends import render_splats
+from .network import StagedPredictor, candidates, stage_control
+
+
+@dataclass
+class StageSplats:
+    """One stage's splats for one image (float32 tensors)."""
+
+    means: torch.Tensor  # [N, 2]
+    scales: torch.Tensor  # [N, 2]
+    angles: torch.Tensor  # [N]
+    colors: torch.Tensor  # [N, 3]
+
+    def detach(self) -> StageSplats:
+        return StageSplats(self.means.detach(), self.scales.detach(), self.angles.detach(), self.colors.detach())
+
+
+def render(stages: list[StageSplats], height: int, width: int) -> torch.Tensor:
+    """[3, H, W] sum of the splats of ``stages`` (differentiable)."""
+    if not stages:
+        return torch.zeros(3, height, width)
+    cat = [torch.cat([getattr(s, k) for s in stages]) for k in ("means", "scales", "angles", "colors")]
+    return render_splats(*cat, height, width).permute(2, 0, 1)
+
+
+def rgb_error(render_: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """[B, H, W] squared RGB error (sum over channels) of [B, 3, H, W] YCbCr images."""
+    m = torch.from_numpy(YCBCR_TO_RGB).to(target)
+    diff = torch.einsum("bchw,rc->brhw", render_ - target, m)
+    return diff.square().sum(1)
+
+
+def predict_stage(model: StagedPredictor, image: torch.Tensor, current: torch.Tensor, stage: int,
+                  threshold: float | None, budget: int | None = None) -> list[StageSplats]:
+    """Stage ``stage``'s kept candidates for each image of the batch: ``image`` and ``current``
+    (the render of earlier stages) are [B, 3, H, W], H and W multiples of the stage's patch.
+    ``threshold`` None keeps every candidate; else Stage Control with at most ``budget``."""
+    patch = model.config.patch_sizes[stage]
+    raw, mean_residual = model(image, image - current, stage)
+    means, scales, angles, colors = candidates(raw, mean_residual, patch)
+    if threshold is None:
+        keep = torch.ones(means.shape[:2], dtype=torch.bool)
+    else:
+        with torch.no_grad():
+            keep = stage_control(rgb_error(current, image), patch, threshold, budget).reshape(len(image), -1)
+    return [StageSplats(means[b][keep[b]], scales[b][keep[b]], angles[b][keep[b]], colors[b][keep[b]])
+            for b in range(len(image))]

@@ -1,0 +1,132 @@
+"""The staged predictor: network shapes, Stage Control, the initializer, weights, training.
+
+Everything here runs tiny, randomly initialised models; only benchmarks need the
+shipped weights (one test checks they load and encode).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import gscodec
+from gscodec import GscError
+from gscodec.predictor import model as model_io
+from gscodec.predictor.initializer import StagePlan, predict, stage_plan
+from gscodec.predictor.network import MIN_SCALE, PredictorConfig, StagedPredictor, candidates, stage_control
+from tests.conftest import smooth_image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny(seed: int = 0) -> StagedPredictor:
+    torch.manual_seed(seed)
+    return StagedPredictor(PredictorConfig(channels=8, blocks=1)).eval()
+
+
+def test_network_shapes_and_candidate_ranges() -> None:
+    net = tiny()
+    image = torch.randn(2, 3, 32, 48) * 0.1
+    for stage, patch in enumerate(net.config.patch_sizes):
+        raw, mean_residual = net(image, image, stage)
+        assert raw.shape == (2, 8, 32 // patch, 48 // patch)
+        means, scales, angles, colors = candidates(raw * 50, mean_residual, patch)  # extreme raw values
+        rows, cols = 32 // patch, 48 // patch
+        centre = (torch.stack(torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")[::-1], -1)
+                  .reshape(-1, 2) + 0.5) * patch
+        assert (means - centre).abs().max() <= patch  # within one patch of its patch centre
+        assert scales.min() >= MIN_SCALE and torch.isfinite(scales).all()
+        assert colors.shape == (2, rows * cols, 3) and angles.shape == (2, rows * cols)
+
+
+def test_stage_control_threshold_and_budget() -> None:
+    error = torch.zeros(1, 8, 8)
+    error[0, :4, :4] = 1.0  # patch (0, 0) of 4x4 patches: worst
+    error[0, 4:, 4:] = 0.5  # patch (1, 1)
+    error[0, :4, 4:] = 0.01  # patch (0, 1)
+    assert stage_control(error, 4, 0.1).tolist() == [[[True, False], [False, True]]]
+    assert stage_control(error, 4, 0.001).sum() == 3
+    assert stage_control(error, 4, 0.001, budget=1).tolist() == [[[True, False], [False, False]]]
+    assert stage_control(error, 4, 0.001, budget=0).sum() == 0
+    assert stage_control(error, 4, 2.0, budget=4).sum() == 0  # the threshold still applies
+
+
+def test_stage_plan_shares_the_budget() -> None:
+    plan = stage_plan(10_000, 1_000)
+    assert plan.stages == 4 and sum(plan.budgets) == 9_000
+    assert stage_plan(1_000, 1_000).stages == 1  # stage 0 alone fills the budget
+    assert stage_plan(1_030, 1_000).budgets == (12,)  # later shares under 1 % of the total are skipped
+
+
+@pytest.mark.parametrize(("h", "w"), [(20, 30), (16, 16), (5, 3)])
+def test_predict_any_size(h: int, w: int) -> None:
+    target = torch.from_numpy(smooth_image(h, w).astype(np.float32) / 255) - 0.5
+    plan = StagePlan((5, 4, 3))
+    stages = predict(target, plan, tiny())
+    assert len(stages) == 4
+    assert len(stages[0].means) == -(-h // 16) * -(-w // 16)  # one per patch of the image, none in the padding
+    assert [len(s.means) for s in stages[1:]] <= [5, 4, 3] and all(len(s.means) <= b for s, b in zip(
+        stages[1:], plan.budgets, strict=True))
+
+
+def test_weights_round_trip_and_hash_check(tmp_path: Path) -> None:
+    net = tiny(1)
+    model_io.save(net, tmp_path, recipe={"command": "test"})
+    loaded = model_io.load.__wrapped__(tmp_path)
+    for a, b in zip(net.state_dict().values(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    data = bytearray((tmp_path / "predictor.safetensors").read_bytes())
+    data[-1] ^= 1
+    (tmp_path / "predictor.safetensors").write_bytes(bytes(data))
+    with pytest.raises(GscError, match="SHA-256"):
+        model_io.load.__wrapped__(tmp_path)
+    with pytest.raises(GscError, match="cannot be read"):
+        model_io.load.__wrapped__(tmp_path / "missing")
+
+
+@pytest.mark.skipif(not (model_io.WEIGHTS / "predictor.json").exists(), reason="no shipped weights")
+def test_shipped_predictor_encodes_one_layer_per_stage() -> None:
+    image = smooth_image(40, 56)
+    data = gscodec.encode(image, quality=80, effort=0, init="predictor")
+    splats = gscodec.decode_splats(data)
+    assert splats.patch_sizes[0] == 16 and len(splats.patch_sizes) >= 2
+    for k in range(len(splats.patch_sizes) + 1):  # progressive: the first k stages
+        assert gscodec.decode(data, layers=k).shape == (40, 56, 3)
+    with pytest.raises(GscError, match="init must be"):
+        gscodec.encode(image, init="magic")
+
+
+def test_training_runs_resumes_and_exports(tmp_path: Path) -> None:
+    data = tmp_path / "train"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(data / f"img{i}.png")
+    run = tmp_path / "run"
+    common = [sys.executable, "-m", "training.predictor", "--data", str(data), "--out", str(run), "--batch", "2",
+              "--crop", "32", "--channels", "8", "--blocks", "1", "--inner", "1", "--log-every", "1",
+              "--save-every", "1", "--threads", "1"]
+    for steps in (2, 3):  # the second run resumes from the checkpoint of the first
+        out = subprocess.run([*common, "--steps", str(steps), "--resume"], cwd=ROOT, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+    lines = [line for line in (run / "log.txt").read_text().splitlines() if line.startswith("step")]
+    assert [line.split()[1] for line in lines] == ["1", "2", "3"]
+    out = subprocess.run([*common, "--export", str(tmp_path / "weights")], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    model = model_io.load.__wrapped__(tmp_path / "weights")
+    assert model.config.channels == 8
+
+
+def test_training_refuses_test_sets(tmp_path: Path) -> None:
+    from training.data import list_train_images
+
+    (tmp_path / "kodak").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "kodak" / "kodim01.png")
+    with pytest.raises(ValueError, match="test images"):
+        list_train_images(tmp_path)

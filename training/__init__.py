@@ -1,0 +1,1 @@
+"""Training scripts for the models shipped in gscodec (not installed with the package)."""
