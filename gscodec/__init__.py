@@ -10,7 +10,7 @@ Importing gscodec and decoding on the CPU do not import torch; encoding does.
 
 from . import _openmp  # noqa: F401  (first: before anything imports torch)
 from .api import DEFAULT_QUALITY, check, decode, encode, has_cuda, read, render_image, write
-from .encoder.plan import DEFAULT_EFFORT, MAX_EFFORT
+from .encoder.plan import DEFAULT_EFFORT, DEFAULT_INIT, MAX_EFFORT
 from .errors import GscError, GscWarning
 from .format.codec import decode_splats
 from .quant.stream import encode_splats
@@ -19,7 +19,7 @@ from .splats import Splats, SplatTensors
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_EFFORT", "DEFAULT_QUALITY", "MAX_EFFORT", "GscError", "GscWarning", "Splats", "SplatTensors",
+    "DEFAULT_EFFORT", "DEFAULT_INIT", "DEFAULT_QUALITY", "MAX_EFFORT", "GscError", "GscWarning", "Splats", "SplatTensors",
     "__version__", "check", "decode", "decode_splats", "encode", "encode_splats", "has_cuda", "read",
     "register_pillow", "render_image", "write",
 ]

@@ -39,7 +39,7 @@ import numpy as np
 
 from . import __version__
 from .api import DEFAULT_QUALITY, check_destination, decode, encode, write_atomic
-from .encoder.plan import DEFAULT_EFFORT, MAX_EFFORT
+from .encoder.plan import DEFAULT_EFFORT, DEFAULT_INIT, INITS, MAX_EFFORT
 from .errors import GscError
 from .format.codec import stream_bits
 from .format.container import HEADER_SIZE, parse, parse_header
@@ -133,6 +133,8 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="search the quality that gives this many bits per pixel")
     enc.add_argument("-e", "--effort", type=_integer(0, MAX_EFFORT), default=DEFAULT_EFFORT,
                      help=f"0-{MAX_EFFORT}, more refinement (slower), default {DEFAULT_EFFORT}")
+    enc.add_argument("--init", choices=INITS, default=DEFAULT_INIT,
+                     help=f"where splats start: the trained predictor or detail placement (default {DEFAULT_INIT})")
     enc.add_argument("--drop-alpha", action="store_true", help="drop an alpha channel instead of failing")
     enc.add_argument("--seed", type=_integer(0, None), default=0, help="random seed of the encoder (default 0)")
     enc.add_argument("--device", default="cpu", help=_DEVICE_HELP)
@@ -373,7 +375,7 @@ def _encode_one(job: Job, args: argparse.Namespace, progress: Callable[[float], 
             data = encode(
                 image, quality=DEFAULT_QUALITY if args.quality is None else args.quality, effort=args.effort,
                 target_bpp=args.target_bpp, drop_alpha=args.drop_alpha, progress=progress, seed=args.seed,
-                device=args.device,
+                device=args.device, init=args.init,
             )
         except GscError as exc:
             raise GscError(f"{job.source}: {exc}") from None

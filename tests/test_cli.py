@@ -99,12 +99,13 @@ def test_encode_options_reach_the_encoder(
     monkeypatch.setattr(gscodec.cli, "encode", fake_encode)
     gsc = tmp_path / "a.gsc"
     assert run(capsys, "encode", png_file, gsc, "--target-bpp", 1.5, "-e", 7, "--seed", 3)[0] == 0
-    assert run(capsys, "encode", png_file, gsc, "-q", 12.5, "--quiet", "--device", "auto", "-y")[0] == 0
+    assert run(capsys, "encode", png_file, gsc, "-q", 12.5, "--quiet", "--device", "auto", "-y",
+               "--init", "detail")[0] == 0
     assert calls[0] | {"progress": None} == {
         "quality": gscodec.DEFAULT_QUALITY, "effort": 7, "target_bpp": 1.5, "drop_alpha": False,
-        "progress": None, "seed": 3, "device": "cpu",
+        "progress": None, "seed": 3, "device": "cpu", "init": gscodec.DEFAULT_INIT,
     }
-    assert calls[1]["device"] == "auto"
+    assert calls[1]["device"] == "auto" and calls[1]["init"] == "detail"
     assert calls[1]["quality"] == 12.5 and calls[1]["target_bpp"] is None
     assert calls[1]["effort"] == gscodec.DEFAULT_EFFORT
     assert gsc.read_bytes() == gsc_file.read_bytes()
