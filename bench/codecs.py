@@ -43,6 +43,10 @@ class Codec:
         """Library versions; stored with each cached result."""
         return ""
 
+    def extra(self, data: bytes) -> dict[str, Any]:
+        """Codec-specific figures for one encoded image, stored in its result record."""
+        return {}
+
     def encode(self, img: np.ndarray, quality: int) -> bytes:
         """Compress ``img`` (``[H, W, 3]`` uint8) at ``quality``."""
         raise NotImplementedError
@@ -243,6 +247,18 @@ class GsCodec(Codec):
     def decode(self, data: bytes) -> np.ndarray:
         kwargs = {} if self.device is None else {"device": self.device}
         return np.asarray(self._module().decode(data, **kwargs), dtype=np.uint8)
+
+    def extra(self, data: bytes) -> dict[str, Any]:
+        """The stream's decoding work per pixel (SPEC 4.5), the largest over output scales
+        1/8 .. 2, next to the bound's WORK_PER_PIXEL (`bench.work` summarizes it)."""
+        from gscodec.format.work import render_work
+
+        splats = self._module().decode_splats(data)
+        ratios = []
+        for scale in (0.125, 0.25, 0.5, 1.0, 2.0):
+            h, w = max(1, round(splats.height * scale)), max(1, round(splats.width * scale))
+            ratios.append(render_work(splats, h, w, scale) / max(h * w, splats.height * splats.width))
+        return {"work_ratio": max(ratios), "splats": len(splats)}
 
 
 CLASSICAL: tuple[type[Codec], ...] = (JpegCodec, WebpCodec, AvifCodec, Jpeg2000Codec, JpegXlCodec)

@@ -64,6 +64,7 @@ def evaluate(codec: Codec, image: Path, quality: int, version: str) -> dict[str,
         "ms-ssim-rgb": metrics.ms_ssim_rgb(img, out),
         "encoding_time": t1 - t0,
         "decoding_time": t2 - t1,
+        **codec.extra(data),
     }
 
 
