@@ -32,6 +32,7 @@ from gscodec.predictor import initializer as predictor_init
 from gscodec.predictor.model import WEIGHTS
 
 TIMERS: dict[str, float] = defaultdict(float)
+STAGE_PLAN = predictor_init.stage_plan  # the library's rule, which the variants patch over
 RESULTS = Path(__file__).resolve().parent / "results" / "kodak"
 
 
@@ -59,18 +60,17 @@ def variant(stages: int | None = None, control: bool = True):
     every candidate of every stage (registered under its own name)."""
 
     def plan(n_splats: int, stage0: int, _stages: int = 4) -> predictor_init.StagePlan:
-        base = predictor_init.stage_plan(n_splats, stage0)
+        base = STAGE_PLAN(n_splats, stage0)
         if not control:  # no budget, no threshold: all three later stages keep every candidate
             return predictor_init.StagePlan((10**9,) * 3, -1.0)
         return predictor_init.StagePlan(base.budgets[: (stages or 4) - 1], base.threshold)
 
     def init(encoder, p, quality):
-        original = predictor_init.stage_plan
         predictor_init.stage_plan = plan
         try:
             return initializers.predictor(encoder, p, quality)
         finally:
-            predictor_init.stage_plan = original
+            predictor_init.stage_plan = STAGE_PLAN
 
     name = f"predictor-s{stages or 4}" + ("" if control else "-nocontrol")
     initializers.INITIALIZERS[name] = init

@@ -190,3 +190,13 @@ def test_multiprocessing_spawn_workers_decode() -> None:
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(1) as pool:
         assert pool.apply(gscodec.decode, (BIG,)).shape == (1, 1, 3)
+
+
+def test_encode_splats_refuses_to_write_an_undecodable_stream() -> None:
+    n = 400  # each covering the whole 512 x 512 image: 400 evaluations per pixel
+    rng = np.random.default_rng(0)
+    huge = gscodec.Splats(512, 512, rng.uniform(0, 512, (n, 2)), np.full((n, 2), 1000.0), np.zeros(n),
+                          np.full((n, 3), 0.01))
+    with pytest.raises(GscError, match="more rendering work than SPEC 4.5 allows"):
+        gscodec.encode_splats(huge)
+    assert gscodec.decode(gscodec.encode_splats(huge.select(np.arange(60)))).shape == (512, 512, 3)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import time
 from dataclasses import asdict
@@ -60,6 +61,17 @@ def settings(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--export", type=Path, metavar="FOLDER",
                     help="write the run's checkpoint as shipped weights (safetensors + JSON) to FOLDER and stop")
     return ap.parse_args(argv)
+
+
+def portable(args: argparse.Namespace) -> dict:
+    """The settings with paths relative to the working folder where they can be (a log or
+    checkpoint in the repository names no machine's absolute paths)."""
+    out = {}
+    for key, value in vars(args).items():
+        if isinstance(value, Path):
+            value = os.path.relpath(value) if value.is_absolute() else str(value)
+        out[key] = value
+    return out
 
 
 def export(args: argparse.Namespace) -> int:
@@ -163,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_rng_state(ckpt["torch_rng"])
     crops = Crops(args.data, args.crop, seed=args.seed + step)
     log = (args.out / "log.txt").open("a")
-    log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} start at step {step}: {json.dumps(vars(args), default=str)}\n")
+    log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} start at step {step}: {json.dumps(portable(args))}\n")
     params = sum(p.numel() for p in model.parameters())
     print(f"{params} parameters; {len(crops.images)} training images", flush=True)
     bar = tqdm(total=args.steps, initial=step, desc="training", unit="step")
@@ -189,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             window, t0 = [], time.perf_counter()
         if step % args.save_every == 0 or step == args.steps:
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "rng": rng,
-                        "torch_rng": torch.get_rng_state(), "config": asdict(config), "settings": vars(args)},
+                        "torch_rng": torch.get_rng_state(), "config": asdict(config), "settings": portable(args)},
                        ckpt_path.with_suffix(".tmp"))
             ckpt_path.with_suffix(".tmp").replace(ckpt_path)
     bar.close()

@@ -23,11 +23,12 @@ from ..errors import GscError
 from ..splats import Splats
 from .constants import MIN_VARIANCE_RATIO, Q_CUT
 
-# The reference encoder's streams ask for a few pairs per pixel (kodim01 and kodim13 at
-# effort 0: 4.5 at quality 0, 6.5 at quality 100; every Kodak image and quality:
-# bench/results/kodak/work.json); 64 leaves room for other encoders while a maximal legal
-# decode (2^26 pixels) stays within 2^32 pairs.
-WORK_PER_PIXEL = 64
+# The reference encoder's streams on Kodak ask for at most 30.2 pairs per pixel (effort 4,
+# quality 0, kodim05: a few splats grown to cover the image; bench/results/kodak/work.json),
+# smooth synthetic images about 16. 128 leaves a factor of 4 while a maximal legal decode
+# (2^26 pixels) stays within 2^33 pairs (tens of seconds on 2 cores, not days). The encoder
+# refuses to write a stream beyond it (`gscodec.quant.stream.encode_splats`).
+WORK_PER_PIXEL = 128
 WORK_SLACK = 1 << 20  # small images: about 4 ms of rendering
 
 MIN_SCALE = 2.0**-16  # output scales a decoder accepts (with an output within SPEC 4.3's limits)

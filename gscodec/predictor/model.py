@@ -21,12 +21,13 @@ WEIGHTS = Path(__file__).resolve().parent / "weights"
 
 def save(model: StagedPredictor, folder: Path, *, recipe: dict) -> Path:
     """Write ``model`` as safetensors plus a JSON of its configuration, SHA-256 and ``recipe``."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save as to_bytes
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "predictor.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    data = to_bytes({k: v.contiguous() for k, v in model.state_dict().items()})
+    path.write_bytes(data)  # a plain write: the file gets the user's umask
+    digest = hashlib.sha256(data).hexdigest()
     meta = {"config": asdict(model.config), "sha256": digest, "recipe": recipe}
     (folder / "predictor.json").write_text(json.dumps(meta, indent=1) + "\n")
     return path

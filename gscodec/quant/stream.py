@@ -7,7 +7,8 @@ import warnings
 import numpy as np
 
 from ..errors import GscError, GscWarning
-from ..format.codec import write_stream
+from ..format.codec import decode_splats, write_stream
+from ..format.work import WORK_PER_PIXEL, render_work, work_limit
 from ..splats import Splats
 from .layer import fit_params, quantize_background, quantize_layer
 from .policy import Steps, steps_for_quality
@@ -39,4 +40,17 @@ def encode_splats(splats: Splats, /, *, quality: float = 50.0, steps: Steps | No
                 GscWarning, stacklevel=2,
             )
         layers.append((params, symbols))
-    return write_stream(splats.width, splats.height, quantize_background(splats.background), layers)
+    data = write_stream(splats.width, splats.height, quantize_background(splats.background), layers)
+    _check_decodable(data)
+    return data
+
+
+def _check_decodable(data: bytes) -> None:
+    """GscError rather than a file no decoder accepts: the stream's splats at scale 1 must stay
+    within the decoding work bound (SPEC 4.5; thumbnails and enlargements cost no more per pixel)."""
+    splats = decode_splats(data)
+    if render_work(splats, splats.height, splats.width, 1.0) > work_limit(splats, splats.height, splats.width):
+        raise GscError(
+            f"these {len(splats)} splats would ask a decoder for more rendering work than SPEC 4.5 allows "
+            f"({WORK_PER_PIXEL} splat-pixel evaluations per pixel): too many splats too large to store"
+        )
