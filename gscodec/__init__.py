@@ -19,8 +19,8 @@ from .splats import Splats, SplatTensors
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_EFFORT", "DEFAULT_INIT", "DEFAULT_QUALITY", "MAX_EFFORT", "GscError", "GscWarning", "Splats", "SplatTensors",
-    "__version__", "check", "decode", "decode_splats", "encode", "encode_splats", "has_cuda", "read",
+    "DEFAULT_EFFORT", "DEFAULT_INIT", "DEFAULT_QUALITY", "MAX_EFFORT", "GscError", "GscWarning", "Splats",
+    "SplatTensors", "__version__", "check", "decode", "decode_splats", "encode", "encode_splats", "has_cuda", "read",
     "register_pillow", "render_image", "write",
 ]
 

@@ -23,6 +23,7 @@ from gscodec import GscError
 from gscodec.format.codec import decode_splats
 from gscodec.format.container import Header, LayerChunk, pack, parse
 from gscodec.format.symbols import decode_symbols, encode_symbols
+from gscodec.metrics import psnr
 
 ROOT = Path(__file__).resolve().parents[1] / "bitstream" / "conformance"
 
@@ -93,11 +94,6 @@ def test_symbols_exact(name: str) -> None:
         assert rebuilt == data
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
 @pytest.mark.parametrize("backend", ["torch", "numba", "public"])
 @pytest.mark.parametrize("name", VALID)
 def test_pixels_within_tolerance(name: str, backend: str) -> None:
@@ -113,7 +109,7 @@ def test_pixels_within_tolerance(name: str, backend: str) -> None:
         assert got.shape == want.shape, render
         diff = np.abs(got.astype(np.int16) - want.astype(np.int16))
         assert diff.max() <= tol["max_abs_diff"], f"{name} {render['file']} ({backend}): max diff {diff.max()}"
-        assert _psnr(got, want) >= tol["min_psnr_db"]
+        assert psnr(got, want) >= tol["min_psnr_db"]
 
 
 @pytest.mark.parametrize("name", INVALID)

@@ -89,3 +89,17 @@ def test_rgb_mse_matches_the_torch_expression() -> None:
     # other dtypes and layouts take the torch expression
     wide = img.double().transpose(0, 1)
     assert rgb_mse(wide, target.double().transpose(0, 1), m.double()).item() == pytest.approx(want.item(), rel=1e-6)
+
+
+def test_placement_beyond_multinomial_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Images over torch.multinomial's 2^24 categories sample with Gumbel top-k: the same kind
+    of draw (distinct pixels, following the weight), tested here with the limit lowered."""
+    from gscodec.encoder import optimize
+
+    weight = torch.zeros(64, 64)
+    weight[:, :16] = 1.0  # only the left quarter has weight
+    monkeypatch.setattr(optimize, "MULTINOMIAL_MAX", 100)
+    points = optimize._sample_positions(weight, 200, torch.Generator().manual_seed(0))
+    pixels = points.floor().long()
+    assert len({(int(x), int(y)) for x, y in pixels}) == 200  # without replacement
+    assert (pixels[:, 0] < 16).all()
