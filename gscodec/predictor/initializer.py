@@ -33,7 +33,8 @@ class StagePlan:
         return 1 + len(self.budgets)
 
 
-# how the budget beyond stage 0 is shared by stages 1, 2, 3 (patches 8, 8, 4)
+# how the budget beyond stage 0 is shared by stages 1, 2, 3 (patches 8, 8, 4): a first choice,
+# not tuned (bench/results/kodak/predictor.json shows what each stage adds)
 STAGE_SHARES = (0.4, 0.3, 0.3)
 
 
