@@ -12,7 +12,6 @@ import random
 import struct
 import time
 import tracemalloc
-import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -24,33 +23,15 @@ from hypothesis import strategies as st
 from gscodec import GscError
 from gscodec.format.codec import decode_splats
 from gscodec.format.constants import MAGIC
-from gscodec.format.container import _HEADER, _LAYER_HEAD, HEADER_SIZE
+from gscodec.format.container import _HEADER, _LAYER_HEAD
 from gscodec.render.backends import render_splats, to_uint8_rgb
+from tests.helpers import join, split
 
 CONFORMANCE = Path(__file__).resolve().parents[1] / "bitstream" / "conformance"
 SOURCES = {name: (CONFORMANCE / name / "input.gsc").read_bytes()
            for name in ("typical", "three_layers", "extremes", "one_pixel", "empty_layer")}
 TIME_BOUND_S = 5.0  # per decode; the largest legal grid (2^26 patches) decodes in about 1.5 s
 RENDER_PIXELS = 1 << 16  # render the decodes of images up to this size
-
-
-def split(data: bytes) -> tuple[bytearray, list[list]]:
-    """(header without its CRC, [[type, payload], ...]) of a well-formed stream."""
-    pos, chunks = HEADER_SIZE, []
-    while pos < len(data):
-        kind, n = struct.unpack_from("<4sI", data, pos)
-        chunks.append([kind, bytearray(data[pos + 8 : pos + 8 + n])])
-        pos += 12 + n
-    return bytearray(data[: HEADER_SIZE - 4]), chunks
-
-
-def join(head: bytes, chunks: list[list]) -> bytes:
-    """A stream with every CRC computed afresh."""
-    out = [bytes(head), struct.pack("<I", zlib.crc32(bytes(head)))]
-    for kind, payload in chunks:
-        out.append(struct.pack("<4sI", kind, len(payload)) + bytes(payload))
-        out.append(struct.pack("<I", zlib.crc32(bytes(kind) + bytes(payload))))
-    return b"".join(out)
 
 
 def mutate(data: bytes, rng: random.Random) -> bytes:

@@ -15,7 +15,6 @@ import json
 import random
 import re
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from gscodec.format.codec import decode_splats, write_stream
 from gscodec.format.entropy import StreamEncoder
 from gscodec.format.params import LayerParams, LayerSymbols
 from tests import spec_decoder as spec
+from tests.helpers import join, split
 
 ROOT = Path(__file__).resolve().parents[1] / "bitstream" / "conformance"
 CASES = sorted(p.name for p in ROOT.iterdir() if (p / "test.json").exists())
@@ -162,24 +162,6 @@ REFERENCE_MESSAGE = {
     "splat-sum": r"^layers hold", "trailing": r"after the GEND chunk \(from byte {pos}\)",
     "range-invalid": r"corrupt entropy-coded data", "counts-sum": r"patch counts add up", "minor": r"minor axis below",
 }
-
-
-def split(data: bytes) -> tuple[bytearray, list[list]]:
-    """(the header's 32 bytes, [[type, payload], ...]) of a well-formed stream."""
-    pos, chunks = 36, []
-    while pos < len(data):
-        kind, n = struct.unpack_from("<4sI", data, pos)
-        chunks.append([kind, bytearray(data[pos + 8 : pos + 8 + n])])
-        pos += 12 + n
-    return bytearray(data[:32]), chunks
-
-
-def join(head: bytes, chunks: list[list]) -> bytes:
-    """A stream with every CRC computed afresh."""
-    out = [bytes(head), struct.pack("<I", zlib.crc32(bytes(head)))]
-    for kind, payload in chunks:
-        out += [struct.pack("<4sI", kind, len(payload)), bytes(payload), struct.pack("<I", zlib.crc32(kind + payload))]
-    return b"".join(out)
 
 
 def verdicts(data: bytes) -> tuple[str | None, str | None]:

@@ -7,7 +7,8 @@ import warnings
 import numpy as np
 
 from ..errors import GscError, GscWarning
-from ..format.codec import decode_splats, write_stream
+from ..format.codec import write_stream
+from ..format.params import LayerParams, LayerSymbols, dequantize_layer
 from ..format.work import WORK_PER_PIXEL, render_work, work_limit
 from ..splats import Splats
 from .layer import fit_params, quantize_background, quantize_layer
@@ -40,18 +41,23 @@ def encode_splats(splats: Splats, /, *, quality: float = 50.0, steps: Steps | No
                 GscWarning, stacklevel=2,
             )
         layers.append((params, symbols))
-    data = write_stream(splats.width, splats.height, quantize_background(splats.background), layers)
-    _check_decodable(data)
-    return data
+    _check_decodable(splats, layers)
+    return write_stream(splats.width, splats.height, quantize_background(splats.background), layers)
 
 
-def _check_decodable(data: bytes) -> None:
-    """GscError rather than a file no decoder accepts: the stream's splats at scale 1 must stay
-    within the decoding work bound (SPEC 4.5). Other output scales are not checked here; on
-    Kodak the largest ratio over scales 1/8..2 stays below 31 of the 128 allowed (bench.work)."""
-    splats = decode_splats(data)
-    if render_work(splats, splats.height, splats.width, 1.0) > work_limit(splats, splats.height, splats.width):
+def _check_decodable(splats: Splats, layers: list[tuple[LayerParams, LayerSymbols]]) -> None:
+    """GscError rather than a file no decoder accepts: the splats as a decoder will see them
+    (dequantized) must stay within the decoding work bound at scale 1 (SPEC 4.5). Other output
+    scales are not checked here; on Kodak the largest ratio over scales 1/8..2 stays below 31
+    of the 128 allowed (bench.work)."""
+    w, h = splats.width, splats.height
+    parts = [dequantize_layer(params, symbols, w, h) for params, symbols in layers]
+    scales = np.concatenate([p[1] for p in parts]) if parts else np.ones((0, 2), np.float32)
+    angles = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.float32)
+    n = len(scales)
+    decoded = Splats(w, h, np.zeros((n, 2)), scales, angles, np.zeros((n, 3)), patch_sizes=(1,))  # shapes only
+    if render_work(decoded, h, w, 1.0) > work_limit(decoded, h, w):
         raise GscError(
-            f"these {len(splats)} splats would ask a decoder for more rendering work than SPEC 4.5 allows "
+            f"these {n} splats would ask a decoder for more rendering work than SPEC 4.5 allows "
             f"({WORK_PER_PIXEL} splat-pixel evaluations per pixel): too many splats too large to store"
         )
