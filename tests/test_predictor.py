@@ -18,8 +18,10 @@ from PIL import Image
 import gscodec
 from gscodec import GscError
 from gscodec.predictor import model as model_io
-from gscodec.predictor.initializer import StagePlan, predict, stage_plan
+from gscodec.predictor import initializer
+from gscodec.predictor.initializer import StagePlan, predict, quantizer_steps, stage_plan
 from gscodec.predictor.network import MIN_SCALE, PredictorConfig, StagedPredictor, candidates, stage_control
+from gscodec.quant.policy import Steps, adapt, steps_for_quality
 from tests.conftest import smooth_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,8 +36,8 @@ def test_network_shapes_and_candidate_ranges() -> None:
     net = tiny()
     image = torch.randn(2, 3, 32, 48) * 0.1
     for stage, patch in enumerate(net.config.patch_sizes):
-        raw, mean_residual = net(image, image, stage)
-        assert raw.shape == (2, 8, 32 // patch, 48 // patch)
+        raw, mean_residual, summary = net(image, image, stage)
+        assert raw.shape == (2, 8, 32 // patch, 48 // patch) and summary.shape == (2, 16)
         means, scales, angles, colors = candidates(raw * 50, mean_residual, patch)  # extreme raw values
         rows, cols = 32 // patch, 48 // patch
         centre = (torch.stack(torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")[::-1], -1)
@@ -68,11 +70,38 @@ def test_stage_plan_shares_the_budget() -> None:
 def test_predict_any_size(h: int, w: int) -> None:
     target = torch.from_numpy(smooth_image(h, w).astype(np.float32) / 255) - 0.5
     plan = StagePlan((5, 4, 3))
-    stages = predict(target, plan, tiny())
-    assert len(stages) == 4
+    stages, summary = predict(target, plan, tiny())
+    assert len(stages) == 4 and summary.shape == (1, 16)
     assert len(stages[0].means) == -(-h // 16) * -(-w // 16)  # one per patch of the image, none in the padding
     assert [len(s.means) for s in stages[1:]] <= [5, 4, 3] and all(len(s.means) <= b for s, b in zip(
         stages[1:], plan.budgets, strict=True))
+
+
+def test_adapt_scales_each_attribute() -> None:
+    steps = Steps(pos_step=0.5, scale_den=6, angle_levels=64, color_step=(0.01, 0.02, 0.02))
+    assert adapt(steps, [0.0] * 5) == steps
+    assert adapt(steps, [1.0, 1.0, -1.0, 0.5, -1.0]) == Steps(
+        pos_step=1.0, scale_den=3, angle_levels=128, color_step=(0.01 * 2**0.5, 0.01, 0.01))
+    assert adapt(steps, [0.0, -9.0, 20.0, 0.0, 0.0]).scale_den == 64  # held to what the format stores
+    assert adapt(steps, [0.0, -9.0, 20.0, 0.0, 0.0]).angle_levels == 1
+
+
+def test_quantizer_head_starts_at_the_policy_and_stays_within_an_octave() -> None:
+    net = tiny()
+    summary = torch.randn(3, 16)
+    assert net.step_factors(summary, 50).abs().max() == 0  # zero-initialised: the policy's steps
+    assert quantizer_steps(summary[:1], 50, net) == steps_for_quality(50)
+    with torch.no_grad():
+        for p in net.quantizer.parameters():
+            p.normal_(0, 3)
+    factors = net.step_factors(summary, 50)
+    assert factors.shape == (3, 5) and factors.abs().max() <= 1 and factors.abs().max() > 0.1
+    assert quantizer_steps(summary[:1], 50, net) == adapt(steps_for_quality(50), factors[0].tolist())
+    initializer.ADAPTIVE_STEPS = False
+    try:
+        assert quantizer_steps(summary[:1], 50, net) == steps_for_quality(50)
+    finally:
+        initializer.ADAPTIVE_STEPS = True
 
 
 def test_weights_round_trip_and_hash_check(tmp_path: Path) -> None:
@@ -121,6 +150,15 @@ def test_training_runs_resumes_and_exports(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     model = model_io.load.__wrapped__(tmp_path / "weights")
     assert model.config.channels == 8
+    # the later phases start from a checkpoint: cross-stage, then quantization-aware
+    before = run / "checkpoint.pt"
+    for phase in ("joint", "quant"):
+        out = subprocess.run([*common[:6], str(tmp_path / phase), *common[7:], "--steps", "1", "--phase", phase,
+                              "--init-from", str(before)], cwd=ROOT, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        before = tmp_path / phase / "checkpoint.pt"
+    line = (tmp_path / "quant" / "log.txt").read_text().splitlines()[-1]
+    assert " quantized " in line and len(line.split(" factors ")[1].split()) >= 5
 
 
 def test_training_refuses_test_sets(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
-"""Train the staged predictor (gscodec/predictor) on ../shared/data/train: Predict-Optimize-Distill.
+"""Train the staged predictor (gscodec/predictor) on ../shared/data/train, in three phases.
 
-    python -m training.predictor --out training/runs/predictor [--steps N] [--resume]
+    python -m training.predictor --out RUN [--phase pod|joint|quant] [--init-from CKPT] [--steps N] [--resume]
 
-Per batch of random crops, stage by stage (earlier stages' splats fixed and rendered):
+``--phase pod`` (Predict-Optimize-Distill), per batch of random crops, stage by stage
+(earlier stages' splats fixed and rendered):
 1. Predict the stage's candidates from [image, residual]; Stage Control with a random
    threshold per batch keeps some (the network learns to work with any threshold);
 2. Optimize: a copy of the kept splats takes ``--inner`` Adam steps on the reconstruction
@@ -11,10 +12,24 @@ Per batch of random crops, stage by stage (earlier stages' splats fixed and rend
    times a SmoothL1 pull of the predicted parameters towards the optimized ones.
 The stage loss is the RGB mean squared error of the render of all stages so far. Stages are
 trained together in every step (each sees its predecessors' detached output), which on
-2 cores trains faster than AIR's stage-by-stage schedule.
+2 cores trains faster than AIR's stage-by-stage schedule. ``--inner 0 --distill 0`` is
+plain end-to-end training (the ablation of bench/README.md).
 
-Checkpoints (model, optimizer, step, settings) every ``--save-every`` steps and at the end;
-``--resume`` continues from the last. The log is one plain line per ``--log-every`` steps.
+``--phase joint`` (cross-stage fine-tuning): the same stage losses, but gradients flow
+through the earlier stages' renders, so a stage learns to leave a residual the later
+ones can fix; no inner optimization.
+
+``--phase quant`` (quantization-aware fine-tuning and the image-adaptive quantizer): as
+joint, and the final render is made of splats perturbed by uniform noise of the width of
+their quantizer steps (the policy's steps for a random quality, scaled by the network's
+`step_factors`), with a rate term: ``lambda(quality)`` times the bits per pixel the
+factors save or spend (one bit per symbol per halving of a step). ``lambda`` is the slope
+of the predictor-only Kodak RD curve measured before this phase (`rd_slope`).
+
+``--init-from`` starts from another run's checkpoint (its weights only: a new phase gets a
+fresh optimizer and schedule). Checkpoints (model, optimizer, step, settings) every
+``--save-every`` steps and at the end; ``--resume`` continues from the last. The log is one
+plain line per ``--log-every`` steps.
 """
 
 from __future__ import annotations
@@ -33,8 +48,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from gscodec.predictor.network import PredictorConfig, StagedPredictor
+from gscodec.predictor.network import SYMBOLS_PER_SPLAT, PredictorConfig, StagedPredictor
 from gscodec.predictor.rollout import StageSplats, predict_stage, render, rgb_error
+from gscodec.quant.policy import steps_for_quality
 from training.data import Crops, default_train_dir
 
 
@@ -42,6 +58,8 @@ def settings(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m training.predictor", description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=default_train_dir())
     ap.add_argument("--out", type=Path, required=True, help="run folder: checkpoint.pt, log.txt")
+    ap.add_argument("--phase", choices=("pod", "joint", "quant"), default="pod")
+    ap.add_argument("--init-from", type=Path, metavar="CKPT", help="start from this checkpoint's weights")
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--crop", type=int, default=128)
@@ -57,6 +75,8 @@ def settings(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--save-every", type=int, default=250)
+    ap.add_argument("--cpu-minutes", type=float, metavar="M",
+                    help="also stop after M minutes of this process's CPU time (equal-time ablations)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--export", type=Path, metavar="FOLDER",
                     help="write the run's checkpoint as shipped weights (safetensors + JSON) to FOLDER and stop")
@@ -82,7 +102,7 @@ def export(args: argparse.Namespace) -> int:
     ckpt = torch.load(args.out / "checkpoint.pt", weights_only=False)
     config = ckpt["config"]
     model = StagedPredictor(PredictorConfig(**{**config, "patch_sizes": tuple(config["patch_sizes"])}))
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt["model"], args.out / "checkpoint.pt")
     trained = ckpt["settings"]
     images = list_train_images(Path(trained["data"]))
     recipe = {
@@ -98,6 +118,14 @@ def export(args: argparse.Namespace) -> int:
     path = save(model, args.export, recipe=recipe)
     print(f"wrote {path} ({path.stat().st_size} bytes) from step {ckpt['step']}")
     return 0
+
+
+def load_weights(model: StagedPredictor, weights: dict, source: Path) -> None:
+    """``weights`` into ``model``; a checkpoint of phase pod or joint has no quantizer head
+    yet, which then keeps its initial zero output (the policy's steps)."""
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or any(not k.startswith("quantizer.") for k in missing):
+        raise SystemExit(f"{source} does not fit this network: missing {missing}, unexpected {unexpected}")
 
 
 def optimize_stage(target: torch.Tensor, before: torch.Tensor, s: StageSplats, steps: int, lr: float) -> StageSplats:
@@ -127,8 +155,31 @@ def distance(a: StageSplats, b: StageSplats) -> torch.Tensor:
     return sum(terms)
 
 
+def rd_slope(quality: float) -> float:
+    """The predictor-only Kodak RD curve's slope at ``quality``, as mean squared error per bit
+    per pixel: bench/results/kodak/gscodec-predictor-e0.json before this phase (qualities 0, 20,
+    40, 65) gave 0.0167, 0.0053, 0.0016 at qualities 10, 30, 52 (log-linear fit below)."""
+    return 10 ** (-1.54 - 2.43 * quality / 100)
+
+
+def quantized(s: StageSplats, steps, factors: torch.Tensor) -> StageSplats:
+    """``s`` with uniform noise one quantizer step wide on each attribute (a differentiable
+    stand-in for rounding): steps from the policy, scaled by 2**factors."""
+    k = 2.0 ** factors
+    n = len(s.means)
+
+    def noise(*shape):
+        return torch.rand(n, *shape) - 0.5
+
+    log_scales = s.scales.log() + math.log(2) * k[1] / steps.scale_den * noise(2)
+    color_step = torch.stack([steps.color_step[0] * k[3], steps.color_step[1] * k[4], steps.color_step[2] * k[4]])
+    return StageSplats(s.means + steps.pos_step * k[0] * noise(2), log_scales.exp(),
+                       s.angles + math.pi / steps.angle_levels * k[2] * noise(), s.colors + color_step * noise(3))
+
+
 def train_step(model: StagedPredictor, batch: torch.Tensor, args: argparse.Namespace, rng: random.Random):
-    """One step over all stages; returns (total loss, per-stage PSNR of the predicted renders)."""
+    """One step over all stages; returns (total loss, per-stage PSNR of the predicted renders
+    [, PSNR after quantization noise and the mean log2 step factors, in phase quant])."""
     b, _, h, w = batch.shape
     threshold = 10 ** rng.uniform(*args.threshold_range)
     current = torch.zeros_like(batch)
@@ -136,22 +187,41 @@ def train_step(model: StagedPredictor, batch: torch.Tensor, args: argparse.Names
     total = torch.zeros(())
     psnrs = []
     for stage in range(model.config.stages):
-        new = predict_stage(model, batch, current, stage, None if stage == 0 else threshold)
+        new, summary = predict_stage(model, batch, current, stage, None if stage == 0 else threshold)
         renders, distill = [], torch.zeros(())
         for i in range(b):
             mine = render([new[i]], h, w)
             renders.append(current[i] + mine)
-            if args.inner and len(new[i].means):
+            if args.phase == "pod" and args.inner and len(new[i].means):
                 target = optimize_stage(batch[i], current[i], new[i].detach(), args.inner, args.inner_lr)
                 distill = distill + distance(new[i], target) / b
         out = torch.stack(renders)
         mse = rgb_error(out, batch).mean() / 3
         total = total + mse + args.distill * 1e-3 * distill
         psnrs.append(10 * math.log10(1 / max(mse.item(), 1e-12)))
-        current = out.detach()
+        current = out.detach() if args.phase == "pod" else out
         for i in range(b):
-            placed[i].append(new[i].detach())
+            placed[i].append(new[i].detach() if args.phase == "pod" else new[i])
+    if args.phase == "quant":
+        quality = 100 * rng.random()
+        steps = steps_for_quality(quality)
+        factors = model.step_factors(summary, quality)
+        noisy = torch.stack([render([quantized(s, steps, factors[i]) for s in placed[i]], h, w) for i in range(b)])
+        mse = rgb_error(noisy, batch).mean() / 3
+        splats = torch.tensor([sum(len(s.means) for s in placed[i]) for i in range(b)], dtype=torch.float32)
+        bits = -(splats[:, None] * factors * torch.tensor(SYMBOLS_PER_SPLAT)).sum(1) / (h * w)  # per pixel
+        total = total + mse + rd_slope(quality) * bits.mean()
+        psnrs.append(10 * math.log10(1 / max(mse.item(), 1e-12)))
+        psnrs.extend(factors.mean(0).tolist())
     return total, psnrs
+
+
+def save(model, opt, step, rng, config, args, path: Path) -> None:
+    """The checkpoint, written atomically (a kill never leaves half a file)."""
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "rng": rng,
+                "torch_rng": torch.get_rng_state(), "config": asdict(config), "settings": portable(args)},
+               path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     step = 0
     ckpt_path = args.out / "checkpoint.pt"
+    if args.init_from and not (args.resume and ckpt_path.exists()):
+        load_weights(model, torch.load(args.init_from, weights_only=False)["model"], args.init_from)
     if args.resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False)
         model.load_state_dict(ckpt["model"])
@@ -180,7 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{params} parameters; {len(crops.images)} training images", flush=True)
     bar = tqdm(total=args.steps, initial=step, desc="training", unit="step")
     window, t0 = [], time.perf_counter()
+    cpu0 = time.process_time()
     while step < args.steps:
+        if args.cpu_minutes is not None and time.process_time() - cpu0 > 60 * args.cpu_minutes:
+            log.write(f"# stop at step {step}: {args.cpu_minutes} CPU minutes used\n")
+            save(model, opt, step, rng, config, args, ckpt_path)
+            break
         for group in opt.param_groups:  # cosine decay to 5 %
             group["lr"] = args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         loss, psnrs = train_step(model, crops.batch(args.batch), args, rng)
@@ -193,17 +270,17 @@ def main(argv: list[str] | None = None) -> int:
         bar.update()
         if step % args.log_every == 0:
             mean = np.mean(window, 0)
-            line = (f"step {step} loss {loss.item():.6f} psnr " + " ".join(f"{v:.2f}" for v in mean)
-                    + f" lr {opt.param_groups[0]['lr']:.2e} s/step {(time.perf_counter() - t0) / len(window):.2f}")
+            stages = config.stages
+            line = f"step {step} loss {loss.item():.6f} psnr " + " ".join(f"{v:.2f}" for v in mean[:stages])
+            if len(mean) > stages:  # phase quant: PSNR with quantization noise, mean log2 step factors
+                line += f" quantized {mean[stages]:.2f} factors " + " ".join(f"{v:+.2f}" for v in mean[stages + 1:])
+            line += (f" lr {opt.param_groups[0]['lr']:.2e} s/step {(time.perf_counter() - t0) / len(window):.2f}")
             log.write(line + "\n")
             log.flush()
-            bar.set_postfix_str(" ".join(f"{v:.1f}" for v in mean))
+            bar.set_postfix_str(" ".join(f"{v:.1f}" for v in mean[: stages + 1]))
             window, t0 = [], time.perf_counter()
         if step % args.save_every == 0 or step == args.steps:
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "rng": rng,
-                        "torch_rng": torch.get_rng_state(), "config": asdict(config), "settings": portable(args)},
-                       ckpt_path.with_suffix(".tmp"))
-            ckpt_path.with_suffix(".tmp").replace(ckpt_path)
+            save(model, opt, step, rng, config, args, ckpt_path)
     bar.close()
     return 0
 

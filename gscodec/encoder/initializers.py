@@ -17,6 +17,7 @@ from typing import Protocol
 
 import torch
 
+from ..quant.policy import Steps
 from ..splats import SplatTensors
 from .optimize import Encoder, importance
 from .plan import Plan
@@ -24,11 +25,13 @@ from .plan import Plan
 
 @dataclass(frozen=True)
 class Start:
-    """Splats to start from, and the layer each belongs to."""
+    """Splats to start from, the layer each belongs to and, if the initializer chooses them,
+    the quantizer steps for this image (else the policy's for the quality)."""
 
     splats: SplatTensors
     layer: torch.Tensor  # [N] int64, index into patch_sizes
     patch_sizes: tuple[int, ...]
+    steps: Steps | None = None
 
 
 class Initializer(Protocol):
@@ -44,19 +47,20 @@ def detail(encoder: Encoder, plan: Plan, quality: float) -> Start:
 
 
 def predictor(encoder: Encoder, plan: Plan, quality: float) -> Start:
-    """The staged predictor's splats, one layer per stage (its network runs on the CPU)."""
-    from ..predictor.initializer import predict, stage_plan
+    """The staged predictor's splats, one layer per stage, and its quantizer steps for the image
+    (its network runs on the CPU)."""
+    from ..predictor.initializer import predict, quantizer_steps, stage_plan
     from ..predictor.model import load
 
     model = load()
     first = model.config.patch_sizes[0]
     stage0 = -(-encoder.h // first) * -(-encoder.w // first)
-    stages = predict(encoder.target.cpu().float(), stage_plan(plan.n_splats, stage0), model)
+    stages, summary = predict(encoder.target.cpu().float(), stage_plan(plan.n_splats, stage0), model)
     cat = [torch.cat([getattr(st, k) for st in stages]).to(encoder.device) for k in ("means", "scales", "angles",
                                                                                      "colors")]
     layer = torch.cat([torch.full((len(st.means),), i, dtype=torch.int64) for i, st in enumerate(stages)])
     sizes = model.config.patch_sizes[: len(stages)]
-    return Start(SplatTensors(*cat), layer, tuple(sizes))
+    return Start(SplatTensors(*cat), layer, tuple(sizes), quantizer_steps(summary, quality, model))
 
 
 INITIALIZERS: dict[str, Initializer] = {"detail": detail, "predictor": predictor}

@@ -13,7 +13,7 @@ from ..format.color import RGB_TO_YCBCR
 from ..format.constants import BACKGROUND_UNIT
 from ..format.params import dequantize_layer
 from ..quant.layer import fit_params, quantize_background, quantize_layer
-from ..quant.policy import steps_for_quality
+from ..quant.policy import Steps, steps_for_quality
 from ..quant.stream import encode_splats
 from ..splats import Splats, SplatTensors
 from .initializers import INITIALIZERS
@@ -26,9 +26,10 @@ Progress = Callable[[float], None]  # receives the fraction done, 0..1
 def fit_image(
     rgb: np.ndarray, quality: float, effort: int, progress: Progress | None = None, seed: int = 0,
     device: torch.device | str = "cpu", init: str = DEFAULT_INIT,
-) -> Splats:
-    """Splats for an [H, W, 3] float32 RGB image in [0, 1], geometry already on the quantizer's
-    grid and colours solved for it (`gscodec.quant.stream.encode_splats` then codes them).
+) -> tuple[Splats, Steps]:
+    """Splats for an [H, W, 3] float32 RGB image in [0, 1], geometry already on the grid of the
+    quantizer steps returned with them and colours solved for it (`gscodec.quant.stream.encode_splats`
+    then codes them with those steps).
     ``device``: where the fitting runs (a CUDA device needs `gscodec.has_cuda`); ``init``:
     the initializer (`gscodec.encoder.initializers`)."""
     h, w = rgb.shape[:2]
@@ -44,7 +45,7 @@ def fit_image(
     report(5 / weight)
     s = enc.refine(start.splats, plan.iterations, lambda f: report((5 + f * plan.iterations) / weight))
     # quantization-aware finish: each layer's geometry quantized, then the colours solved for it
-    steps = steps_for_quality(quality)
+    steps = start.steps or steps_for_quality(quality)
     floating = Splats.from_tensors(s, width=w, height=h, background=background, layer=start.layer.cpu().numpy(),
                                    patch_sizes=start.patch_sizes)
     parts, layer = [], []
@@ -59,14 +60,14 @@ def fit_image(
     colors = enc.solve_colors(geometry, plan.color_iterations, geometry.colors).cpu().numpy()
     report(1.0)
     return Splats(w, h, means, scales, angles, colors, background, layer=np.concatenate(layer),
-                  patch_sizes=start.patch_sizes)
+                  patch_sizes=start.patch_sizes), steps
 
 
 def encode_image(rgb: np.ndarray, quality: float, effort: int, progress: Progress | None = None, seed: int = 0,
                  device: str = "cpu", init: str = DEFAULT_INIT) -> bytes:
     """.gsc bytes of an [H, W, 3] float32 RGB image in [0, 1] (options checked by the caller)."""
-    splats = fit_image(rgb, quality, effort, progress, seed, device, init)
-    return encode_splats(splats, quality=quality)
+    splats, steps = fit_image(rgb, quality, effort, progress, seed, device, init)
+    return encode_splats(splats, steps=steps)
 
 
 def encode_to_rate(rgb: np.ndarray, target_bpp: float, effort: int, progress: Progress | None = None, seed: int = 0,

@@ -4,7 +4,8 @@ Stage 0 places a splat in every patch of the image; each later stage adds splats
 Stage Control finds the patches worst reconstructed, up to its budget (`stage_plan`: the
 encoder's splat budget for the quality, minus stage 0's, shared by the later stages).
 Each stage becomes one layer of the stream, so ``decode(..., layers=k)`` shows the
-first k stages.
+first k stages. The network's quantizer head then picks this image's quantizer steps
+(`quantizer_steps`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..quant.policy import Steps, adapt, steps_for_quality
 from .model import load
 from .network import StagedPredictor
 from .rollout import StageSplats, predict_stage, render
@@ -49,9 +51,11 @@ def stage_plan(n_splats: int, stage0: int, stages: int = 4) -> StagePlan:
 
 
 @torch.no_grad()
-def predict(target: torch.Tensor, plan: StagePlan, model: StagedPredictor | None = None) -> list[StageSplats]:
+def predict(target: torch.Tensor, plan: StagePlan,
+            model: StagedPredictor | None = None) -> tuple[list[StageSplats], torch.Tensor]:
     """Per stage, the splats the predictor keeps for ``target`` ([H, W, 3] YCbCr, background
-    removed, float32 on the CPU), in source pixels."""
+    removed, float32 on the CPU), in source pixels; and the last stage's feature summary
+    [1, 2 * channels] (for `quantizer_steps`)."""
     model = model or load()
     h, w = target.shape[:2]
     step = max(model.config.patch_sizes)
@@ -63,10 +67,25 @@ def predict(target: torch.Tensor, plan: StagePlan, model: StagedPredictor | None
     for stage in range(plan.stages):
         patch = model.config.patch_sizes[stage]
         budget = None if stage == 0 else plan.budgets[stage - 1]
-        (new,) = predict_stage(model, image, current, stage, None if stage == 0 else plan.threshold, budget)
+        (new,), summary = predict_stage(model, image, current, stage, None if stage == 0 else plan.threshold,
+                                        budget)
         if stage == 0:  # drop candidates of patches wholly in the padding
             keep = (F.avg_pool2d(inside, patch) > 0).reshape(-1)
             new = StageSplats(new.means[keep], new.scales[keep], new.angles[keep], new.colors[keep])
         stages.append(new)
         current = (current + render([new], ph, pw)[None]) * inside  # the padding never counts as error
-    return stages
+    return stages, summary
+
+
+# False: the policy's steps for every image (the adaptive quantizer's ablation in bench.predictor)
+ADAPTIVE_STEPS = True
+
+
+@torch.no_grad()
+def quantizer_steps(summary: torch.Tensor, quality: float, model: StagedPredictor | None = None) -> Steps:
+    """The policy's steps for ``quality``, scaled for this image by the network's quantizer head."""
+    steps = steps_for_quality(quality)
+    if not ADAPTIVE_STEPS:
+        return steps
+    model = model or load()
+    return adapt(steps, model.step_factors(summary, quality)[0].tolist())

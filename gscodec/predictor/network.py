@@ -12,6 +12,10 @@ a stride-4 trunk (pixel unshuffle, 3x3 convolutions, residual blocks) on
 [image, residual], a learned stage embedding added to its features, features pooled to
 the stage's patch grid, and a 1x1 head. Colours are predicted on top of the patch's mean
 residual, which is already a good first guess.
+
+The image-adaptive quantizer (`StagedPredictor.step_factors`, after AIR's) reads the
+features of the last stage, summarised over the image, and the quality, and scales the
+policy's quantizer steps per attribute (`QUANT_ATTRIBUTES`) by a factor between 1/2 and 2.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ from torch import nn
 
 RAW = 8  # per candidate: dx, dy, log-scale x2, angle, colour x3
 MIN_SCALE = 0.3  # pixels: the encoder's smallest axis
+# what the image-adaptive quantizer scales (`gscodec.quant.policy.adapt`), and how many
+# symbols of each a splat codes (its rate proxy in training: one bit per symbol per halving)
+QUANT_ATTRIBUTES = ("position", "scale", "angle", "luma", "chroma")
+SYMBOLS_PER_SPLAT = (2, 2, 1, 1, 2)
 
 
 @dataclass(frozen=True)
@@ -63,19 +71,32 @@ class StagedPredictor(nn.Module):
         self.stage_embedding = nn.Embedding(config.stages, c)
         self.body = nn.Sequential(*(_Block(c) for _ in range(config.blocks)))
         self.head = nn.Sequential(nn.Conv2d(c + 3, c, 1), nn.GELU(), nn.Conv2d(c, RAW, 1))
+        # image-adaptive quantizer: [feature mean, feature std, quality] -> log2 step factors
+        self.quantizer = nn.Sequential(nn.Linear(2 * c + 1, c), nn.GELU(), nn.Linear(c, len(QUANT_ATTRIBUTES)))
         with torch.no_grad():  # start from "splat at the patch centre, half a patch wide, mean residual colour"
             self.head[-1].weight.mul_(0.1)
             self.head[-1].bias.zero_()
+            self.quantizer[-1].weight.zero_()  # and from the policy's steps
+            self.quantizer[-1].bias.zero_()
 
-    def forward(self, image: torch.Tensor, residual: torch.Tensor, stage: int) -> torch.Tensor:
-        """Raw candidates [B, 8, H / P, W / P] for stage ``stage`` (H, W multiples of its patch P)."""
+    def forward(self, image: torch.Tensor, residual: torch.Tensor, stage: int):
+        """Stage ``stage`` on [B, 3, H, W] inputs (H, W multiples of its patch P): raw candidates
+        [B, 8, H / P, W / P], the patches' mean residual [B, 3, H / P, W / P] and a summary of the
+        features [B, 2 * channels] (their mean and standard deviation over the image)."""
         p = self.config.patch_sizes[stage]
         x = self.stem(torch.cat([image, residual], 1))
         x = x + self.stage_embedding.weight[stage][None, :, None, None]
         x = self.body(x)
+        summary = torch.cat([x.mean((2, 3)), x.std((2, 3))], 1)
         x = F.avg_pool2d(x, p // 4) if p > 4 else x
         mean_residual = F.avg_pool2d(residual, p)
-        return self.head(torch.cat([F.gelu(x), mean_residual], 1)), mean_residual
+        return self.head(torch.cat([F.gelu(x), mean_residual], 1)), mean_residual, summary
+
+    def step_factors(self, summary: torch.Tensor, quality: float) -> torch.Tensor:
+        """[B, len(QUANT_ATTRIBUTES)] log2 factors in [-1, 1] for the quantizer steps of the
+        images whose last stage gave ``summary``, at ``quality`` (0-100)."""
+        t = torch.full((len(summary), 1), min(max(quality, 0.0), 100.0) / 100.0, dtype=summary.dtype)
+        return torch.tanh(self.quantizer(torch.cat([summary, t], 1)))
 
 
 def candidates(raw: torch.Tensor, mean_residual: torch.Tensor, patch: int):

@@ -44,17 +44,19 @@ def rgb_error(render_: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def predict_stage(model: StagedPredictor, image: torch.Tensor, current: torch.Tensor, stage: int,
-                  threshold: float | None, budget: int | None = None) -> list[StageSplats]:
-    """Stage ``stage``'s kept candidates for each image of the batch: ``image`` and ``current``
-    (the render of earlier stages) are [B, 3, H, W], H and W multiples of the stage's patch.
-    ``threshold`` None keeps every candidate; else Stage Control with at most ``budget``."""
+                  threshold: float | None, budget: int | None = None) -> tuple[list[StageSplats], torch.Tensor]:
+    """Stage ``stage``'s kept candidates for each image of the batch, and the summary of its
+    features (for `StagedPredictor.step_factors`): ``image`` and ``current`` (the render of
+    earlier stages) are [B, 3, H, W], H and W multiples of the stage's patch. ``threshold``
+    None keeps every candidate; else Stage Control with at most ``budget``."""
     patch = model.config.patch_sizes[stage]
-    raw, mean_residual = model(image, image - current, stage)
+    raw, mean_residual, summary = model(image, image - current, stage)
     means, scales, angles, colors = candidates(raw, mean_residual, patch)
     if threshold is None:
         keep = torch.ones(means.shape[:2], dtype=torch.bool)
     else:
         with torch.no_grad():
             keep = stage_control(rgb_error(current, image), patch, threshold, budget).reshape(len(image), -1)
-    return [StageSplats(means[b][keep[b]], scales[b][keep[b]], angles[b][keep[b]], colors[b][keep[b]])
+    kept = [StageSplats(means[b][keep[b]], scales[b][keep[b]], angles[b][keep[b]], colors[b][keep[b]])
             for b in range(len(image))]
+    return kept, summary

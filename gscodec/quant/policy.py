@@ -6,7 +6,10 @@ This is the one place where quality turns into steps (the encoder's splat budget
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from ..format.constants import MAX_LEVELS
 
 
 @dataclass(frozen=True)
@@ -34,4 +37,19 @@ def steps_for_quality(quality: float) -> Steps:
         scale_den=4 if t < 0.5 else 6,
         angle_levels=32 if t < 0.5 else 64,
         color_step=(y_step, 2 * y_step, 2 * y_step),
+    )
+
+
+def adapt(steps: Steps, log2_factors: Sequence[float]) -> Steps:
+    """``steps`` scaled per attribute by 2**factor, in the order position, scale, angle, luma,
+    chroma (the image-adaptive quantizer's output, `gscodec.predictor.network.QUANT_ATTRIBUTES`),
+    rounded to what the format stores: a log-scale step of 1/scale_den, angle levels, colour
+    steps in the format's units (rounded again by `fit_params`)."""
+    position, scale, angle, luma, chroma = (2.0 ** float(f) for f in log2_factors)
+    y, cb, cr = steps.color_step
+    return Steps(
+        pos_step=steps.pos_step * position,
+        scale_den=min(max(round(steps.scale_den / scale), 1), 64),
+        angle_levels=min(max(round(steps.angle_levels / angle), 1), MAX_LEVELS),
+        color_step=(y * luma, cb * chroma, cr * chroma),
     )
