@@ -1,0 +1,193 @@
+"""`inpaint`: fill a hole in a splat stream with new splats, keeping every splat away from it.
+
+1. Render the stream (the decoder's float image, YCbCr without background).
+2. Remove the splats whose footprint touches the hole (`problem.touching`); keep the
+   others bit for bit, in their order and layers. The region to redraw is the hole plus
+   the footprints of the removed splats.
+3. The network (`network.InpaintNet`) reads a window around the region (the region plus
+   `CONTEXT` pixels, on a 16-pixel grid), conditioned by the global vector of the masked
+   whole image, and predicts one splat per patch for the patches that hold region pixels;
+   the patch side follows the density of the removed splats (4, 8 or 16 pixels).
+4. Optionally (``solve_colors``) the new splats' colours are solved by least squares to the
+   known pixels of the region (outside the hole), pulled towards the network's colours.
+5. The new splats form one new layer (so ``decode(..., layers=k)`` still shows the old
+   stream for k up to its layer count); `gscodec.encode_splats` writes the result.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from ..errors import GscError
+from ..format.codec import as_bytes, decode_splats
+from ..format.constants import COLOR_UNIT, MAX_LAYERS
+from ..format.container import parse
+from ..predictor.network import candidates
+from ..quant.policy import Steps
+from ..quant.stream import encode_splats
+from ..splats import Splats
+from . import problem
+from .masks import as_mask
+from .network import ALIGN, InpaintNet, trunk_tiled
+
+CONTEXT = 64  # pixels of known image around the region that the network reads
+TILE = 1024  # windows larger than this run in tiles (`network.trunk_tiled`)
+SOLVE_ITERATIONS = 8  # conjugate-gradient steps of the optional colour solve
+SOLVE_PULL = 1.0  # weight of the pull towards the network's colours, per splat
+
+
+def inpaint(stream: bytes | Splats, mask: object, /, *, weights: str | os.PathLike | InpaintNet | None = None,
+            extractor_checkpoint: str | os.PathLike | None = None, solve_colors: bool = False) -> Splats:
+    """Fill the pixels where ``mask`` is True with new splats.
+
+    stream: .gsc bytes or a `gscodec.Splats`. mask: an [H, W] bool array (or numbers, or a PIL
+    image: white fills; see `masks.as_mask`) of the image's size. weights: a folder of
+    exported weights (default: the shipped ones), or a loaded `InpaintNet`.
+    extractor_checkpoint: the local DINOv2 checkpoint of a model trained with one.
+    solve_colors: refit the new splats' colours to the known pixels around the hole.
+
+    Returns the kept splats unchanged (same order, layers and values) followed by the new
+    splats in one new layer (or, when the stream already has MAX_LAYERS layers, in its last
+    layer of the same patch side, else its last layer). GscError for a bad stream, a mask of
+    another size, an empty mask or one covering the whole image, and when no trained weights
+    are installed.
+    """
+    splats = stream if isinstance(stream, Splats) else decode_splats(as_bytes(stream))
+    hole_np = as_mask(mask, splats.height, splats.width)
+    if isinstance(weights, InpaintNet):
+        model = weights
+    else:
+        from .model import load
+
+        model = load(weights, extractor_checkpoint=extractor_checkpoint)
+    with torch.no_grad():
+        new, patch = _new_splats(model, splats, torch.from_numpy(hole_np), solve_colors)
+    return _combine(splats, new, patch)
+
+
+def inpaint_stream(data: bytes, mask: object, /, **kwargs: object) -> bytes:
+    """`inpaint` from .gsc bytes to .gsc bytes, coded with the stream's own quantizer steps, so
+    the kept splats decode exactly as before (for the CLI)."""
+    data = as_bytes(data)
+    result = inpaint(data, mask, **kwargs)  # type: ignore[arg-type]
+    return encode_splats(result, steps=stream_steps(data))
+
+
+def stream_steps(data: bytes) -> Steps:
+    """The quantizer steps a stream was written with (its first layer's; the encoder uses one
+    set of steps for every layer), so that re-encoding its splats reproduces them."""
+    _, chunks = parse(as_bytes(data))
+    if not chunks:
+        raise GscError("the stream has no layer to take quantizer steps from")
+    p = chunks[0].params
+    return Steps(pos_step=p.patch_size / (1 << p.pos_bits), scale_den=p.scale_den, angle_levels=p.angle_levels,
+                 color_step=tuple(s / COLOR_UNIT for s in p.color_step))  # type: ignore[arg-type]
+
+
+def _new_splats(model: InpaintNet, splats: Splats, hole: torch.Tensor, solve: bool):
+    h, w = splats.height, splats.width
+    t = splats.tensors()
+    background = torch.from_numpy(splats.background)
+    decoded = problem.render(t.means, t.scales, t.angles, t.colors, h, w)
+    boxes = problem.footprints(t.means, t.scales, t.angles, h, w)
+    removed = problem.touching(boxes, hole)
+    region = problem.union(boxes, removed, h, w) | hole
+    kept = ~removed
+    kept_render = problem.render(t.means[kept], t.scales[kept], t.angles[kept], t.colors[kept], h, w)
+    patch = problem.density_patch(int(removed.sum()), int(region.sum()))
+
+    # the global vector of the whole masked image
+    known = (~hole).float()
+    rgb = problem.to_rgb(decoded[None], background) * known
+    cond = model.align(model.global_vector(rgb, hole[None, None].float()))
+
+    # the window: region + context, on the 16-pixel grid, padded to whole 16-pixel blocks
+    rows, cols = torch.nonzero(region.any(1))[:, 0], torch.nonzero(region.any(0))[:, 0]
+    y0 = max(0, (int(rows[0]) - CONTEXT) // ALIGN * ALIGN)
+    x0 = max(0, (int(cols[0]) - CONTEXT) // ALIGN * ALIGN)
+    y1, x1 = min(h, int(rows[-1]) + 1 + CONTEXT), min(w, int(cols[-1]) + 1 + CONTEXT)
+    wh, ww = -(-(y1 - y0) // ALIGN) * ALIGN, -(-(x1 - x0) // ALIGN) * ALIGN
+    pad = (0, ww - (x1 - x0), 0, wh - (y1 - y0))
+    inside = torch.nn.functional.pad(torch.ones(y1 - y0, x1 - x0), pad)
+    crop = (slice(y0, y1), slice(x0, x1))
+    inputs = problem.network_input(decoded[:, crop[0], crop[1]], kept_render[:, crop[0], crop[1]], hole[crop],
+                                   region[crop], torch.ones(y1 - y0, x1 - x0))
+    inputs = torch.nn.functional.pad(inputs, pad)
+    inputs[8] = inside
+    features = trunk_tiled(model, inputs[None], cond, TILE)
+    raw, base = model.heads(features, inputs[None], patch)
+    means, scales, angles, colors = (v[0] for v in candidates(raw, base, patch))
+    region_window = torch.nn.functional.pad(region[crop], pad)
+    take = problem.patches_in(region_window, patch).reshape(-1)
+    means = means[take] + torch.tensor([x0, y0], dtype=means.dtype)
+    means = torch.stack([means[:, 0].clamp(0, w - 1e-3), means[:, 1].clamp(0, h - 1e-3)], 1)
+    scales, angles, colors = scales[take], angles[take], colors[take]
+    if solve and len(means):
+        target = (decoded - kept_render)[:, crop[0], crop[1]]
+        weight = (region & ~hole)[crop].float()
+        colors = _solve_colors(means, scales, angles, colors, target, weight, (y0, x0))
+    return (means, scales, angles, colors, removed.numpy()), patch
+
+
+def _solve_colors(means, scales, angles, colors, target, weight, origin, iterations: int = SOLVE_ITERATIONS,
+                  pull: float = SOLVE_PULL) -> torch.Tensor:
+    """Colours c minimising sum(weight * |render(c) - target|^2) + pull * |c - colors|^2 over the
+    window ``target`` [3, h, w] at ``origin`` (conjugate gradients; the renderer's backward is
+    the adjoint)."""
+    h, w = target.shape[1:]
+
+    def adjoint(image: torch.Tensor) -> torch.Tensor:
+        c = torch.zeros_like(colors, requires_grad=True)
+        with torch.enable_grad():
+            out = problem.render(means, scales, angles, c, h, w, origin)
+            (g,) = torch.autograd.grad((out * image).sum(), c)
+        return g
+
+    def forward(c: torch.Tensor) -> torch.Tensor:
+        return problem.render(means, scales, angles, c, h, w, origin)
+
+    def normal(c: torch.Tensor) -> torch.Tensor:
+        return adjoint(weight * forward(c)) + pull * c
+
+    b = adjoint(weight * target) + pull * colors
+    x = colors.clone()
+    r = b - normal(x)
+    p = r.clone()
+    rr = (r * r).sum()
+    for _ in range(iterations):
+        ap = normal(p)
+        alpha = rr / (p * ap).sum().clamp(min=1e-20)
+        x = x + alpha * p
+        r = r - alpha * ap
+        rr_new = (r * r).sum()
+        if rr_new < 1e-12:
+            break
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+def _combine(splats: Splats, new, patch: int) -> Splats:
+    means, scales, angles, colors, removed = new
+    keep = ~removed
+    sizes = splats.patch_sizes
+    if len(sizes) < MAX_LAYERS:
+        layer, sizes = len(sizes), (*sizes, patch)
+    else:  # no room for a layer: join the last layer of this patch side, else the last one
+        same = [i for i, p in enumerate(sizes) if p == patch]
+        layer = same[-1] if same else len(sizes) - 1
+    n = len(means)
+    return Splats(
+        splats.width, splats.height,
+        np.concatenate([splats.means[keep], means.numpy()]),
+        np.concatenate([splats.scales[keep], scales.numpy()]),
+        np.concatenate([splats.angles[keep], angles.numpy()]),
+        np.concatenate([splats.colors[keep], colors.numpy()]),
+        splats.background,
+        np.concatenate([splats.layer[keep], np.full(n, layer, np.int64)]),
+        sizes,
+    )
+
