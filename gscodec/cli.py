@@ -27,7 +27,6 @@ import io
 import json
 import logging
 import os
-import struct
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +40,7 @@ from . import __version__
 from .api import DEFAULT_QUALITY, check_destination, decode, encode, write_atomic
 from .encoder.plan import DEFAULT_EFFORT, DEFAULT_INIT, INITS, MAX_EFFORT
 from .errors import GscError
+from .errors import is_user_error as _is_user_error
 from .format.codec import stream_bits
 from .format.container import HEADER_SIZE, parse, parse_header
 from .format.symbols import STREAMS
@@ -85,25 +85,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.exception("internal error")
         return _fail(f"internal error ({type(exc).__name__}: {exc}); please report it with the traceback "
                      f"that '{PROG} --verbose ...' shows", 3)
-
-
-def _is_user_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is about the user's files or options (exit 1) rather than a bug (exit 3):
-    GscError, OSError, or an error Pillow raised while reading or writing an image (its own
-    classes such as DecompressionBombError, or ValueError/SyntaxError/EOFError/struct.error
-    raised inside PIL on a malformed file). A plain ValueError from gscodec is a bug."""
-    if isinstance(exc, (GscError, OSError)) or type(exc).__module__.startswith("PIL"):
-        return True
-    return isinstance(exc, (ValueError, SyntaxError, EOFError, struct.error)) and _raised_in_pillow(exc)
-
-
-def _raised_in_pillow(exc: BaseException) -> bool:
-    tb = exc.__traceback__
-    if tb is None:
-        return False
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    return str(tb.tb_frame.f_globals.get("__name__", "")).startswith("PIL.")
 
 
 def _fail(message: str, status: int) -> int:
