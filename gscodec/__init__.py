@@ -4,12 +4,14 @@
     >>> data = gscodec.encode(image, quality=50)      # numpy / PIL / torch -> bytes
     >>> pixels = gscodec.decode(data)                  # -> [H, W, 3] uint8
     >>> splats = gscodec.decode_splats(data)           # the splats themselves
+    >>> summary = gscodec.convert("photos", "out")     # a folder tree to .gsc files, resumable
 
 Importing gscodec and decoding on the CPU do not import torch; encoding does.
 """
 
 from . import _openmp  # noqa: F401  (first: before anything imports torch)
 from .api import DEFAULT_QUALITY, check, decode, encode, has_cuda, read, render_image, write
+from .batch import ConvertInterrupted, ConvertSummary, convert
 from .encoder.plan import DEFAULT_EFFORT, DEFAULT_INIT, MAX_EFFORT
 from .errors import GscError, GscWarning
 from .format.codec import decode_splats
@@ -19,9 +21,9 @@ from .splats import Splats, SplatTensors
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_EFFORT", "DEFAULT_INIT", "DEFAULT_QUALITY", "MAX_EFFORT", "GscError", "GscWarning", "Splats",
-    "SplatTensors", "__version__", "check", "decode", "decode_splats", "encode", "encode_splats", "has_cuda", "read",
-    "register_pillow", "render_image", "write",
+    "DEFAULT_EFFORT", "DEFAULT_INIT", "DEFAULT_QUALITY", "MAX_EFFORT", "ConvertInterrupted", "ConvertSummary",
+    "GscError", "GscWarning", "Splats", "SplatTensors", "__version__", "check", "convert", "decode", "decode_splats",
+    "encode", "encode_splats", "has_cuda", "read", "register_pillow", "render_image", "write",
 ]
 
 

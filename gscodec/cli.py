@@ -5,6 +5,8 @@
     gscodec decode photo.gsc photo.png --scale 0.5
     gscodec decode *.gsc -o out/ --format webp
     gscodec info photo.gsc [--json]
+    gscodec convert photos/ photos-gsc/ --quality 50 --workers 2   # a tree, resumable (gscodec.batch)
+    gscodec convert photos/ out/ --ray                              # the same on Ray
 
 It never overwrites one of its inputs, refuses an output name that says another
 format (encode writes .gsc; decode writes the image format of the extension), and
@@ -16,7 +18,7 @@ Errors are one line on stderr (``gscodec: error: ...``); the exit status is 2
 for usage errors, 1 for unusable input or files (GscError, OSError, Pillow's
 errors on reading or writing an image; with several inputs: any file failed), 3
 for an internal error (a bug: ``--verbose`` shows its traceback), 130 when
-interrupted.
+interrupted. ``convert`` records a file that fails in its manifest, goes on, and exits with 1.
 """
 
 from __future__ import annotations
@@ -140,6 +142,49 @@ def _build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--device", default="cpu", help=_DEVICE_HELP)
     dec.add_argument("--quiet", action="store_true", help="print no summary")
     dec.set_defaults(run=_cmd_decode)
+
+    conv = sub.add_parser(
+        "convert", parents=[common], help="convert a folder tree, glob or list of images to .gsc (or back), "
+                                          "resumably, on worker processes or Ray",
+        usage=f"{PROG} convert [options] SRC DST",
+        description="Convert every image of SRC to DST/<same path>.gsc (or, with --to png, every .gsc file to "
+                    "an image), on worker processes or a Ray cluster. DST/gscodec-manifest.jsonl records each "
+                    "file as it finishes: a rerun skips the files done with the same settings and retries "
+                    "failures; Ctrl-C stops cleanly. A file that fails is reported and the others go on "
+                    "(exit status 1).",
+    )
+    conv.add_argument("paths", nargs="+", metavar="SRC DST",
+                      help="SRC: a folder (searched recursively), a quoted glob ('photos/**/*.jpg') or a .txt file "
+                           "listing files one a line; DST: the output folder, mirroring SRC's tree")
+    conv.add_argument("--to", default="gsc", metavar="FORMAT",
+                      help="gsc (default: encode images), or an image format Pillow writes such as png: "
+                           "decode .gsc files")
+    rate = conv.add_mutually_exclusive_group()
+    rate.add_argument("-q", "--quality", type=_number(0, 100), default=None,
+                      help=f"0-100, higher is larger and better (default {DEFAULT_QUALITY})")
+    rate.add_argument("-b", "--target-bpp", type=_number(0, None), default=None, metavar="BPP",
+                      help="search the quality that gives this many bits per pixel")
+    conv.add_argument("-e", "--effort", type=_integer(0, MAX_EFFORT), default=None,
+                      help=f"0-{MAX_EFFORT}, more refinement (slower), default {DEFAULT_EFFORT}")
+    conv.add_argument("--init", choices=INITS, default=None, help=f"where splats start (default {DEFAULT_INIT})")
+    conv.add_argument("--drop-alpha", action="store_true", help="drop an alpha channel instead of failing the file")
+    conv.add_argument("--seed", type=_integer(0, None), default=None, help="random seed of the encoder (default 0)")
+    conv.add_argument("--device", default="cpu", help=_DEVICE_HELP + "; with --ray, cuda or auto run on the "
+                                                      "cluster's GPUs")
+    conv.add_argument("-j", "--workers", type=_integer(0, None), default=None, metavar="N",
+                      help="worker processes (default: one per core; 0: none, convert in this process); with "
+                           "--ray, the most files in flight (default: twice the cluster's CPUs or GPUs)")
+    conv.add_argument("--ray", nargs="?", const=True, default=False, metavar="ADDRESS",
+                      help="run on Ray (pip install 'gscodec[ray]'): the cluster at ADDRESS ('auto', "
+                           "'ray://host:10001'), else RAY_ADDRESS, a cluster started on this machine, or a new "
+                           "local one. SRC and DST must be paths every node sees. Put --ray after SRC DST, or "
+                           "write --ray=ADDRESS")
+    conv.add_argument("--gpus-per-task", type=_number(0, None), default=1.0, metavar="G",
+                      help="with --ray on GPUs: Ray's num_gpus per file (default 1; 0.25 runs 4 files a GPU)")
+    conv.add_argument("--progress", action="store_true",
+                      help="show the progress bar (images/s, ETA) even when stderr is not a terminal")
+    conv.add_argument("--quiet", action="store_true", help="print neither progress nor summary (failures still)")
+    conv.set_defaults(run=_cmd_convert)
 
     info = sub.add_parser("info", parents=[common], help="describe a .gsc file: size, layers, bits by attribute")
     info.add_argument("input", metavar="FILE", help=".gsc file")
@@ -434,6 +479,57 @@ def _format_for(ext: str, said_by: str) -> str:
     if fmt is None or fmt not in Image.SAVE:
         raise UsageError(f"{said_by} names no image format Pillow writes (try png, jpg, webp or tif)")
     return fmt
+
+
+# ---------------------------------------------------------------- convert
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .batch import ConvertInterrupted, ConvertSummary, convert
+
+    if len(args.paths) != 2:
+        hint = (f" (--ray took {args.ray!r} as its ADDRESS: put --ray after SRC DST)"
+                if isinstance(args.ray, str) and len(args.paths) == 1 else
+                " (quote a glob, 'photos/*.jpg', so that the shell does not expand it)")
+        raise UsageError(f"convert takes SRC and DST, got {len(args.paths)} path{'s' if len(args.paths) > 1 else ''}"
+                         + hint)
+    if args.to.lower().lstrip(".") != "gsc":
+        given = [flag for flag, value in (("--quality", args.quality), ("--target-bpp", args.target_bpp),
+                                          ("--effort", args.effort), ("--init", args.init), ("--seed", args.seed),
+                                          ("--drop-alpha", args.drop_alpha or None)) if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} apply to encoding (--to gsc) only")
+    show = not args.quiet and (args.progress or sys.stderr.isatty())
+
+    def report(rec: dict[str, object]) -> None:
+        if rec["error"] is not None:
+            _report_error(f"{rec['source']}: {rec['error']}")
+
+    def finish(summary: ConvertSummary) -> None:
+        if not args.quiet:
+            _say(summary.report())
+
+    with contextlib.ExitStack() as stack:
+        if show:
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            stack.enter_context(logging_redirect_tqdm())
+        try:
+            summary = convert(
+                args.paths[0], args.paths[1], to=args.to, quality=args.quality, target_bpp=args.target_bpp,
+                effort=args.effort, init=args.init, seed=args.seed or 0, drop_alpha=args.drop_alpha,
+                device=args.device, workers=args.workers, ray=args.ray, gpus_per_task=args.gpus_per_task,
+                progress=show, on_file=report,
+            )
+        except ConvertInterrupted as exc:
+            finish(exc.summary)
+            return _fail("interrupted; run the same command again to continue", 130)
+    finish(summary)
+    if summary.failed:
+        _report_error(f"{len(summary.failed)} of {summary.converted + len(summary.failed)} files failed "
+                      f"(listed above and in {summary.manifest})")
+        return 1
+    return 0
 
 
 # ---------------------------------------------------------------- info
