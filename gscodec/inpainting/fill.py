@@ -8,8 +8,12 @@
    `CONTEXT` pixels, on a 16-pixel grid), conditioned by the global vector of the masked
    whole image, and predicts one splat per patch for the patches that hold region pixels;
    the patch side follows the density of the removed splats (4, 8 or 16 pixels).
-4. Optionally (``solve_colors``) the new splats' colours are solved by least squares to the
-   known pixels of the region (outside the hole), pulled towards the network's colours.
+4. The new splats' colours are solved by least squares to the known pixels of the region
+   (outside the hole), pulled towards the network's colours (``solve_colors``, on by
+   default). Measured with a model trained for 250 steps, on the two DIV2K sample images
+   (384 x 256 crops, quality 50, effort 0, one mask of each class): PSNR in the hole
+   +1.7 / +2.3 / +0.7 dB (thin / medium / thick), outside it (against the decoded image)
+   +5.1 / +4.4 / +4.4 dB, for 0.1-0.2 s more; a pull of 0.1 instead of 1 changed nothing.
 5. The new splats form one new layer (so ``decode(..., layers=k)`` still shows the old
    stream for k up to its layer count); `gscodec.encode_splats` writes the result.
 """
@@ -40,7 +44,7 @@ SOLVE_PULL = 1.0  # weight of the pull towards the network's colours, per splat
 
 
 def inpaint(stream: bytes | Splats, mask: object, /, *, weights: str | os.PathLike | InpaintNet | None = None,
-            extractor_checkpoint: str | os.PathLike | None = None, solve_colors: bool = False) -> Splats:
+            extractor_checkpoint: str | os.PathLike | None = None, solve_colors: bool = True) -> Splats:
     """Fill the pixels where ``mask`` is True with new splats.
 
     stream: .gsc bytes or a `gscodec.Splats`. mask: an [H, W] bool array (or numbers, or a PIL

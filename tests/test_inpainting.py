@@ -1,0 +1,329 @@
+"""Inpainting on splat streams (gscodec/inpainting): errors, kept splats, the new layer, masks,
+weights, the DINOv2 loader (tiny random ViTs made here) and the training script.
+
+Every model here is tiny and random; only the benchmark needs trained weights.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import gscodec
+from gscodec import GscError
+from gscodec.inpainting import inpaint, inpaint_stream, problem
+from gscodec.inpainting import model as model_io
+from gscodec.inpainting.masks import COVERAGE, KINDS, as_mask, random_mask
+from gscodec.inpainting.network import InpaintConfig, InpaintNet, receptive_radius, trunk_tiled
+from tests.conftest import one_numba_thread, smooth_image
+
+ROOT = Path(__file__).resolve().parent.parent
+H, W = 48, 80
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def tiny(seed: int = 0, **kwargs) -> InpaintNet:
+    torch.manual_seed(seed)
+    return InpaintNet(InpaintConfig(channels=8, blocks=1, feature_dim=8, **kwargs)).eval()
+
+
+@pytest.fixture(scope="module")
+def stream() -> bytes:
+    with one_numba_thread():
+        return gscodec.encode(smooth_image(H, W), quality=60, effort=0, init="predictor")
+
+
+def box_mask(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    m = np.zeros((H, W), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+@pytest.mark.parametrize(("mask", "message"), [
+    (np.zeros((H, W + 1), bool), "must be 48 x 80"),
+    (np.zeros((W, H), bool), "must be 48 x 80"),
+    (np.zeros((H, W, 3), np.uint8), "must be 48 x 80"),
+    (np.zeros((H, W), bool), "empty"),
+    (np.ones((H, W), bool), "whole image"),
+    ("mask.png", "numpy array or a PIL image"),
+    (np.full((H, W), np.nan), "NaN"),
+])
+def test_bad_masks(stream: bytes, mask: object, message: str) -> None:
+    with pytest.raises(GscError, match=message):
+        inpaint(stream, mask, weights=tiny())
+
+
+@pytest.mark.parametrize("data", [b"", b"\x89GSC" + bytes(40), "not bytes", 42])
+def test_bad_streams(data: object) -> None:
+    with pytest.raises(GscError):
+        inpaint(data, box_mask(0, 4, 0, 4), weights=tiny())  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif((model_io.WEIGHTS / "inpainting.json").exists(), reason="trained weights are installed")
+def test_no_weights_installed_is_a_clear_error(stream: bytes) -> None:
+    with pytest.raises(GscError, match="no trained inpainting weights are installed"):
+        inpaint(stream, box_mask(10, 20, 10, 20))
+
+
+def test_mask_forms() -> None:
+    m = box_mask(5, 9, 7, 30)
+    assert as_mask(m, H, W).tolist() == m.tolist()
+    assert np.array_equal(as_mask(m.astype(np.uint8) * 255, H, W), m)
+    assert np.array_equal(as_mask(m.astype(np.int32), H, W), m)  # 0/1 integers
+    assert np.array_equal(as_mask(m.astype(np.float32), H, W), m)
+    assert np.array_equal(as_mask(m[..., None], H, W), m)
+    assert np.array_equal(as_mask(torch.from_numpy(m), H, W), m)
+    assert np.array_equal(as_mask(Image.fromarray(m), H, W), m)  # mode "1"
+    assert np.array_equal(as_mask(Image.fromarray(m.astype(np.uint8) * 255).convert("RGB"), H, W), m)
+
+
+def test_kept_splats_unchanged_and_new_layer(stream: bytes) -> None:
+    splats = gscodec.decode_splats(stream)
+    hole = box_mask(16, 30, 24, 44)
+    out = inpaint(stream, hole, weights=tiny())
+    t = splats.tensors()
+    removed = problem.touching(problem.footprints(t.means, t.scales, t.angles, H, W), torch.from_numpy(hole)).numpy()
+    assert 0 < removed.sum() < len(splats)
+    kept = splats.select(~removed)
+    n = len(kept)
+    first = out.select(np.arange(n))
+    for f in ("means", "scales", "angles", "colors", "layer", "background"):  # bit for bit, same order and layers
+        assert np.array_equal(getattr(first, f), getattr(kept, f)), f
+    assert out.patch_sizes[:-1] == splats.patch_sizes and out.patch_sizes[-1] in (4, 8, 16)
+    assert (out.layer[n:] == len(splats.patch_sizes)).all() and len(out) > n
+    new = out.select(np.arange(n, len(out)))
+    assert (new.means >= 0).all() and (new.means[:, 0] < W).all() and (new.means[:, 1] < H).all()
+    # every new splat sits in a patch of the region: near the hole, not across the image
+    x0, y0, nx, ny = problem.footprints(*(torch.from_numpy(a) for a in (new.means, new.scales, new.angles)), H, W)
+    assert np.isfinite(new.colors).all() and (nx > 0).all()
+    # splats whose footprints miss the hole by far are untouched: the far corner renders as before
+    before, after = gscodec.render_image(splats), gscodec.render_image(out)
+    far = np.ones((H, W), bool)
+    region = problem.union(problem.footprints(t.means, t.scales, t.angles, H, W), torch.from_numpy(removed), H, W)
+    grown = torch.nn.functional.max_pool2d(region[None, None].float(), 33, 1, 16)[0, 0] > 0
+    far &= ~grown.numpy()
+    assert np.abs(before[far].astype(int) - after[far].astype(int)).max(initial=0) <= 1
+
+
+def test_output_encodes_and_decodes(stream: bytes) -> None:
+    hole = box_mask(4, 12, 50, 70)
+    out = inpaint(stream, hole, weights=tiny(), solve_colors=False)
+    data = gscodec.encode_splats(out)
+    back = gscodec.decode_splats(data)
+    assert back.patch_sizes == out.patch_sizes and gscodec.decode(data).shape == (H, W, 3)
+    # with the stream's own steps, the kept splats decode exactly as before
+    original = gscodec.decode_splats(stream)
+    again = gscodec.decode_splats(inpaint_stream(stream, hole, weights=tiny()))
+    old = len(original.patch_sizes)
+    kept_before = out.select(out.layer < old)
+    kept_after = again.select(again.layer < old)
+    assert len(kept_after) == len(kept_before)
+    for layer in range(old):  # the decoder sorts each layer's splats by position: compare as sets
+        a, b = kept_before.select(kept_before.layer == layer), kept_after.select(kept_after.layer == layer)
+        key = lambda s: np.lexsort((s.colors[:, 0], s.means[:, 0], s.means[:, 1]))  # noqa: E731
+        for f in ("means", "scales", "colors"):
+            assert np.array_equal(getattr(a, f)[key(a)], getattr(b, f)[key(b)]), (layer, f)
+
+
+def test_accepts_splats_and_images(stream: bytes) -> None:
+    splats = gscodec.decode_splats(stream)
+    hole = box_mask(20, 28, 8, 16)
+    a = inpaint(splats, Image.fromarray(hole), weights=tiny())
+    b = inpaint(stream, hole, weights=tiny())
+    assert a.equals(b)
+
+
+def test_colour_solve_fits_the_known_ring(stream: bytes) -> None:
+    hole = box_mask(14, 32, 20, 50)
+    decoded = gscodec.decode(stream).astype(float)
+    errors = []
+    for solve in (False, True):
+        out = gscodec.render_image(inpaint(stream, hole, weights=tiny(), solve_colors=solve)).astype(float)
+        errors.append(((out - decoded)[~hole] ** 2).mean())
+    assert errors[1] < errors[0]
+
+
+def test_random_masks_cover_their_class_and_are_seeded() -> None:
+    for kind in KINDS:
+        lo, hi = COVERAGE[kind]
+        for h, w in ((64, 64), (96, 160)):
+            rng = np.random.default_rng(7)
+            masks = [random_mask(h, w, kind, rng) for _ in range(6)]
+            assert all(lo <= m.mean() <= hi for m in masks), [m.mean() for m in masks]
+            assert np.array_equal(masks[0], random_mask(h, w, kind, np.random.default_rng(7)))
+            assert not np.array_equal(masks[0], masks[1])
+    assert COVERAGE["thick"] == (0.20, 0.60)
+    with pytest.raises(ValueError, match="kind"):
+        random_mask(8, 8, "huge", np.random.default_rng(0))
+
+
+def test_touching_and_union() -> None:
+    means = torch.tensor([[5.0, 5.0], [30.0, 30.0]])
+    scales = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
+    angles = torch.zeros(2)
+    boxes = problem.footprints(means, scales, angles, 40, 40)
+    hole = torch.zeros(40, 40, dtype=torch.bool)
+    hole[7, 7] = True  # 2 pixels from splat 0's centre (support ~3.3 sigma), far from splat 1
+    assert problem.touching(boxes, hole).tolist() == [True, False]
+    region = problem.union(boxes, torch.tensor([True, False]), 40, 40)
+    # pixel j is inside when j + 0.5 lies within 5 +- sqrt(Q_CUT) = 5 +- 3.33: pixels 2..7
+    assert region[2:8, 2:8].all() and region.sum() == 36 and not region[1, 1] and not region[30, 30]
+    assert problem.density_patch(10, 640) == 8 and problem.density_patch(1, 10_000) == 16
+
+
+def test_tiles_give_the_features_of_one_pass() -> None:
+    net = tiny(3)
+    assert receptive_radius(net.config) < 128
+    inputs = torch.randn(1, 9, 96, 160)
+    cond = torch.randn(1, 8)
+    with torch.no_grad():
+        whole = net.trunk(inputs, cond)
+        tiled = trunk_tiled(net, inputs, cond, 32)
+    assert torch.allclose(whole, tiled, atol=1e-5)
+
+
+def test_adaln_starts_neutral_and_conditions() -> None:
+    net = tiny(1)
+    inputs = torch.randn(2, 9, 32, 32)
+    with torch.no_grad():
+        a = net.trunk(inputs, torch.zeros(2, 8))
+        b = net.trunk(inputs, torch.randn(2, 8))
+        assert torch.equal(a, b)  # modulation starts at scale 0, shift 0, gate 1
+        for block in net.enc0:
+            block.modulation.weight.normal_()
+        c = net.trunk(inputs, torch.randn(2, 8))
+    assert not torch.allclose(a, c)
+
+
+def test_weights_round_trip_and_hash_check(tmp_path: Path, stream: bytes) -> None:
+    net = tiny(2)
+    model_io.save(net, tmp_path, recipe={"command": "test"})
+    loaded = model_io.load(tmp_path)
+    for (ka, a), (kb, b) in zip(net.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(a, b)
+    hole = box_mask(10, 20, 10, 30)
+    assert inpaint(stream, hole, weights=tmp_path).equals(inpaint(stream, hole, weights=net))
+    data = bytearray((tmp_path / "inpainting.safetensors").read_bytes())
+    data[-1] ^= 1
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "inpainting.safetensors").write_bytes(bytes(data))
+    (tmp_path / "bad" / "inpainting.json").write_text((tmp_path / "inpainting.json").read_text())
+    with pytest.raises(GscError, match="SHA-256"):
+        model_io.load(tmp_path / "bad")
+    with pytest.raises(GscError, match="cannot be read"):
+        model_io.load(tmp_path / "missing")
+
+
+@pytest.fixture(scope="module")
+def timm():
+    """timm, or a skip. A CUDA build of torchvision beside a CPU torch cannot load its compiled
+    ops, and torchvision 0.28 then fails on import registering fakes for two of them: their
+    schemas are declared here (nothing calls them), as torchvision's own _C would."""
+    try:
+        import timm as module
+    except ImportError:
+        pytest.skip("timm is not installed")
+    except RuntimeError as exc:
+        if "torchvision::" not in str(exc):
+            raise
+        lib = torch.library.Library("torchvision", "FRAGMENT")
+        for op in ("nms", "qnms"):
+            try:
+                lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+            except RuntimeError:
+                pass
+        timm_shim.append(lib)
+        for name in [m for m in sys.modules if m.startswith(("timm", "torchvision"))]:
+            del sys.modules[name]
+        import timm as module
+    return module
+
+
+timm_shim: list = []
+TINY_VIT = {"embed_dim": 48, "depth": 2, "num_heads": 2}
+
+
+def tiny_vit(timm, img_size: int):
+    torch.manual_seed(0)
+    return timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0, img_size=img_size,
+                             **TINY_VIT)
+
+
+def test_dinov2_loader_reads_local_checkpoints(timm, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    vit = tiny_vit(timm, 56).eval()
+    save_file(vit.state_dict(), str(tmp_path / "vit.safetensors"))
+    extractor = model_io.load_timm_extractor("vit_small_patch14_dinov2", tmp_path / "vit.safetensors", img_size=56,
+                                             **TINY_VIT)
+    rgb, hole = torch.rand(2, 3, 56, 56), torch.zeros(2, 1, 56, 56)
+    mean, std = torch.tensor(extractor.MEAN)[:, None, None], torch.tensor(extractor.STD)[:, None, None]
+    with torch.no_grad():
+        assert torch.allclose(extractor(rgb, hole), vit((rgb - mean) / std), atol=1e-5)
+    assert not any(p.requires_grad for p in extractor.parameters())
+    # Meta's layout (a mask token, position embeddings for another size, under "teacher" with a prefix)
+    other = tiny_vit(timm, 70).state_dict()
+    other["mask_token"] = torch.zeros(1, 48)
+    torch.save({"teacher": {f"backbone.{k}": v for k, v in other.items()}}, tmp_path / "meta.pth")
+    resized = model_io.load_timm_extractor("vit_small_patch14_dinov2", tmp_path / "meta.pth", img_size=56,
+                                           **TINY_VIT)
+    assert resized.vit.pos_embed.shape == vit.pos_embed.shape
+    # the wrong architecture or no file: clear errors
+    with pytest.raises(GscError, match="does not fit"):
+        model_io.load_timm_extractor("vit_small_patch14_dinov2", tmp_path / "vit.safetensors", img_size=56,
+                                     embed_dim=48, depth=3, num_heads=2)
+    with pytest.raises(GscError, match="cannot read"):
+        model_io.load_timm_extractor("vit_small_patch14_dinov2", tmp_path / "none.pth", img_size=56, **TINY_VIT)
+
+
+def test_model_with_a_dinov2_extractor(timm, tmp_path: Path, stream: bytes) -> None:
+    from safetensors.torch import save_file
+
+    save_file(tiny_vit(timm, 56).state_dict(), str(tmp_path / "vit.safetensors"))
+    extractor = model_io.load_timm_extractor("vit_small_patch14_dinov2", tmp_path / "vit.safetensors", img_size=56,
+                                             **TINY_VIT)
+    config = InpaintConfig(channels=8, blocks=1, feature_dim=48, extractor="timm:vit_small_patch14_dinov2",
+                           extractor_size=56, extractor_kwargs=TINY_VIT,
+                           extractor_sha256=model_io.file_sha256(tmp_path / "vit.safetensors"))
+    net = InpaintNet(config, extractor).eval()
+    model_io.save(net, tmp_path / "model", recipe={})
+    with pytest.raises(GscError, match="extractor_checkpoint"):
+        model_io.load(tmp_path / "model")
+    save_file(tiny_vit(timm, 70).state_dict(), str(tmp_path / "other.safetensors"))
+    with pytest.raises(GscError, match="not the extractor checkpoint"):
+        model_io.load(tmp_path / "model", extractor_checkpoint=tmp_path / "other.safetensors")
+    hole = box_mask(10, 20, 30, 40)
+    out = inpaint(stream, hole, weights=tmp_path / "model", extractor_checkpoint=tmp_path / "vit.safetensors")
+    assert out.equals(inpaint(stream, hole, weights=net))
+
+
+def test_training_runs_resumes_and_exports(tmp_path: Path, stream: bytes) -> None:
+    data = tmp_path / "train"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(data / f"img{i}.png")
+    run = tmp_path / "run"
+    common = [sys.executable, "-m", "training.inpaint", "--data", str(data), "--out", str(run), "--batch", "2",
+              "--crop", "32", "--channels", "8", "--blocks", "1", "--feature-dim", "8", "--log-every", "1",
+              "--save-every", "1", "--threads", "1"]
+    for steps in (2, 3):  # the second run resumes from the checkpoint of the first
+        out = subprocess.run([*common, "--steps", str(steps), "--resume"], cwd=ROOT, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+    lines = [line for line in (run / "log.txt").read_text().splitlines() if line.startswith("step")]
+    assert [line.split()[1] for line in lines] == ["1", "2", "3"]
+    assert " psnr hole " in lines[0]
+    out = subprocess.run([*common, "--export", str(tmp_path / "weights")], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    meta = (tmp_path / "weights" / "inpainting.json").read_text()
+    assert '"command": "python -m training.inpaint' in meta and "predictor_sha256" in meta
+    model = model_io.load(tmp_path / "weights")
+    assert model.config.channels == 8
+    assert len(inpaint(stream, box_mask(10, 20, 10, 20), weights=model)) > 0
