@@ -89,7 +89,7 @@ def test_kept_splats_unchanged_and_new_layer(stream: bytes) -> None:
     hole = box_mask(16, 30, 24, 44)
     out = inpaint(stream, hole, weights=tiny())
     t = splats.tensors()
-    removed = problem.touching(problem.footprints(t.means, t.scales, t.angles, H, W), torch.from_numpy(hole)).numpy()
+    removed = problem.touching(t.means, t.scales, t.angles, torch.from_numpy(hole)).numpy()
     assert 0 < removed.sum() < len(splats)
     kept = splats.select(~removed)
     n = len(kept)
@@ -100,15 +100,14 @@ def test_kept_splats_unchanged_and_new_layer(stream: bytes) -> None:
     assert (out.layer[n:] == len(splats.patch_sizes)).all() and len(out) > n
     new = out.select(np.arange(n, len(out)))
     assert (new.means >= 0).all() and (new.means[:, 0] < W).all() and (new.means[:, 1] < H).all()
-    # every new splat sits in a patch of the region: near the hole, not across the image
-    x0, y0, nx, ny = problem.footprints(*(torch.from_numpy(a) for a in (new.means, new.scales, new.angles)), H, W)
-    assert np.isfinite(new.colors).all() and (nx > 0).all()
-    # splats whose footprints miss the hole by far are untouched: the far corner renders as before
+    assert np.isfinite(new.colors).all()
+    # away from the removed splats' region (by more than two of the largest patches) the image
+    # renders as before: the new splats stay near the hole
+    keep = torch.from_numpy(removed)
+    region = problem.support(t.means[keep], t.scales[keep], t.angles[keep], H, W)
+    grown = torch.nn.functional.max_pool2d(region[None, None].float(), 65, 1, 32)[0, 0] > 0
+    far = ~grown.numpy()
     before, after = gscodec.render_image(splats), gscodec.render_image(out)
-    far = np.ones((H, W), bool)
-    region = problem.union(problem.footprints(t.means, t.scales, t.angles, H, W), torch.from_numpy(removed), H, W)
-    grown = torch.nn.functional.max_pool2d(region[None, None].float(), 33, 1, 16)[0, 0] > 0
-    far &= ~grown.numpy()
     assert np.abs(before[far].astype(int) - after[far].astype(int)).max(initial=0) <= 1
 
 
@@ -164,18 +163,21 @@ def test_random_masks_cover_their_class_and_are_seeded() -> None:
         random_mask(8, 8, "huge", np.random.default_rng(0))
 
 
-def test_touching_and_union() -> None:
+def test_touching_and_support() -> None:
+    # splat 0 at (5, 5), sigma 1: its support is the disc q = d^2 <= Q_CUT = 2 ln 255 (d <= 3.33)
     means = torch.tensor([[5.0, 5.0], [30.0, 30.0]])
-    scales = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
+    scales = torch.ones(2, 2)
     angles = torch.zeros(2)
-    boxes = problem.footprints(means, scales, angles, 40, 40)
     hole = torch.zeros(40, 40, dtype=torch.bool)
-    hole[7, 7] = True  # 2 pixels from splat 0's centre (support ~3.3 sigma), far from splat 1
-    assert problem.touching(boxes, hole).tolist() == [True, False]
-    region = problem.union(boxes, torch.tensor([True, False]), 40, 40)
-    # pixel j is inside when j + 0.5 lies within 5 +- sqrt(Q_CUT) = 5 +- 3.33: pixels 2..7
-    assert region[2:8, 2:8].all() and region.sum() == 36 and not region[1, 1] and not region[30, 30]
-    assert problem.density_patch(10, 640) == 8 and problem.density_patch(1, 10_000) == 16
+    hole[7, 7] = True  # pixel centre (7.5, 7.5): d = 3.54, outside the disc though inside its box
+    assert problem.touching(means, scales, angles, hole).tolist() == [False, False]
+    hole[6, 7] = True  # centre (7.5, 6.5): d = 2.92, inside
+    assert problem.touching(means, scales, angles, hole).tolist() == [True, False]
+    region = problem.support(means[:1], scales[:1], angles[:1], 40, 40)
+    y, x = np.mgrid[:40, :40] + 0.5
+    assert region.numpy().tolist() == (((x - 5) ** 2 + (y - 5) ** 2) <= 2 * np.log(255)).tolist()
+    assert problem.density_patch(10, 640) == 8 and problem.density_patch(10, 639) == 4
+    assert problem.density_patch(1, 10_000) == 16 and problem.density_patch(100, 10) == 4
 
 
 def test_tiles_give_the_features_of_one_pass() -> None:

@@ -164,9 +164,8 @@ def make_tasks(clean, decoded, splats, kinds, mask_rng):
     for i in range(b):
         hole = torch.from_numpy(random_mask(h, w, kinds[i], mask_rng))
         s = splats[i]
-        boxes = problem.footprints(s.means, s.scales, s.angles, h, w)
-        removed = problem.touching(boxes, hole)
-        region = problem.union(boxes, removed, h, w) | hole
+        removed = problem.touching(s.means, s.scales, s.angles, hole)
+        region = problem.support(s.means[removed], s.scales[removed], s.angles[removed], h, w) | hole
         keep = ~removed
         k = problem.render(s.means[keep], s.scales[keep], s.angles[keep], s.colors[keep], h, w)
         holes.append(hole)

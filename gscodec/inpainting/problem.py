@@ -1,7 +1,7 @@
 """What an inpainting task gives the network, shared by `inpaint` and training.
 
-Splats whose support (the renderer's footprint box, SPEC 7: weight >= 1/255) touches the
-hole are removed; the others are kept as they are. The region to redraw is the hole plus
+Splats whose support (SPEC 7: the pixels where the splat's weight is at least 1/255)
+touches the hole are removed; the others are kept as they are. The region to redraw is the hole plus
 every pixel a removed splat reached: there the new splats must restore what the removed
 ones drew outside the hole and invent what is inside it.
 
@@ -18,41 +18,31 @@ import torch.nn.functional as F
 
 from ..format.color import YCBCR_TO_RGB
 from ..render.backends import render_splats
-from ..render.preprocess import prepare
 from .network import IN_CHANNELS, PATCH_SIZES
 
 
-def footprints(means: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor, height: int, width: int):
-    """Per splat its footprint box on the image, (x0, y0, nx, ny), each [N] int64 (clipped to the image)."""
+def touching(means: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """[N] bool: whether each splat's support (SPEC 7: the pixels where its weight is at least
+    1/255, as the renderer cuts it) holds a hole pixel ([H, W] bool). Computed by the renderer
+    itself: the adjoint of a render with unit colours, applied to the hole, is each splat's
+    summed weight over the hole, positive exactly when the support meets it."""
+    h, w = hole.shape
+    if not len(means):
+        return torch.zeros(0, dtype=torch.bool)
+    ones = torch.ones(len(means), 1, requires_grad=True)
+    with torch.enable_grad():
+        out = render_splats(means.detach(), scales.detach(), angles.detach(), ones, h, w)
+        (grad,) = torch.autograd.grad((out[..., 0] * hole.to(out.dtype)).sum(), ones)
+    return grad[:, 0] > 0
+
+
+def support(means: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """[H, W] bool: the pixels inside the support of any of the splats."""
+    if not len(means):
+        return torch.zeros(height, width, dtype=torch.bool)
     with torch.no_grad():
-        dummy = torch.zeros(len(means), 1, dtype=means.dtype)
-        return prepare(means, scales, angles, dummy, height, width, 1.0, (0, 0))[3]
-
-
-def _integral(mask: torch.Tensor) -> torch.Tensor:
-    """[H + 1, W + 1] summed-area table of an [H, W] map."""
-    return F.pad(mask.to(torch.int64).cumsum(0).cumsum(1), (1, 0, 1, 0))
-
-
-def touching(boxes, hole: torch.Tensor) -> torch.Tensor:
-    """[N] bool: whether each footprint box holds a hole pixel."""
-    x0, y0, nx, ny = boxes
-    table = _integral(hole)
-    x1, y1 = x0 + nx, y0 + ny
-    count = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
-    return (count > 0) & (nx > 0) & (ny > 0)
-
-
-def union(boxes, select: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """[H, W] bool: the pixels inside any selected footprint box."""
-    x0, y0, nx, ny = (b[select] for b in boxes)
-    keep = (nx > 0) & (ny > 0)
-    x0, y0, x1, y1 = x0[keep], y0[keep], (x0 + nx)[keep], (y0 + ny)[keep]
-    marks = torch.zeros(height + 1, width + 1, dtype=torch.int64)
-    ones = torch.ones_like(x0)
-    for ys, xs, sign in ((y0, x0, 1), (y0, x1, -1), (y1, x0, -1), (y1, x1, 1)):
-        marks.index_put_((ys, xs), sign * ones, accumulate=True)
-    return marks.cumsum(0).cumsum(1)[:height, :width] > 0
+        out = render_splats(means, scales, angles, torch.ones(len(means), 1), height, width)
+    return out[..., 0] > 0
 
 
 def render(means, scales, angles, colors, height: int, width: int, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
@@ -63,10 +53,13 @@ def render(means, scales, angles, colors, height: int, width: int, origin: tuple
 
 
 def density_patch(removed: int, area: int) -> int:
-    """The new layer's patch side: one splat per patch at about the density of the removed
-    splats over the region (patches of PATCH_SIZES only)."""
+    """The new layer's patch side: one splat per patch, at least as dense as the removed splats
+    over the region (the largest of PATCH_SIZES whose square is at most area / removed, else
+    the smallest). Uniformly placed splats do less per splat than the encoder's adaptively
+    placed ones, so rounding down, not to the nearest side."""
     side = math.sqrt(area / max(removed, 1))
-    return min(PATCH_SIZES, key=lambda p: abs(math.log2(p) - math.log2(max(side, 1.0))))
+    fitting = [p for p in PATCH_SIZES if p <= side]
+    return max(fitting) if fitting else min(PATCH_SIZES)
 
 
 def network_input(decoded: torch.Tensor, kept: torch.Tensor, hole: torch.Tensor, region: torch.Tensor,
