@@ -329,3 +329,28 @@ def test_training_runs_resumes_and_exports(tmp_path: Path, stream: bytes) -> Non
     model = model_io.load(tmp_path / "weights")
     assert model.config.channels == 8
     assert len(inpaint(stream, box_mask(10, 20, 10, 20), weights=model)) > 0
+
+
+def test_bench_methods_fill_the_same_hole(stream: bytes, tmp_path: Path) -> None:
+    from bench import inpaint as bench
+
+    decoded = gscodec.decode(stream)
+    hole = box_mask(10, 20, 30, 50)
+    original = smooth_image(H, W)
+    rows = []
+    for method in bench.METHODS:
+        if method in ("telea", "navier-stokes"):
+            pytest.importorskip("cv2")
+        out = bench.fill(method, stream, decoded, hole, tiny()) if method == "gscodec" else \
+            bench.fill(method, stream, decoded, hole, None)
+        assert out.shape == decoded.shape and out.dtype == np.uint8
+        if method != "gscodec":
+            assert np.array_equal(out[~hole], decoded[~hole])  # only the hole changes
+        s = bench.scores(original, out, hole)
+        assert set(s) == {"psnr-hole", "psnr-rgb", "ssim-hole", "ssim"} and all(np.isfinite(list(s.values())))
+        rows.append((method, out))
+    bench.figure([rows, rows], tmp_path / "grid.png")
+    assert Image.open(tmp_path / "grid.png").size[0] == 160 * len(rows)
+    masks = sorted(bench.MASKS.glob("*.png"))
+    assert len(masks) == 24 * 3
+    assert all(Image.open(p).mode == "1" for p in masks[:3])
