@@ -150,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {len(paths) * len(KINDS)} masks to {MASKS}")
         return 0
     shown = args.figure_image or paths[0].stem
+    if "gscodec" in args.methods:  # load the model before timing (GscError now if there is none)
+        from gscodec.inpainting.model import load
+
+        load(args.weights)
     per_image: dict = {m: {k: {} for k in args.kinds} for m in (*args.methods, "decoded")}
     coverage: dict = {k: [] for k in args.kinds}
     rows = []

@@ -131,6 +131,22 @@ def test_output_encodes_and_decodes(stream: bytes) -> None:
             assert np.array_equal(getattr(a, f)[key(a)], getattr(b, f)[key(b)]), (layer, f)
 
 
+def test_empty_stream_and_full_layer_list() -> None:
+    empty = gscodec.Splats(W, H, np.zeros((0, 2)), np.ones((0, 2)), np.zeros(0), np.zeros((0, 3)), patch_sizes=())
+    hole = box_mask(10, 20, 10, 30)
+    out = inpaint(empty, hole, weights=tiny())
+    assert len(out) > 0 and len(out.patch_sizes) == 1 and (out.layer == 0).all()
+    gscodec.decode(gscodec.encode_splats(out))
+    # a stream with the most layers the format allows: the new splats join its last layer of their side
+    n = 16
+    full = gscodec.Splats(W, H, np.tile([[70.0, 40.0]], (n, 1)), np.ones((n, 2)), np.zeros(n), np.full((n, 3), 0.1),
+                          layer=np.arange(n), patch_sizes=(8,) * 15 + (4,))
+    out = inpaint(full, hole, weights=tiny())
+    assert out.patch_sizes == full.patch_sizes and len(out) > n
+    new_layer = out.layer[n:][0]
+    assert (out.layer[n:] == new_layer).all() and out.patch_sizes[new_layer] in (4, 8, 16)
+
+
 def test_accepts_splats_and_images(stream: bytes) -> None:
     splats = gscodec.decode_splats(stream)
     hole = box_mask(20, 28, 8, 16)
@@ -182,8 +198,20 @@ def test_touching_and_support() -> None:
 
 def test_tiles_give_the_features_of_one_pass() -> None:
     net = tiny(3)
-    assert receptive_radius(net.config) < 128
-    inputs = torch.randn(1, 9, 96, 160)
+    # the bound holds: a change at one pixel reaches no feature farther than the receptive radius
+    x = torch.randn(1, 9, 320, 320, dtype=torch.float64)
+    x2 = x.clone()
+    x2[0, :, 160, 160] += 1
+    with torch.no_grad():
+        changed = (net.double().trunk(x, torch.ones(1, 8, dtype=torch.float64))
+                   != net.trunk(x2, torch.ones(1, 8, dtype=torch.float64))).any(1)[0]
+    net.float()
+    rows, cols = torch.nonzero(changed, as_tuple=True)
+    reach = max(160 - 4 * int(rows.min()), 4 * int(rows.max()) + 3 - 160, 160 - 4 * int(cols.min()),
+                4 * int(cols.max()) + 3 - 160)
+    assert 100 < reach <= receptive_radius(net.config)
+    halo = -(-receptive_radius(net.config) // 16) * 16
+    inputs = torch.randn(1, 9, 32 + 2 * halo + 32, 48 + 2 * halo + 16)  # tiles that see only part of it
     cond = torch.randn(1, 8)
     with torch.no_grad():
         whole = net.trunk(inputs, cond)
