@@ -11,7 +11,9 @@ Each step, for a batch of random crops (`training.data.Crops`: flips, quarter tu
 2. A random mask per crop (`gscodec.inpainting.masks.random_mask`: thin, medium or thick
    strokes and boxes, seeded), the splats touching it removed, the region and the render
    of the kept splats computed exactly as `gscodec.inpaint` does (`gscodec.inpainting.problem`);
-   the new layer's patch side from the removed splats' density.
+   the new layer's patch side from the removed splats' density (in a share
+   ``--random-patch`` of the steps a random one of 4, 8, 16, so that every side is trained:
+   on 128-pixel crops the density picks 16 rarely, on large images more often).
 3. The network predicts one splat per patch over the region; the loss is the squared RGB
    error of render(kept + new) against the clean crop inside the hole (weight
    ``--hole-weight``) and against D elsewhere (where only the removed splats' region and the
@@ -63,7 +65,7 @@ from gscodec.format.constants import BACKGROUND_UNIT
 from gscodec.inpainting import problem
 from gscodec.inpainting.masks import KINDS, random_mask
 from gscodec.inpainting.model import file_sha256, load_timm_extractor, parameter_count
-from gscodec.inpainting.network import InpaintConfig, InpaintNet
+from gscodec.inpainting.network import PATCH_SIZES, InpaintConfig, InpaintNet
 from gscodec.predictor import model as predictor_io
 from gscodec.predictor.initializer import stage_plan
 from gscodec.predictor.network import candidates
@@ -92,6 +94,8 @@ def settings(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--hole-weight", type=float, default=2.0)
     ap.add_argument("--align-weight", type=float, default=0.1)
     ap.add_argument("--quality-range", type=float, nargs=2, default=(20.0, 80.0))
+    ap.add_argument("--random-patch", type=float, default=0.25,
+                    help="share of steps with a random patch side instead of the density's")
     ap.add_argument("--predictor", type=Path, default=predictor_io.WEIGHTS, help="the codec's predictor weights")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -186,6 +190,8 @@ def train_step(model: InpaintNet, predictor, crops: RgbCrops, args, rng: random.
     splats, decoded = codec_view(predictor, clean, rng.uniform(*args.quality_range))
     kinds = [KINDS[rng.randrange(len(KINDS))] for _ in range(b)]
     holes, regions, kept, inputs, patch = make_tasks(clean, decoded, splats, kinds, mask_rng)
+    if rng.random() < args.random_patch:  # every patch side gets trained, also those the density rarely picks
+        patch = PATCH_SIZES[rng.randrange(len(PATCH_SIZES))]
     holef = holes[:, None].float()
 
     masked = model.global_vector(problem.to_rgb(decoded, background) * (1 - holef), holef)

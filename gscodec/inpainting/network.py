@@ -155,6 +155,7 @@ class InpaintNet(nn.Module):
         self.up1 = nn.Conv2d(2 * c, c, 3, padding=1)
         self.dec0 = AdaBlock(c, d)
         self.patch_embedding = nn.Embedding(len(PATCH_SIZES), c)
+        nn.init.zeros_(self.patch_embedding.weight)
         self.head = nn.Sequential(nn.Conv2d(c + 3, c, 1), nn.GELU(), nn.Conv2d(c, RAW, 1))
         with torch.no_grad():  # start from "splat at the patch centre, half a patch wide, mean residual colour"
             self.head[-1].weight.mul_(0.1)
