@@ -5,6 +5,7 @@
     >>> pixels = gscodec.decode(data)                  # -> [H, W, 3] uint8
     >>> splats = gscodec.decode_splats(data)           # the splats themselves
     >>> summary = gscodec.convert("photos", "out")     # a folder tree to .gsc files, resumable
+    >>> filled = gscodec.inpaint(data, mask)           # splats -> splats, the masked region repainted
 
 Importing gscodec and decoding on the CPU do not import torch; encoding does.
 """
@@ -23,8 +24,16 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_EFFORT", "DEFAULT_INIT", "DEFAULT_QUALITY", "MAX_EFFORT", "ConvertInterrupted", "ConvertSummary",
     "GscError", "GscWarning", "Splats", "SplatTensors", "__version__", "check", "convert", "decode", "decode_splats",
-    "encode", "encode_splats", "has_cuda", "read", "register_pillow", "render_image", "write",
+    "encode", "encode_splats", "has_cuda", "inpaint", "read", "register_pillow", "render_image", "write",
 ]
+
+
+def inpaint(stream, mask, /, **kwargs) -> Splats:
+    """Fill ``mask``'s True pixels of a .gsc stream (bytes or `Splats`) with new splats; the
+    splats away from the mask are kept unchanged (`gscodec.inpainting.fill.inpaint`). Needs torch."""
+    from .inpainting import inpaint as run
+
+    return run(stream, mask, **kwargs)
 
 
 def register_pillow() -> None:

@@ -186,6 +186,22 @@ def _build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--quiet", action="store_true", help="print neither progress nor summary (failures still)")
     conv.set_defaults(run=_cmd_convert)
 
+    inp = sub.add_parser(
+        "inpaint", parents=[common], help="fill a region of a .gsc file with new splats (no pixel round trip)",
+        usage=f"{PROG} inpaint [options] IN.gsc MASK OUT.gsc",
+        description="Replace the splats of IN.gsc that touch MASK's white pixels with new splats predicted from "
+                    "the rest of the image, and write OUT.gsc; every other splat is kept as it was.",
+    )
+    inp.add_argument("input", metavar="IN.gsc")
+    inp.add_argument("mask", metavar="MASK", help="an image of IN's size, white (nonzero) where to fill")
+    inp.add_argument("output", metavar="OUT.gsc")
+    inp.add_argument("-y", "--force", action="store_true", help="overwrite OUT.gsc if it exists")
+    inp.add_argument("--weights", metavar="DIR", default=None, help="the inpainting model's folder "
+                                                                    "(default: the weights installed with gscodec)")
+    inp.add_argument("--extractor-checkpoint", metavar="PATH", default=None,
+                     help="a local DINOv2 checkpoint, for models trained with one (loaded with timm)")
+    inp.set_defaults(run=_cmd_inpaint)
+
     info = sub.add_parser("info", parents=[common], help="describe a .gsc file: size, layers, bits by attribute")
     info.add_argument("input", metavar="FILE", help=".gsc file")
     info.add_argument("--json", action="store_true", help="machine-readable output")
@@ -561,6 +577,22 @@ def describe(data: bytes) -> dict[str, object]:
         "bits_per_splat": {name: (bits.get(name, 0) / n if n else None) for name in STREAMS},
         "total_bits_per_splat": 8 * len(data) / n if n else None,
     }
+
+
+def _cmd_inpaint(args: argparse.Namespace) -> int:
+    from .inpainting import inpaint_stream
+
+    if not args.output.lower().endswith(".gsc"):
+        raise UsageError(f"{args.output} does not end in .gsc: inpaint writes a .gsc file")
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise GscError(f"{out} exists (use -y to overwrite)")
+    check_destination(out)
+    data = _read(args.input)
+    with _open_image(Path(args.mask)) as mask:
+        result = inpaint_stream(data, mask, weights=args.weights, extractor_checkpoint=args.extractor_checkpoint)
+    write_atomic(out, result)
+    return 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:

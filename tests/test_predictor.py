@@ -17,8 +17,8 @@ from PIL import Image
 
 import gscodec
 from gscodec import GscError
-from gscodec.predictor import model as model_io
 from gscodec.predictor import initializer
+from gscodec.predictor import model as model_io
 from gscodec.predictor.initializer import StagePlan, predict, quantizer_steps, stage_plan
 from gscodec.predictor.network import MIN_SCALE, PredictorConfig, StagedPredictor, candidates, stage_control
 from gscodec.quant.policy import Steps, adapt, steps_for_quality

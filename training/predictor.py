@@ -75,6 +75,8 @@ def settings(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--save-every", type=int, default=250)
+    ap.add_argument("--until", type=int, metavar="STEP",
+                    help="stop at this step (the learning-rate schedule still spans --steps)")
     ap.add_argument("--cpu-minutes", type=float, metavar="M",
                     help="also stop after M minutes of this process's CPU time (equal-time ablations)")
     ap.add_argument("--resume", action="store_true")
@@ -253,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=args.steps, initial=step, desc="training", unit="step")
     window, t0 = [], time.perf_counter()
     cpu0 = time.process_time()
-    while step < args.steps:
+    while step < min(args.steps, args.until or args.steps):
         if args.cpu_minutes is not None and time.process_time() - cpu0 > 60 * args.cpu_minutes:
             log.write(f"# stop at step {step}: {args.cpu_minutes} CPU minutes used\n")
             save(model, opt, step, rng, config, args, ckpt_path)
