@@ -34,6 +34,10 @@ plain line per ``--log-every`` steps.
 
 from __future__ import annotations
 
+# isort: off
+import gscodec  # noqa: F401  (first: it makes OpenMP threads wait passively before torch loads, so that
+# a job sharing the cores does not make torch's spinning threads burn CPU time)
+# isort: on
 import argparse
 import json
 import math
