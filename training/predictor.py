@@ -23,8 +23,8 @@ ones can fix; no inner optimization.
 joint, and the final render is made of splats perturbed by uniform noise of the width of
 their quantizer steps (the policy's steps for a random quality, scaled by the network's
 `step_factors`), with a rate term: ``lambda(quality)`` times the bits per pixel the
-factors save or spend (one bit per symbol per halving of a step). ``lambda`` is the slope
-of the predictor-only Kodak RD curve measured before this phase (`rd_slope`).
+factors save or spend (one bit per symbol per halving of a step). ``lambda`` comes from the
+slope of the predictor-only Kodak RD curve measured before this phase (`rd_slope`).
 
 ``--init-from`` starts from another run's checkpoint (its weights only: a new phase gets a
 fresh optimizer and schedule). Checkpoints (model, optimizer, step, settings) every
@@ -134,6 +134,17 @@ def load_weights(model: StagedPredictor, weights: dict, source: Path) -> None:
         raise SystemExit(f"{source} does not fit this network: missing {missing}, unexpected {unexpected}")
 
 
+def load_optimizer(opt: torch.optim.Optimizer, model: StagedPredictor, state: dict) -> None:
+    """The optimizer's state from a checkpoint; one from before the quantizer head existed
+    restores every other parameter's state (the head's starts fresh)."""
+    try:
+        opt.load_state_dict(state)
+    except ValueError:
+        older = torch.optim.AdamW([p for n, p in model.named_parameters() if not n.startswith("quantizer.")])
+        older.load_state_dict(state)
+        opt.state.update(older.state)
+
+
 def optimize_stage(target: torch.Tensor, before: torch.Tensor, s: StageSplats, steps: int, lr: float) -> StageSplats:
     """``steps`` Adam steps on the stage's splats alone (log-scales), the rest of the render fixed."""
     params = [s.means.clone(), s.scales.log(), s.angles.clone(), s.colors.clone()]
@@ -162,10 +173,13 @@ def distance(a: StageSplats, b: StageSplats) -> torch.Tensor:
 
 
 def rd_slope(quality: float) -> float:
-    """The predictor-only Kodak RD curve's slope at ``quality``, as mean squared error per bit
-    per pixel: bench/results/kodak/gscodec-predictor-e0.json before this phase (qualities 0, 20,
-    40, 65) gave 0.0167, 0.0053, 0.0016 at qualities 10, 30, 52 (log-linear fit below)."""
-    return 10 ** (-1.54 - 2.43 * quality / 100)
+    """The slope of the predictor-only Kodak RD curve at ``quality``, in dB per bit per pixel:
+    bench/results/kodak/gscodec-predictor-e0.json before this phase (qualities 0, 20, 40, 65)
+    gave 16.9, 7.8 and 3.3 dB/bpp between neighbouring qualities (at 10, 30 and 52; a
+    log-linear fit below). A rate term weighted by ``mse * ln(10) / 10 * rd_slope`` (the
+    Lagrangian in dB: a bit per pixel is worth ``rd_slope`` dB) prices bits the same for every
+    crop at a quality, whatever its distortion."""
+    return math.exp(3.2 - 3.86 * quality / 100)
 
 
 def quantized(s: StageSplats, steps, factors: torch.Tensor) -> StageSplats:
@@ -216,7 +230,8 @@ def train_step(model: StagedPredictor, batch: torch.Tensor, args: argparse.Names
         mse = rgb_error(noisy, batch).mean() / 3
         splats = torch.tensor([sum(len(s.means) for s in placed[i]) for i in range(b)], dtype=torch.float32)
         bits = -(splats[:, None] * factors * torch.tensor(SYMBOLS_PER_SPLAT)).sum(1) / (h * w)  # per pixel
-        total = total + mse + rd_slope(quality) * bits.mean()
+        price = mse.detach() * math.log(10) / 10 * rd_slope(quality)  # MSE per bit per pixel
+        total = total + mse + price * bits.mean()
         psnrs.append(10 * math.log10(1 / max(mse.item(), 1e-12)))
         psnrs.extend(factors.mean(0).tolist())
     return total, psnrs
@@ -247,8 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         load_weights(model, torch.load(args.init_from, weights_only=False)["model"], args.init_from)
     if args.resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
+        load_weights(model, ckpt["model"], ckpt_path)
+        load_optimizer(opt, model, ckpt["optimizer"])
         step, rng = ckpt["step"], ckpt["rng"]
         torch.set_rng_state(ckpt["torch_rng"])
     crops = Crops(args.data, args.crop, seed=args.seed + step)
