@@ -39,6 +39,7 @@ import gscodec  # noqa: F401  (first: it makes OpenMP threads wait passively bef
 # a job sharing the cores does not make torch's spinning threads burn CPU time)
 # isort: on
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -100,6 +101,20 @@ def portable(args: argparse.Namespace) -> dict:
     return out
 
 
+def phases(checkpoint: Path) -> list[dict]:
+    """The training runs that made ``checkpoint``, first to last (following ``--init-from``):
+    per run its command, steps and log."""
+    ckpt = torch.load(checkpoint, weights_only=False)
+    settings = ckpt["settings"]
+    skip = ("data", "resume", "export", "until", "cpu_minutes")
+    command = "python -m training.predictor " + " ".join(
+        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+        for k, v in settings.items() if k not in skip and v is not None)
+    run = {"command": command, "steps": ckpt["step"], "log": f"{settings['out']}/log.txt"}
+    earlier = phases(Path(settings["init_from"])) if settings.get("init_from") else []
+    return [*earlier, run]
+
+
 def export(args: argparse.Namespace) -> int:
     """The checkpoint of ``args.out`` as gscodec's shipped weights, with the recipe that made them."""
     from gscodec.predictor.model import save
@@ -109,20 +124,15 @@ def export(args: argparse.Namespace) -> int:
     config = ckpt["config"]
     model = StagedPredictor(PredictorConfig(**{**config, "patch_sizes": tuple(config["patch_sizes"])}))
     load_weights(model, ckpt["model"], args.out / "checkpoint.pt")
-    trained = ckpt["settings"]
-    images = list_train_images(Path(trained["data"]))
+    images = list_train_images(Path(ckpt["settings"]["data"]))
     recipe = {
-        "command": f"python -m training.predictor --out {args.out} " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
-            for k, v in trained.items() if k not in ("data", "out", "resume", "export") and v is not None),
+        "phases": phases(args.out / "checkpoint.pt"),
         "data": "../shared/data/train (BSDS500 + Sun-Hays80): "
                 f"{len(images)} images, file list SHA-256 "
-                + __import__("hashlib").sha256("\n".join(p.name for p in images).encode()).hexdigest()[:16],
-        "steps": ckpt["step"],
-        "log": "training/runs/predictor/log.txt",
+                + hashlib.sha256("\n".join(p.name for p in images).encode()).hexdigest()[:16],
     }
     path = save(model, args.export, recipe=recipe)
-    print(f"wrote {path} ({path.stat().st_size} bytes) from step {ckpt['step']}")
+    print(f"wrote {path} ({path.stat().st_size} bytes) from step {ckpt['step']} of {args.out}")
     return 0
 
 

@@ -1,11 +1,15 @@
-"""Tune how the predictor shares the splat budget among its later stages, on training images.
+"""Tune the predictor's encoding plan on training images: stage budget shares, quantizer steps.
 
     python -m training.tune_plan [--images 16] [--qualities 20 50 80] --shares 0.4,0.3,0.3 0.5,0.25,0.25 ...
+    python -m training.tune_plan --step-factors 0,0,0,0,0 1,0,0,0,0 0,1,0,0,0 ...
 
-For each candidate of `gscodec.predictor.initializer.STAGE_SHARES`, predictor-only encodes
-(effort 0) of a fixed, seeded sample of ../shared/data/train (never a test set): mean bpp
-and PSNR-RGB per quality, and the BD-rate of each candidate against the first. The chosen
-shares, and the table that chose them, go into the constant's comment.
+For each candidate, predictor-only encodes (effort 0) of a fixed, seeded sample of
+../shared/data/train (never a test set): mean bpp and PSNR-RGB per quality, the BD-rate of
+each candidate against the first, and per quality the trade against the first in dB per
+bit per pixel. Candidates: shares of the later stages
+(`gscodec.predictor.initializer.STAGE_SHARES`), or log2 factors on the policy's steps for
+position, scale, angle, luma and chroma (`gscodec.quant.policy.adapt`, for every image
+alike: what the image-adaptive quantizer could do at most without seeing the image).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import gscodec  # noqa: F401  (first: passive OpenMP waiting before torch loads)
 # isort: on
 import argparse
 import random
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +31,7 @@ from bench.bdrate import bd_rate
 from gscodec.encoder.pipeline import encode_image
 from gscodec.metrics import psnr
 from gscodec.predictor import initializer
+from gscodec.quant.policy import adapt, steps_for_quality
 from training.data import default_train_dir, list_train_images
 
 
@@ -33,37 +40,47 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=default_train_dir())
     ap.add_argument("--images", type=int, default=16, help="how many training images (seeded sample)")
     ap.add_argument("--qualities", type=float, nargs="+", default=[20, 50, 80])
-    ap.add_argument("--shares", nargs="+", required=True, metavar="S1,S2,S3",
-                    help="candidate shares of stages 1, 2, 3 (the first is the reference)")
+    kind = ap.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--shares", nargs="+", metavar="S1,S2,S3",
+                      help="candidate shares of stages 1, 2, 3 (the first is the reference)")
+    kind.add_argument("--step-factors", nargs="+", metavar="P,S,A,Y,C",
+                      help="candidate log2 step factors (the first is the reference)")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = ap.parse_args([" " + a if re.match(r"-\d", a) else a for a in argv])  # -1,0,0,0,0 is a value
     paths = random.Random(args.seed).sample(list_train_images(args.data), args.images)
     images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
-    candidates = [tuple(float(v) for v in s.split(",")) for s in args.shares]
-    original = initializer.STAGE_SHARES
+    candidates = [tuple(float(v) for v in s.split(",")) for s in args.shares or args.step_factors]
+    original = initializer.STAGE_SHARES, initializer.quantizer_steps
     curves = {}
     try:
         with tqdm(total=len(candidates) * len(args.qualities) * len(images), desc="encodes") as bar:
-            for shares in candidates:
-                initializer.STAGE_SHARES = shares
+            for values in candidates:
+                if args.shares:
+                    initializer.STAGE_SHARES = values
+                else:
+                    initializer.quantizer_steps = lambda _s, q, _m=None, f=values: adapt(steps_for_quality(q), f)
                 points = []
                 for q in args.qualities:
-                    values = []
+                    results = []
                     for rgb in images:
                         data = encode_image(rgb.astype(np.float32) / 255, q, 0, init="predictor")
-                        values.append((8 * len(data) / (rgb.shape[0] * rgb.shape[1]),
+                        results.append((8 * len(data) / (rgb.shape[0] * rgb.shape[1]),
                                        psnr(gscodec.decode(data), rgb)))
                         bar.update()
-                    points.append(np.mean(values, 0))
-                curves[shares] = np.array(points)
+                    points.append(np.mean(results, 0))
+                curves[values] = np.array(points)
     finally:
-        initializer.STAGE_SHARES = original
+        initializer.STAGE_SHARES, initializer.quantizer_steps = original
     reference = curves[candidates[0]]
     print(f"{len(images)} training images, predictor only (effort 0); mean bpp / PSNR-RGB per quality")
-    for shares, points in curves.items():
+    name = "shares" if args.shares else "factors"
+    for values, points in curves.items():
         cells = "  ".join(f"q{q:g} {b:.3f} / {p:.2f}" for q, (b, p) in zip(args.qualities, points, strict=True))
+        delta = points - reference
+        slopes = " ".join(f"{d[1] / d[0]:+.1f}" if abs(d[0]) > 1e-6 else "-" for d in delta)
         bd = bd_rate(reference[:, 0], reference[:, 1], points[:, 0], points[:, 1])
-        print(f"shares {','.join(f'{v:g}' for v in shares):<16} {cells}  BD-rate {bd:+.1f} %")
+        print(f"{name} {','.join(f'{v:g}' for v in values):<18} {cells}  BD-rate {bd:+.1f} %  dB/bpp {slopes}")
     return 0
 
 
