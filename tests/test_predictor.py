@@ -91,6 +91,8 @@ def test_quantizer_head_starts_at_the_policy_and_stays_within_an_octave() -> Non
     summary = torch.randn(3, 16)
     assert net.step_factors(summary, 50).abs().max() == 0  # zero-initialised: the policy's steps
     assert quantizer_steps(summary[:1], 50, net) == steps_for_quality(50)
+    unrefined = adapt(steps_for_quality(50), initializer.UNREFINED_STEP_FACTORS)
+    assert quantizer_steps(summary[:1], 50, net, refined=False) == unrefined != steps_for_quality(50)
     with torch.no_grad():
         for p in net.quantizer.parameters():
             p.normal_(0, 3)

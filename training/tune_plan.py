@@ -9,7 +9,8 @@ each candidate against the first, and per quality the trade against the first in
 bit per pixel. Candidates: shares of the later stages
 (`gscodec.predictor.initializer.STAGE_SHARES`), or log2 factors on the policy's steps for
 position, scale, angle, luma and chroma (`gscodec.quant.policy.adapt`, for every image
-alike: what the image-adaptive quantizer could do at most without seeing the image).
+alike, replacing `UNREFINED_STEP_FACTORS`: what an image-adaptive quantizer could do at
+most without seeing the image).
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                 if args.shares:
                     initializer.STAGE_SHARES = values
                 else:
-                    initializer.quantizer_steps = lambda _s, q, _m=None, f=values: adapt(steps_for_quality(q), f)
+                    initializer.quantizer_steps = (
+                        lambda _s, q, _m=None, refined=True, f=values: adapt(steps_for_quality(q), f))
                 points = []
                 for q in args.qualities:
                     results = []

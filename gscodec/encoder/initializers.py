@@ -60,7 +60,8 @@ def predictor(encoder: Encoder, plan: Plan, quality: float) -> Start:
                                                                                      "colors")]
     layer = torch.cat([torch.full((len(st.means),), i, dtype=torch.int64) for i, st in enumerate(stages)])
     sizes = model.config.patch_sizes[: len(stages)]
-    return Start(SplatTensors(*cat), layer, tuple(sizes), quantizer_steps(summary, quality, model))
+    steps = quantizer_steps(summary, quality, model, refined=plan.iterations > 0)
+    return Start(SplatTensors(*cat), layer, tuple(sizes), steps)
 
 
 INITIALIZERS: dict[str, Initializer] = {"detail": detail, "predictor": predictor}

@@ -35,8 +35,10 @@ class StagePlan:
         return 1 + len(self.budgets)
 
 
-# how the budget beyond stage 0 is shared by stages 1, 2, 3 (patches 8, 8, 4): a first choice,
-# not tuned (bench/results/kodak/predictor.json shows what each stage adds)
+# how the budget beyond stage 0 is shared by stages 1, 2, 3 (patches 8, 8, 4). Measured with
+# `python -m training.tune_plan --shares ...` (16 training images, effort 0, qualities 20/50/80):
+# 0.6,0.2,0.2 -1.2 %, 0.5,0.3,0.2 +0.6 %, 0.3,0.3,0.4 -0.1 %, 0.2,0.3,0.5 +0.2 % BD-rate against
+# these: flat within the noise of 16 images, so the first choice stays.
 STAGE_SHARES = (0.4, 0.3, 0.3)
 
 
@@ -79,12 +81,24 @@ def predict(target: torch.Tensor, plan: StagePlan,
 
 # False: the policy's steps for every image (the adaptive quantizer's ablation in bench.predictor)
 ADAPTIVE_STEPS = True
+# log2 factors on the policy's steps (position, scale, angle, luma, chroma) for splats coded as
+# the predictor placed them (effort 0): its shapes are too rough to be worth fine scale and
+# angle steps. `python -m training.tune_plan --step-factors ...` (16 training images,
+# qualities 20/50/80), BD-rate against the policy's steps: each attribute alone 2x coarser:
+# position +1.7 %, scale -4.5 %, angle -2.6 %, luma -0.7 %, chroma +13.0 % (2x finer: +4.2,
+# +5.8, +2.8, +2.6, +0.4 %); together: 0,1,1,0,0 -7.0 %, 0,2,1,0,0 -8.2 %, 0,1,2,0,0 -8.8 %,
+# 0,1,1,1,0 -8.2 %.
+UNREFINED_STEP_FACTORS = (0.0, 1.0, 2.0, 0.0, 0.0)
 
 
 @torch.no_grad()
-def quantizer_steps(summary: torch.Tensor, quality: float, model: StagedPredictor | None = None) -> Steps:
-    """The policy's steps for ``quality``, scaled for this image by the network's quantizer head."""
+def quantizer_steps(summary: torch.Tensor, quality: float, model: StagedPredictor | None = None,
+                    refined: bool = True) -> Steps:
+    """The policy's steps for ``quality`` (for splats that are not ``refined``, with
+    UNREFINED_STEP_FACTORS), scaled for this image by the network's quantizer head."""
     steps = steps_for_quality(quality)
+    if not refined:
+        steps = adapt(steps, UNREFINED_STEP_FACTORS)
     if not ADAPTIVE_STEPS:
         return steps
     model = model or load()
