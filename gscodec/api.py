@@ -51,9 +51,9 @@ def encode(
     device: where the splats are fitted: "cpu", "cuda" / "cuda:N" (needs CuPy and a
     GPU: ``pip install gscodec[cuda]``) or "auto" (CUDA when `gscodec.has_cuda`, else
     the CPU). Devices round differently, so their files differ slightly; any decoder
-    reads either. init: where the splats start: "predictor" (the trained staged predictor,
-    one pass per stage; effort 0 is the predictor alone) or "detail" (splats placed by
-    image detail, the optimisation encoder's start, which needs refinement).
+    reads either. init: where the splats start: "predictor" (the default: the trained staged
+    predictor, one pass per stage; effort 0 is the predictor alone) or "detail" (splats placed
+    by image detail, the optimisation encoder's start, which needs refinement).
     """
     _check_options(quality, effort)
     if init not in INITS:

@@ -154,7 +154,10 @@ def test_failed_write_leaves_nothing(tmp_path) -> None:
 
 
 def test_target_bpp_lands_near_the_target(photo: np.ndarray) -> None:
-    data = gscodec.encode(photo, target_bpp=1.0, effort=0)
+    # detail placement: on this 64 x 48 crop the predictor's rate jumps from 0.40 bpp (stage 0
+    # alone) to 1.04 bpp at quality 12.5, where three more layers carry four splats (about 80
+    # bytes of layer overhead each), so 1.0 bpp is no target for it
+    data = gscodec.encode(photo, target_bpp=1.0, effort=0, init="detail")
     bpp = 8 * len(data) / (64 * 48)
     assert 0.5 < bpp <= 1.1
 

@@ -118,8 +118,9 @@ def test_cli_converts_a_tree_records_failures_and_resumes(
     assert sorted(r["source"] for r in recs) == sorted(convertible + list(failed))
     for r in recs:
         assert set(r) >= {"source", "output", "size", "mtime", "settings", "bytes", "bpp", "time", "error"}
-        assert r["settings"] == {"to": "gsc", "quality": 10.0, "target_bpp": None, "effort": 0, "init": "detail",
-                                 "seed": 0, "drop_alpha": False, "device": "cpu", "version": gscodec.__version__}
+        assert r["settings"] == {"to": "gsc", "quality": 10.0, "target_bpp": None, "effort": 0,
+                                 "init": gscodec.DEFAULT_INIT, "seed": 0, "drop_alpha": False, "device": "cpu",
+                                 "version": gscodec.__version__}
         if r["error"] is None:
             assert r["bytes"] == len(want[r["output"]]) and r["bpp"] == pytest.approx(8 * r["bytes"] / (32 * 48))
 
