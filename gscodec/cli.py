@@ -7,6 +7,7 @@
     gscodec info photo.gsc [--json]
     gscodec convert photos/ photos-gsc/ --quality 50 --workers 2   # a tree, resumable (gscodec.batch)
     gscodec convert photos/ out/ --ray                              # the same on Ray
+    gscodec inpaint photo.gsc mask.png filled.gsc                   # repaint the mask's white region
 
 It never overwrites one of its inputs, refuses an output name that says another
 format (encode writes .gsc; decode writes the image format of the extension), and
@@ -577,6 +578,9 @@ def describe(data: bytes) -> dict[str, object]:
         "bits_per_splat": {name: (bits.get(name, 0) / n if n else None) for name in STREAMS},
         "total_bits_per_splat": 8 * len(data) / n if n else None,
     }
+
+
+# ---------------------------------------------------------------- inpaint
 
 
 def _cmd_inpaint(args: argparse.Namespace) -> int:
