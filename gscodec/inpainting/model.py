@@ -23,6 +23,7 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import GscError
+from ..predictor.model import read_verified
 from .network import InpaintConfig, InpaintNet, TimmExtractor
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -64,14 +65,7 @@ def _load(folder: Path, extractor_checkpoint: Path | None) -> InpaintNet:
     if folder == WEIGHTS.resolve() and not meta_path.exists():
         raise GscError("no trained inpainting weights are installed (gscodec/inpainting/weights is empty): "
                        "train them with python -m training.inpaint and export them there, or pass weights=FOLDER")
-    try:
-        meta = json.loads(meta_path.read_text())
-        data = path.read_bytes()
-    except (OSError, ValueError) as exc:
-        raise GscError(f"the inpainting weights cannot be read from {folder}: {exc}") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != meta.get("sha256"):
-        raise GscError(f"{path} has SHA-256 {digest}, not the recorded {meta.get('sha256')}: a damaged file")
+    meta = read_verified(path, meta_path, "the inpainting weights")
     config = InpaintConfig(**meta["config"])
     extractor = None
     if config.extractor != "small":

@@ -33,21 +33,28 @@ def save(model: StagedPredictor, folder: Path, *, recipe: dict) -> Path:
     return path
 
 
+def read_verified(path: Path, meta_path: Path, what: str) -> dict:
+    """The JSON beside a weights file, once the file's SHA-256 matches the one it records;
+    GscError when either cannot be read or the hashes differ."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        data = path.read_bytes()
+    except (OSError, ValueError) as exc:
+        raise GscError(f"{what} cannot be read from {path.parent}: {exc}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != meta.get("sha256"):
+        raise GscError(f"{path} has SHA-256 {digest}, not the recorded {meta.get('sha256')}: a damaged file")
+    return meta
+
+
 @functools.cache
 def load(folder: Path = WEIGHTS) -> StagedPredictor:
     """The predictor in ``folder`` (default: the shipped one), in eval mode; GscError when the
     weights are missing or their SHA-256 differs from the recorded one."""
     from safetensors.torch import load_file
 
-    path, meta_path = folder / "predictor.safetensors", folder / "predictor.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-        data = path.read_bytes()
-    except (OSError, ValueError) as exc:
-        raise GscError(f"the predictor's weights cannot be read from {folder}: {exc}") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != meta["sha256"]:
-        raise GscError(f"{path} has SHA-256 {digest}, not the recorded {meta['sha256']}: a damaged install")
+    path = folder / "predictor.safetensors"
+    meta = read_verified(path, folder / "predictor.json", "the predictor's weights")
     config = meta["config"]
     model = StagedPredictor(PredictorConfig(**{**config, "patch_sizes": tuple(config["patch_sizes"])}))
     model.load_state_dict(load_file(str(path)))
