@@ -6,6 +6,7 @@
     >>> splats = gscodec.decode_splats(data)           # the splats themselves
     >>> summary = gscodec.convert("photos", "out")     # a folder tree to .gsc files, resumable
     >>> filled = gscodec.inpaint(data, mask)           # splats -> splats, the masked region repainted
+    >>> vector = gscodec.embed(data)                   # splats -> an embedding (no pixels decoded)
 
 Importing gscodec and decoding on the CPU do not import torch; encoding does.
 """
@@ -24,7 +25,8 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_EFFORT", "DEFAULT_INIT", "DEFAULT_QUALITY", "MAX_EFFORT", "ConvertInterrupted", "ConvertSummary",
     "GscError", "GscWarning", "Splats", "SplatTensors", "__version__", "check", "convert", "decode", "decode_splats",
-    "encode", "encode_splats", "has_cuda", "inpaint", "read", "register_pillow", "render_image", "write",
+    "embed", "embed_pixels", "embed_text", "encode", "encode_splats", "has_cuda",
+    "inpaint", "read", "register_pillow", "render_image", "write",
 ]
 
 
@@ -34,6 +36,32 @@ def inpaint(stream, mask, /, **kwargs) -> Splats:
     from .inpainting import inpaint as run
 
     return run(stream, mask, **kwargs)
+
+
+def embed(x, /, **kwargs):
+    """The embedding ([D] float32, L2-normalised) of a splat stream (.gsc bytes, a path, a
+    `Splats`), or [N, D] for a list; read from the splats, not from pixels
+    (`gscodec.embedding.api.embed`). Needs torch."""
+    from .embedding import embed as run
+
+    return run(x, **kwargs)
+
+
+def embed_text(texts, /, **kwargs):
+    """Text embeddings in `embed`'s space, for a model distilled from a CLIP checkpoint with a
+    text tower (`gscodec.embedding.api.embed_text`). Needs torch and open_clip."""
+    from .embedding import embed_text as run
+
+    return run(texts, **kwargs)
+
+
+def embed_pixels(image, /, **kwargs):
+    """The embedding model's RGB tower (its teacher's view) on an image, in `embed`'s space
+    (`gscodec.embedding.api.embed_pixels`). Needs torch."""
+    from .embedding import embed_pixels as run
+    from .image import to_rgb_float
+
+    return run(to_rgb_float(image), **kwargs)
 
 
 def register_pillow() -> None:

@@ -25,6 +25,7 @@ ALLOWED = {
     "predictor": {"render", "quant", "format", "errors", "splats"},
     "encoder": {"predictor", "quant", "render", "format", "errors", "splats"},
     "inpainting": {"predictor", "render", "quant", "format", "errors", "splats"},
+    "embedding": {"predictor", "render", "quant", "format", "errors", "splats"},
 }
 # third-party packages a layer must never import
 # (splats imports torch only inside `Splats.tensors`; the subprocess tests below check run time)

@@ -1,0 +1,201 @@
+"""gscodec.embedding: splat features, the splat encoder's invariances and costs, the public
+functions, the weights' files, and the training script end to end on a tiny synthetic set."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import gscodec
+from gscodec import GscError, Splats
+from gscodec.embedding import api
+from gscodec.embedding import model as model_io
+from gscodec.embedding.network import EmbedConfig, SplatEncoder
+from gscodec.embedding.tokens import FEATURES, features_of, pad_tokens, splat_features
+from gscodec.embedding.vit import VitConfig
+
+TINY = EmbedConfig(stem_dim=32, latents=8, resampler_layers=2, resampler_heads=2,
+                   vit=VitConfig(width=32, layers=2, heads=2, patch_size=8, image_size=32, output_dim=16))
+
+
+def random_splats(n: int, width: int = 96, height: int = 64, seed: int = 0) -> Splats:
+    rng = np.random.default_rng(seed)
+    return Splats(width, height, means=rng.uniform(0, 1, (n, 2)) * [width, height],
+                  scales=rng.uniform(0.5, 6, (n, 2)), angles=rng.uniform(-math.pi, math.pi, n),
+                  colors=rng.normal(0, 0.2, (n, 3)), background=np.array([0.5, 0.0, 0.0]))
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> SplatEncoder:
+    torch.manual_seed(0)
+    return SplatEncoder(TINY).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory, tiny_model) -> Path:
+    folder = tmp_path_factory.mktemp("embed")
+    model_io.save(tiny_model, folder, recipe={"command": "a test"}, teacher="random")
+    return folder
+
+
+def test_features_are_finite_and_sized() -> None:
+    feats, background = features_of(random_splats(50))
+    assert feats.shape == (50, FEATURES) and background.shape == (3,)
+    assert torch.isfinite(feats).all()
+
+
+def test_features_do_not_see_a_half_turn_or_the_pixel_size() -> None:
+    s = random_splats(20)
+    t = {k: torch.from_numpy(getattr(s, k)) for k in ("means", "scales", "angles", "colors")}
+    base = splat_features(t["means"], t["scales"], t["angles"], t["colors"], s.width, s.height)
+    turned = splat_features(t["means"], t["scales"], t["angles"] + math.pi, t["colors"], s.width, s.height)
+    doubled = splat_features(2 * t["means"], 2 * t["scales"], t["angles"], t["colors"], 2 * s.width, 2 * s.height)
+    torch.testing.assert_close(turned, base, atol=1e-5, rtol=0)
+    torch.testing.assert_close(doubled, base, atol=1e-5, rtol=0)
+    swapped = splat_features(t["means"], t["scales"].flip(1), t["angles"] + math.pi / 2, t["colors"], s.width,
+                             s.height)
+    torch.testing.assert_close(swapped, base, atol=1e-5, rtol=0)  # the same ellipse, described otherwise
+
+
+def test_embedding_ignores_the_order_of_the_splats(tiny_model) -> None:
+    s = random_splats(300)
+    perm = np.random.default_rng(1).permutation(300)
+    shuffled = Splats(s.width, s.height, s.means[perm], s.scales[perm], s.angles[perm], s.colors[perm], s.background)
+    a, b = api.embed(s, model=tiny_model), api.embed(shuffled, model=tiny_model)
+    np.testing.assert_allclose(a, b, atol=2e-6)
+    changed = Splats(s.width, s.height, s.means, s.scales, s.angles, s.colors * 1.5, s.background)
+    assert np.abs(api.embed(changed, model=tiny_model) - a).max() > 1e-3  # it does read the splats
+
+
+def test_a_batch_with_padding_gives_each_stream_its_own_result(tiny_model) -> None:
+    streams = [random_splats(n, seed=n) for n in (5, 400, 37)]
+    together = api.embed(streams, model=tiny_model, batch_size=3)
+    for s, row in zip(streams, together, strict=True):
+        np.testing.assert_allclose(api.embed(s, model=tiny_model), row, atol=2e-6)
+    feats, pad = pad_tokens([features_of(s)[0] for s in streams])
+    assert feats.shape == (3, 400, FEATURES) and pad.sum().item() == 2 * 400 - 5 - 37
+
+
+@pytest.mark.parametrize("n", [0, 1, 100_000])
+def test_any_number_of_splats(tiny_model, n: int) -> None:
+    vector = api.embed(random_splats(n, width=2048, height=1536), model=tiny_model)
+    assert vector.shape == (16,) and np.isfinite(vector).all()
+    assert abs(np.linalg.norm(vector) - 1) < 1e-5
+
+
+def test_embed_reads_bytes_paths_and_lists(tiny_folder, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    data = gscodec.encode(image, quality=30, effort=0)
+    path = tmp_path / "a.gsc"
+    path.write_bytes(data)
+    one = gscodec.embed(data, model=tiny_folder)
+    assert one.shape == (16,) and one.dtype == np.float32
+    np.testing.assert_allclose(gscodec.embed(path, model=tiny_folder), one, atol=1e-6)
+    np.testing.assert_allclose(gscodec.embed(gscodec.decode_splats(data), model=tiny_folder), one, atol=1e-6)
+    rows = gscodec.embed([data, str(path)], model=tiny_folder)
+    assert rows.shape == (2, 16)
+    pixels = gscodec.embed_pixels(image, model=tiny_folder)
+    assert pixels.shape == (16,) and abs(np.linalg.norm(pixels) - 1) < 1e-5
+
+
+@pytest.mark.parametrize("bad, match", [
+    (b"not a stream", "not a .gsc|magic|signature|header"),
+    (12, "embed takes"),
+    ("does/not/exist.gsc", "cannot read"),
+    ([], "at least one"),
+])
+def test_bad_input_is_a_gsc_error(tiny_folder, bad, match: str) -> None:
+    with pytest.raises(GscError, match=match):
+        gscodec.embed(bad, model=tiny_folder)
+
+
+def test_embed_pixels_rejects_what_is_not_rgb(tiny_folder) -> None:
+    with pytest.raises(GscError, match="RGB"):
+        api.embed_pixels(np.zeros((4, 4)), model=tiny_folder)
+
+
+def test_weights_are_checked(tiny_folder, tmp_path: Path) -> None:
+    info = model_io.meta(tiny_folder)
+    assert info["teacher"] == "random" and info["clip"] is None
+    data = bytearray((tiny_folder / "embed.safetensors").read_bytes())
+    data[-1] ^= 1
+    (tmp_path / "embed.safetensors").write_bytes(bytes(data))
+    (tmp_path / "embed.json").write_text((tiny_folder / "embed.json").read_text())
+    with pytest.raises(GscError, match="SHA-256"):
+        model_io.load(tmp_path)
+    with pytest.raises(GscError, match="cannot be read"):
+        model_io.load(tmp_path / "missing")
+
+
+def test_embed_text_needs_a_clip_student(tiny_folder) -> None:
+    with pytest.raises(GscError, match="no text side"):
+        gscodec.embed_text("a photo of a cat", model=tiny_folder)
+
+
+def test_trainable_parts_by_stage() -> None:
+    model = SplatEncoder(replace(TINY, vit=replace(TINY.vit, layers=3)))
+    stage1 = {id(p) for p in model.trainable(1)}
+    assert id(model.vit.proj) not in stage1 and id(model.latents) in stage1
+    assert not any(p.requires_grad for p in model.vit.parameters())
+    stage2 = {id(p) for p in model.trainable(2)}
+    assert id(model.vit.proj) in stage2
+    assert all(p.requires_grad for p in model.vit.transformer.resblocks[1].parameters())
+    assert not any(p.requires_grad for p in model.vit.transformer.resblocks[2].parameters())
+
+
+# ---------------------------------------------------------------------- training, end to end
+
+@pytest.fixture(scope="module")
+def tiny_train(tmp_path_factory) -> Path:
+    """Twelve small synthetic images: smooth colour fields with a few discs."""
+    root = tmp_path_factory.mktemp("train")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:48, 0:64] / 48.0
+    for i in range(12):
+        image = np.stack([np.sin(xx * rng.uniform(1, 6) + c) * 0.4 + 0.5 for c in range(3)], -1)
+        for _ in range(3):
+            cy, cx, r = rng.uniform(0, 1), rng.uniform(0, 1.3), rng.uniform(0.1, 0.3)
+            image[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.uniform(0, 1, 3)
+        Image.fromarray((image * 255).astype(np.uint8)).save(root / f"im{i:02d}.png")
+    return root
+
+
+def run_training(*argv: str) -> None:
+    from training import embed as training_embed
+
+    assert training_embed.main(list(argv)) == 0
+
+
+def test_training_end_to_end(tiny_train: Path, tmp_path: Path) -> None:
+    teacher = tmp_path / "teacher"
+    vit = ["--width", "32", "--layers", "2", "--heads", "2", "--image-size", "32", "--patch-size", "8", "--dim", "16"]
+    run_training("teacher", "--data", str(tiny_train), "--out", str(teacher), "--steps", "4", "--batch", "4",
+                 "--log-every", "2", "--warmup", "1", *vit)
+    common = ["--data", str(tiny_train), "--teacher", str(teacher), "--streams", str(tmp_path / "streams"),
+              "--qualities", "20", "--batch", "4", "--log-every", "1", "--warmup", "1"]
+    splat = tmp_path / "splat"
+    stem = ["--stem-dim", "32", "--latents", "8", "--resampler-layers", "1"]
+    run_training("distill", "--out", str(splat), *stem, *common, "--steps", "3")
+    run_training("distill", "--out", str(tmp_path / "thumb"), "--student", "thumbnail", *common, "--steps", "3")
+    log = (splat / "log.txt").read_text().splitlines()
+    assert [line.split()[1] for line in log if line.startswith("step")] == ["1", "2", "3"]
+    # resuming continues from the checkpoint
+    run_training("distill", "--out", str(splat), *stem, *common, "--steps", "5", "--resume")
+    steps = [line.split()[1] for line in (splat / "log.txt").read_text().splitlines() if line.startswith("step")]
+    assert steps == ["1", "2", "3", "4", "5"]
+    weights = tmp_path / "weights"
+    run_training("export", "--run", str(splat), "--to", str(weights))
+    info = json.loads((weights / "embed.json").read_text())
+    assert info["recipe"]["steps"] == 5 and "not CLIP" in info["teacher"]
+    data = (tmp_path / "streams" / "q20" / "im00.gsc").read_bytes()
+    assert gscodec.embed(data, model=weights).shape == (16,)
+    with pytest.raises(SystemExit):
+        run_training("export", "--run", str(tmp_path / "thumb"), "--to", str(tmp_path / "nothing"))

@@ -1,0 +1,531 @@
+"""Train the splat embedding model (gscodec/embedding) on ../shared/data/train.
+
+    python -m training.embed teacher --out training/runs/embed-teacher
+    python -m training.embed distill --teacher training/runs/embed-teacher --out training/runs/embed-splat
+    python -m training.embed distill --teacher training/runs/embed-teacher --student thumbnail \\
+        --out training/runs/embed-thumbnail
+    python -m training.embed contrastive --init RUN --clip CLIP.pt --pairs PAIRS.tsv --out RUN2
+    python -m training.embed export --run training/runs/embed-splat --to gscodec/embedding/weights
+
+Every subcommand resumes from OUT/checkpoint.pt (``--resume``), logs to OUT/log.txt, shows a
+progress bar and stops cleanly after ``--cpu-minutes``.
+
+- ``teacher``: no CLIP can be downloaded here, so the RGB teacher is a small ViT in CLIP's
+  layout trained here from scratch, self-supervised (SimCLR: two random views of an image,
+  crops, flips and colour changes, pulled together against the rest of the batch). It is
+  not CLIP: it knows only the ~580 training images' statistics. A user's CLIP checkpoint
+  takes its place with ``distill --clip PATH``.
+- ``distill`` (GaussianVision's stage 1): the student's splat stem learns to give, through
+  the teacher's frozen blocks, the teacher's embedding of the same view. A view is a random
+  crop (or the whole image) and a flip; the teacher sees its pixels resized to its input
+  size, the student the splats whose centres lie in the crop, of the image's .gsc stream
+  (made once by ``gscodec convert`` at each ``--qualities``, effort 0, into ``--streams``).
+  Loss: (1 - cosine) + the squared error relative to the teacher's norm.
+  ``--student thumbnail`` is the baseline: the same frozen blocks, its patch stem trained,
+  reading a thumbnail of the view with as many bytes (raw RGB) as the view's share of the
+  .gsc stream, upsampled to the teacher's input.
+- ``contrastive`` (stage 2): CLIP's loss on (stream, caption) pairs against the checkpoint's
+  frozen text tower; the stem, the first two blocks and the projection train. Needs a CLIP
+  checkpoint with a text tower (open_clip).
+"""
+
+from __future__ import annotations
+
+# isort: off
+import gscodec  # noqa: F401  (first: it sets the OpenMP wait policy before torch loads)
+# isort: on
+import argparse
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from gscodec.embedding import model as model_io
+from gscodec.embedding.network import EmbedConfig, SplatEncoder
+from gscodec.embedding.tokens import pad_tokens, splat_features
+from gscodec.embedding.vit import VisionTransformer, VitConfig, prepare_pixels
+from gscodec.format.codec import decode_splats
+from training.data import default_train_dir, list_train_images
+from training.loop import CpuBudget, RunLog, cosine_lr, save_atomic, set_lr
+
+TEACHER = VitConfig(width=128, layers=4, heads=2, patch_size=16, image_size=128, output_dim=128)
+MAX_SIDE = 512  # training images are kept at most this large (the teacher sees 128 pixels)
+
+
+# ---------------------------------------------------------------------------------- data
+
+def load_rgb(path: Path, max_side: int = MAX_SIDE) -> torch.Tensor:
+    """[3, H, W] float RGB in [0, 1], downscaled so that the longer side is at most ``max_side``."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        scale = max_side / max(im.size)
+        if scale < 1:
+            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BOX)
+        return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255
+
+
+def random_box(rng: random.Random, width: float, height: float, min_area: float) -> tuple[float, float, float, float]:
+    """(x0, y0, w, h): a crop of a random share of the area in [min_area, 1] and a random aspect
+    (log-uniform in 0.6-1.67, clipped to the image), or the whole image in a quarter of draws."""
+    if rng.random() < 0.25:
+        return 0.0, 0.0, width, height
+    area = rng.uniform(min_area, 1.0) * width * height
+    aspect = math.exp(rng.uniform(math.log(0.6), math.log(1 / 0.6)))
+    w = min(width, math.sqrt(area * aspect))
+    h = min(height, area / w)
+    return rng.uniform(0, width - w), rng.uniform(0, height - h), w, h
+
+
+def crop_pixels(rgb: torch.Tensor, box: tuple[float, float, float, float], scale: float) -> torch.Tensor:
+    """The pixels of ``box`` (in source pixels; ``rgb`` is the source times ``scale``)."""
+    x0, y0, w, h = (v * scale for v in box)
+    H, W = rgb.shape[1:]
+    i0, j0 = min(H - 1, int(y0)), min(W - 1, int(x0))
+    return rgb[:, i0 : max(i0 + 1, round(y0 + h)), j0 : max(j0 + 1, round(x0 + w))]
+
+
+def jitter(x: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    """Brightness, contrast and saturation changes (x0.7-1.3), sometimes grey."""
+    x = x * rng.uniform(0.7, 1.3)
+    mean = x.mean()
+    x = (x - mean) * rng.uniform(0.7, 1.3) + mean
+    grey = x.mean(0, keepdim=True)
+    x = grey + (x - grey) * (0.0 if rng.random() < 0.2 else rng.uniform(0.7, 1.3))
+    return x.clamp(0, 1)
+
+
+class Images:
+    """The training images in memory (``MAX_SIDE``), each with its source size."""
+
+    def __init__(self, root: Path) -> None:
+        self.paths = list_train_images(root)
+        self.rgb, self.sizes = [], []
+        for p in tqdm(self.paths, desc="images", leave=False):
+            with Image.open(p) as im:
+                self.sizes.append(im.size)
+            self.rgb.append(load_rgb(p))
+
+    def scale(self, i: int) -> float:
+        return self.rgb[i].shape[2] / self.sizes[i][0]
+
+    def view(self, i: int, box: tuple[float, float, float, float], flip: bool, size: int) -> torch.Tensor:
+        """[3, size, size] RGB of ``box`` of image i, resized whole."""
+        x = crop_pixels(self.rgb[i], box, self.scale(i))[None]
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+        return x.flip(2) if flip else x
+
+
+# ------------------------------------------------------------------------------- teacher
+
+def simclr_loss(z: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE over 2B views where views 2k and 2k+1 are of the same image."""
+    z = F.normalize(z, dim=1)
+    logits = z @ z.T / temperature
+    logits = logits.masked_fill(torch.eye(len(z), dtype=torch.bool), float("-inf"))
+    target = torch.arange(len(z)) ^ 1
+    return F.cross_entropy(logits, target)
+
+
+class Teacher(torch.nn.Module):
+    """The ViT plus SimCLR's projection head (dropped at export)."""
+
+    def __init__(self, config: VitConfig) -> None:
+        super().__init__()
+        self.vit = VisionTransformer(config)
+        d = config.output_dim
+        self.head = torch.nn.Sequential(torch.nn.Linear(d, 2 * d), torch.nn.GELU(), torch.nn.Linear(2 * d, d))
+
+    @property
+    def config(self) -> VitConfig:
+        return self.vit.config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.vit.embed_pixels(x))
+
+
+def teacher_batch(images: Images, n: int, rng: random.Random, size: int) -> torch.Tensor:
+    views = []
+    for _ in range(n):
+        i = rng.randrange(len(images.rgb))
+        width, height = images.sizes[i]
+        for _ in range(2):
+            box = random_box(rng, width, height, 0.2)
+            views.append(jitter(images.view(i, box, rng.random() < 0.5, size), rng))
+    return prepare_pixels(torch.stack(views), size)
+
+
+def train_teacher(args: argparse.Namespace) -> int:
+    rng = random.Random(args.seed)
+    torch.manual_seed(args.seed)
+    model = Teacher(replace(TEACHER, width=args.width, layers=args.layers, heads=args.heads,
+                            image_size=args.image_size, patch_size=args.patch_size, output_dim=args.dim))
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
+    step, path = resume(args, model, opt, rng)
+    images = Images(args.data)
+    log = RunLog(args.out, step, settings(args))
+    log.comment(f"{sum(p.numel() for p in model.vit.parameters())} ViT parameters; {len(images.rgb)} images")
+
+    def one_step() -> list[float]:
+        loss = simclr_loss(model(teacher_batch(images, args.batch, rng, model.config.image_size)),
+                           args.temperature)
+        return [loss]
+
+    loop(args, model, opt, rng, step, path, log, one_step, ["loss"])
+    return 0
+
+
+# ------------------------------------------------------------------------------- streams
+
+def make_streams(images: Images, root: Path, streams: Path, qualities: list[float]) -> list[list[dict]]:
+    """The .gsc stream of every training image at every quality (``gscodec convert``, effort 0,
+    made once and reused), decoded: per quality, per image, a dict of tensors and its bytes."""
+    out = []
+    for q in qualities:
+        folder = streams / f"q{q:g}"
+        summary = gscodec.convert(root, folder, quality=q, effort=0, init="predictor", workers=1, progress=True)
+        if summary.failed:
+            raise SystemExit(f"conversion failed for {summary.failed[:3]}")
+        sets = []
+        for p in images.paths:
+            data = (folder / p.relative_to(root)).with_suffix(".gsc").read_bytes()
+            s = decode_splats(data)
+            sets.append({"means": torch.from_numpy(s.means), "scales": torch.from_numpy(s.scales),
+                         "angles": torch.from_numpy(s.angles), "colors": torch.from_numpy(s.colors),
+                         "background": torch.from_numpy(s.background), "bytes": len(data)})
+        out.append(sets)
+    return out
+
+
+def splat_view(s: dict, box: tuple[float, float, float, float], flip: bool) -> tuple[torch.Tensor, float]:
+    """The features of the splats centred in ``box`` (positions relative to it, flipped if
+    asked) and their share of the stream's splats."""
+    x0, y0, w, h = box
+    m = s["means"]
+    keep = (m[:, 0] >= x0) & (m[:, 0] < x0 + w) & (m[:, 1] >= y0) & (m[:, 1] < y0 + h)
+    if not keep.any():  # a crop of the background only: its nearest splat stands in
+        keep[((m - torch.tensor([x0 + w / 2, y0 + h / 2])) ** 2).sum(1).argmin()] = True
+    means = m[keep] - torch.tensor([x0, y0])
+    angles = s["angles"][keep]
+    if flip:
+        means = torch.stack([w - means[:, 0], means[:, 1]], 1)
+        angles = -angles
+    feats = splat_features(means, s["scales"][keep], angles, s["colors"][keep], w, h)
+    return feats, float(keep.sum()) / len(m)
+
+
+def thumbnail(view_rgb: torch.Tensor, nbytes: float, size: int) -> torch.Tensor:
+    """The view as a raw uint8 RGB thumbnail of at most ``nbytes`` bytes (its aspect kept),
+    upsampled back to ``size``: what the same bytes buy as pixels."""
+    h, w = view_rgb.shape[1:]
+    pixels = max(1.0, nbytes / 3)
+    tw = max(1, int(math.sqrt(pixels * w / h)))
+    th = max(1, int(pixels / tw))
+    small = F.interpolate(view_rgb[None], size=(th, tw), mode="bilinear", antialias=True, align_corners=False)
+    small = torch.round(small.clamp(0, 1) * 255) / 255
+    return F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)[0]
+
+
+# ------------------------------------------------------------------------------- distill
+
+def load_teacher(args: argparse.Namespace) -> VisionTransformer:
+    if args.clip:
+        from gscodec.embedding.clip import load_visual
+
+        return load_visual(args.clip)
+    ckpt = torch.load(Path(args.teacher) / "checkpoint.pt", map_location="cpu", weights_only=False)
+    teacher = Teacher(VitConfig(**ckpt["config"]))
+    teacher.load_state_dict(ckpt["model"])
+    return teacher.vit
+
+
+def build_student(args: argparse.Namespace, teacher: VisionTransformer) -> torch.nn.Module:
+    if args.student == "thumbnail":
+        student = VisionTransformer(teacher.config)
+    else:
+        student = SplatEncoder(EmbedConfig(stem_dim=args.stem_dim, latents=args.latents,
+                                           resampler_layers=args.resampler_layers, vit=teacher.config))
+    target = student if args.student == "thumbnail" else student.vit
+    target.load_state_dict(teacher.state_dict())
+    return student
+
+
+def trainable(student: torch.nn.Module, kind: str) -> list[torch.nn.Parameter]:
+    if kind == "thumbnail":  # the pixel stem: the patch embedding and the position embedding
+        student.requires_grad_(False)
+        params = [student.conv1.weight, student.positional_embedding]
+        for p in params:
+            p.requires_grad_(True)
+        return params
+    return student.trainable(stage=1)
+
+
+def distill_targets(teacher: VisionTransformer, views: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return teacher.embed_pixels(prepare_pixels(views, teacher.config.image_size))
+
+
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    cos = F.cosine_similarity(student, teacher, dim=1)
+    relative = ((student - teacher) ** 2).sum(1) / (teacher ** 2).sum(1).clamp_min(1e-8)
+    return (1 - cos).mean() + relative.mean(), cos.mean()
+
+
+def train_distill(args: argparse.Namespace) -> int:
+    rng = random.Random(args.seed)
+    torch.manual_seed(args.seed)
+    teacher = load_teacher(args).eval()
+    teacher.requires_grad_(False)
+    student = build_student(args, teacher)
+    params = trainable(student, args.student)
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    step, path = resume(args, student, opt, rng)
+    images = Images(args.data)
+    streams = make_streams(images, args.data, args.streams, args.qualities)
+    log = RunLog(args.out, step, settings(args))
+    log.comment(f"{sum(p.numel() for p in params)} trained parameters of "
+                f"{sum(p.numel() for p in student.parameters())}; {len(images.rgb)} images")
+    size = teacher.config.image_size
+
+    def one_step() -> list[float]:
+        views, inputs = [], []
+        for _ in range(args.batch):
+            i = rng.randrange(len(images.rgb))
+            s = streams[rng.randrange(len(streams))][i]
+            box = random_box(rng, *images.sizes[i], 0.35)
+            flip = rng.random() < 0.5
+            views.append(images.view(i, box, flip, size))
+            feats, share = splat_view(s, box, flip)
+            if args.student == "thumbnail":
+                crop = crop_pixels(images.rgb[i], box, images.scale(i))
+                inputs.append(thumbnail(crop.flip(2) if flip else crop, share * s["bytes"], size))
+            else:
+                inputs.append((feats, s["background"]))
+        target = distill_targets(teacher, torch.stack(views))
+        if args.student == "thumbnail":
+            out = student.embed_pixels(prepare_pixels(torch.stack(inputs), size))
+        else:
+            feats, pad = pad_tokens([f for f, _ in inputs])
+            out = student(feats, torch.stack([b for _, b in inputs]), pad)
+        loss, cos = distill_loss(out, target)
+        return [loss, cos.item()]
+
+    student.train()
+    loop(args, student, opt, rng, step, path, log, one_step, ["loss", "cos"])
+    return 0
+
+
+# --------------------------------------------------------------------------- contrastive
+
+def read_pairs(path: Path) -> list[tuple[Path, str]]:
+    """Lines ``STREAM<TAB>CAPTION``; a relative stream path is relative to the pairs file."""
+    pairs = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            stream, caption = line.split("\t", 1)
+            pairs.append((path.parent / stream, caption))
+    return pairs
+
+
+def train_contrastive(args: argparse.Namespace) -> int:
+    from gscodec.embedding.clip import load_text
+
+    rng = random.Random(args.seed)
+    torch.manual_seed(args.seed)
+    student = model_io.load(args.init) if Path(args.init).is_dir() and (Path(args.init) / "embed.json").exists() \
+        else load_run(Path(args.init))
+    params = student.trainable(stage=2)
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    step, path = resume(args, student, opt, rng)
+    text = load_text(args.clip, arch=args.arch)
+    pairs = read_pairs(args.pairs)
+    with torch.no_grad():
+        captions = F.normalize(text.encode([c for _, c in pairs]).float(), dim=1)
+    splats = [decode_splats(p.read_bytes()) for p, _ in pairs]
+    log = RunLog(args.out, step, settings(args))
+    log.comment(f"{len(pairs)} pairs; {sum(p.numel() for p in params)} trained parameters")
+    scale = float(text.logit_scale)
+
+    def one_step() -> list[float]:
+        idx = rng.sample(range(len(pairs)), min(args.batch, len(pairs)))
+        feats, backgrounds = [], []
+        for i in idx:
+            s = splats[i]
+            box = (0.0, 0.0, float(s.width), float(s.height))
+            f, _ = splat_view({k: torch.from_numpy(getattr(s, k)) for k in ("means", "scales", "angles", "colors")},
+                              box, False)
+            feats.append(f)
+            backgrounds.append(torch.from_numpy(s.background))
+        feats_t, pad = pad_tokens(feats)
+        image = F.normalize(student(feats_t, torch.stack(backgrounds), pad), dim=1)
+        logits = scale * image @ captions[idx].T
+        target = torch.arange(len(idx))
+        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        return [loss]
+
+    student.train()
+    loop(args, student, opt, rng, step, path, log, one_step, ["loss"])
+    return 0
+
+
+# ---------------------------------------------------------------------------- the loop
+
+def settings(args: argparse.Namespace) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
+
+
+def resume(args, model, opt, rng) -> tuple[int, Path]:
+    path = args.out / "checkpoint.pt"
+    if args.resume and path.exists():
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        rng.setstate(ckpt["rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        return ckpt["step"], path
+    args.out.mkdir(parents=True, exist_ok=True)
+    return 0, path
+
+
+def checkpoint(model, opt, rng, step: int, args, path: Path) -> None:
+    config = model.config
+    save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "rng": rng.getstate(),
+                 "torch_rng": torch.get_rng_state(), "kind": args.command, "student": getattr(args, "student", None),
+                 "config": config.to_dict() if hasattr(config, "to_dict") else asdict(config),
+                 "settings": settings(args)}, path)
+
+
+def loop(args, model, opt, rng, step, path, log, one_step, names) -> None:
+    """Run ``one_step`` (-> [loss tensor, other floats...]) until ``args.steps``, with the lr
+    schedule, gradient clipping, logging, checkpoints and the CPU budget."""
+    budget = CpuBudget(args.cpu_minutes)
+    bar = tqdm(total=args.steps, initial=step, desc=args.command, unit="step")
+    window, t0 = [], time.perf_counter()
+    params = [p for g in opt.param_groups for p in g["params"]]
+    while step < args.steps:
+        if budget.exceeded():
+            log.comment(f"stop at step {step}: {args.cpu_minutes} CPU minutes used")
+            break
+        set_lr(opt, cosine_lr(args.lr, step, args.steps, warmup=args.warmup))
+        values = one_step()
+        opt.zero_grad()
+        values[0].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        window.append([float(v.detach()) if torch.is_tensor(v) else float(v) for v in values])
+        bar.update()
+        if step % args.log_every == 0 or step == args.steps:
+            v = np.mean(window, 0)
+            text = " ".join(f"{n} {x:.4f}" for n, x in zip(names, v, strict=True))
+            log.write(f"step {step} {text} lr {opt.param_groups[0]['lr']:.2e} "
+                      f"s/step {(time.perf_counter() - t0) / len(window):.2f}")
+            bar.set_postfix_str(text)
+            window, t0 = [], time.perf_counter()
+        if step % args.save_every == 0:
+            checkpoint(model, opt, rng, step, args, path)
+    checkpoint(model, opt, rng, step, args, path)
+    bar.close()
+    log.close()
+
+
+# ------------------------------------------------------------------------------ export
+
+def load_run(run: Path) -> SplatEncoder:
+    ckpt = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    if ckpt.get("student") != "splat" and ckpt.get("kind") != "contrastive":
+        raise SystemExit(f"{run} is not a splat student's run")
+    model = SplatEncoder(EmbedConfig.from_dict(ckpt["config"]))
+    model.load_state_dict(ckpt["model"])
+    return model
+
+
+def export(args: argparse.Namespace) -> int:
+    ckpt = torch.load(args.run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    model = load_run(args.run)
+    recipe = {"command": f"python -m training.embed {ckpt['kind']} ...", "settings": ckpt["settings"],
+              "steps": ckpt["step"], "data": "../shared/data/train (BSDS500, Sun-Hays80)"}
+    clip = ckpt["settings"].get("clip")
+    path = model_io.save(model.eval(), args.to, recipe=recipe, teacher=args.teacher_note,
+                         clip={"checkpoint": clip, "arch": ckpt["settings"].get("arch")} if clip else None)
+    print(f"wrote {path} ({path.stat().st_size} bytes)")
+    return 0
+
+
+# -------------------------------------------------------------------------------- main
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.embed", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(q: argparse.ArgumentParser, steps: int, batch: int, lr: float) -> None:
+        q.add_argument("--out", type=Path, required=True, help="run folder: checkpoint.pt, log.txt")
+        q.add_argument("--data", type=Path, default=default_train_dir())
+        q.add_argument("--steps", type=int, default=steps)
+        q.add_argument("--batch", type=int, default=batch)
+        q.add_argument("--lr", type=float, default=lr)
+        q.add_argument("--warmup", type=int, default=100)
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--threads", type=int, default=None)
+        q.add_argument("--log-every", type=int, default=25)
+        q.add_argument("--save-every", type=int, default=250)
+        q.add_argument("--cpu-minutes", type=float, default=None, metavar="M")
+        q.add_argument("--resume", action="store_true")
+
+    t = sub.add_parser("teacher", help="the RGB teacher, self-supervised (SimCLR)")
+    common(t, 3000, 48, 1e-3)
+    t.add_argument("--temperature", type=float, default=0.2)
+    for name in ("width", "layers", "heads", "image_size", "patch_size"):
+        t.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(TEACHER, name))
+    t.add_argument("--dim", type=int, default=TEACHER.output_dim, help="embedding size")
+    t.set_defaults(func=train_teacher)
+
+    d = sub.add_parser("distill", help="stage 1: a student learns the teacher's embeddings")
+    common(d, 3000, 32, 1e-3)
+    d.add_argument("--teacher", type=Path, help="a teacher run folder")
+    d.add_argument("--clip", type=Path, help="or a local CLIP checkpoint (its visual tower is the teacher)")
+    d.add_argument("--student", choices=["splat", "thumbnail"], default="splat")
+    d.add_argument("--streams", type=Path, default=Path("training/cache/embed-streams"),
+                   help="where the training images' .gsc streams are made once")
+    d.add_argument("--qualities", type=float, nargs="+", default=[10.0, 40.0])
+    d.add_argument("--stem-dim", type=int, default=128)
+    d.add_argument("--latents", type=int, default=64)
+    d.add_argument("--resampler-layers", type=int, default=3)
+    d.set_defaults(func=train_distill)
+
+    c = sub.add_parser("contrastive", help="stage 2: CLIP's loss on (stream, caption) pairs")
+    common(c, 1000, 32, 1e-4)
+    c.add_argument("--init", type=Path, required=True, help="a distill run folder or exported weights")
+    c.add_argument("--clip", type=Path, required=True, help="the local CLIP checkpoint with its text tower")
+    c.add_argument("--arch", default=None, help="open_clip's model name for an open_clip-layout checkpoint")
+    c.add_argument("--pairs", type=Path, required=True, help="lines STREAM<TAB>CAPTION")
+    c.set_defaults(func=train_contrastive)
+
+    e = sub.add_parser("export", help="write a splat student's weights for gscodec.embed")
+    e.add_argument("--run", type=Path, required=True)
+    e.add_argument("--to", type=Path, required=True)
+    e.add_argument("--teacher-note", default="a ViT trained here from scratch (SimCLR on ../shared/data/train); "
+                   "not CLIP")
+    e.set_defaults(func=export)
+    args = p.parse_args(argv)
+    if args.command == "distill" and not (args.teacher or args.clip):
+        p.error("distill needs --teacher or --clip")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
