@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import numba
 import numpy as np
@@ -31,6 +34,43 @@ def one_numba_thread() -> Iterator[None]:
         yield
     finally:
         numba.set_num_threads(threads)
+
+
+_torchvision_shim: list = []  # the torch.library fragment must live as long as the ops it declares
+
+
+def import_beside_torchvision(name: str) -> ModuleType:
+    """The module ``name`` (timm, open_clip: packages importing torchvision), or a skip when it is
+    not installed. A torchvision wheel that does not match the installed torch (PyPI's 0.28
+    beside a CPU torch 2.13) cannot load its compiled ops and fails on import registering fakes
+    for two of them ("operator torchvision::nms does not exist"). Their schemas are declared here
+    (nothing calls them), as torchvision's own _C would, and the import is tried again after
+    dropping what the failed attempt left in sys.modules."""
+    before = set(sys.modules)
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        pytest.skip(f"{name} is not installed")
+    except RuntimeError as exc:
+        if "torchvision::" not in str(exc):
+            raise
+    import torch
+
+    if not _torchvision_shim:
+        lib = torch.library.Library("torchvision", "FRAGMENT")
+        for op in ("nms", "qnms"):
+            try:
+                lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+            except RuntimeError:  # already declared
+                pass
+        _torchvision_shim.append(lib)
+    # stale: anything of torchvision or ``name``, and what the attempt left of other packages
+    # whose import it broke (their top module is gone); fully imported ones (numpy...) stay
+    stale = {name.split(".")[0], "torchvision"}
+    for module in [m for m in sys.modules if m.split(".")[0] in stale
+                   or (m not in before and m.split(".")[0] not in sys.modules)]:
+        del sys.modules[module]
+    return importlib.import_module(name)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from gscodec.inpainting import inpaint, inpaint_stream, problem
 from gscodec.inpainting import model as model_io
 from gscodec.inpainting.masks import COVERAGE, KINDS, as_mask, random_mask
 from gscodec.inpainting.network import InpaintConfig, InpaintNet, receptive_radius, trunk_tiled
-from tests.conftest import one_numba_thread, smooth_image
+from tests.conftest import import_beside_torchvision, one_numba_thread, smooth_image
 
 ROOT = Path(__file__).resolve().parent.parent
 H, W = 48, 80
@@ -253,30 +253,10 @@ def test_weights_round_trip_and_hash_check(tmp_path: Path, stream: bytes) -> Non
 
 @pytest.fixture(scope="module")
 def timm():
-    """timm, or a skip. A CUDA build of torchvision beside a CPU torch cannot load its compiled
-    ops, and torchvision 0.28 then fails on import registering fakes for two of them: their
-    schemas are declared here (nothing calls them), as torchvision's own _C would."""
-    try:
-        import timm as module
-    except ImportError:
-        pytest.skip("timm is not installed")
-    except RuntimeError as exc:
-        if "torchvision::" not in str(exc):
-            raise
-        lib = torch.library.Library("torchvision", "FRAGMENT")
-        for op in ("nms", "qnms"):
-            try:
-                lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-            except RuntimeError:
-                pass
-        timm_shim.append(lib)
-        for name in [m for m in sys.modules if m.startswith(("timm", "torchvision"))]:
-            del sys.modules[name]
-        import timm as module
-    return module
+    """timm, or a skip (see `import_beside_torchvision`)."""
+    return import_beside_torchvision("timm")
 
 
-timm_shim: list = []
 TINY_VIT = {"embed_dim": 48, "depth": 2, "num_heads": 2}
 
 
