@@ -41,6 +41,9 @@ ROOT = Path(__file__).resolve().parent
 MASKS = ROOT / "masks"
 RESULTS = ROOT / "results" / "inpaint"
 MASK_SEED = 2509  # arXiv 2509.01964
+# "outside the hole's neighbourhood": farther than this from the hole. Splats touching the hole
+# are replaced, and their supports reach this far at most for all but the largest splats
+NEIGHBOURHOOD = 32
 METHODS = ("gscodec", "biharmonic", "telea", "navier-stokes", "mean")
 
 
@@ -67,12 +70,20 @@ def load_mask(stem: str, kind: str) -> np.ndarray:
         return np.array(im.convert("1"), dtype=bool)  # writable (scikit-image needs that)
 
 
-def fill(method: str, data: bytes, decoded: np.ndarray, hole: np.ndarray, weights: str | None) -> np.ndarray:
-    """[H, W, 3] uint8: ``decoded`` with ``hole`` filled by ``method``."""
+def fill(method: str, data: bytes, decoded: np.ndarray, hole: np.ndarray, weights: str | None
+         ) -> tuple[np.ndarray, dict]:
+    """[H, W, 3] uint8: ``decoded`` with ``hole`` filled by ``method``, and facts about the
+    fill (for gscodec: the bytes of the output stream against the input's). gscodec's image
+    is the decode of the stream it writes (`inpaint_stream`), what a user gets."""
     if method == "gscodec":
-        from gscodec.inpainting import inpaint
+        from gscodec.inpainting import inpaint_stream
 
-        return gscodec.render_image(inpaint(data, hole, weights=weights))
+        out = inpaint_stream(data, hole, weights=weights)
+        return gscodec.decode(out), {"size-ratio": len(out) / len(data)}
+    return fill_pixels(method, decoded, hole), {}
+
+
+def fill_pixels(method: str, decoded: np.ndarray, hole: np.ndarray) -> np.ndarray:
     if method == "biharmonic":
         from skimage.restoration import inpaint_biharmonic
 
@@ -91,8 +102,9 @@ def fill(method: str, data: bytes, decoded: np.ndarray, hole: np.ndarray, weight
     raise ValueError(f"unknown method {method!r}")
 
 
-def scores(original: np.ndarray, out: np.ndarray, hole: np.ndarray) -> dict[str, float]:
-    """PSNR and SSIM of ``out`` against ``original``, inside ``hole`` and over the whole image."""
+def scores(original: np.ndarray, out: np.ndarray, hole: np.ndarray, far: np.ndarray) -> dict[str, float]:
+    """PSNR and SSIM of ``out`` against ``original``, inside ``hole`` and over the whole image,
+    and PSNR over ``far``: the pixels more than `NEIGHBOURHOOD` pixels from the hole."""
     from skimage.metrics import structural_similarity
 
     diff = original.astype(np.float64) - out.astype(np.float64)
@@ -102,7 +114,15 @@ def scores(original: np.ndarray, out: np.ndarray, hole: np.ndarray) -> dict[str,
 
     ssim, ssim_map = structural_similarity(original, out, channel_axis=-1, data_range=255, full=True)
     return {"psnr-hole": psnr(float((diff[hole] ** 2).mean())), "psnr-rgb": psnr(float((diff**2).mean())),
-            "ssim-hole": float(ssim_map[hole].mean()), "ssim": float(ssim)}
+            "ssim-hole": float(ssim_map[hole].mean()), "ssim": float(ssim),
+            "psnr-far": psnr(float((diff[far] ** 2).mean())) if far.any() else float("nan")}
+
+
+def far_from(hole: np.ndarray) -> np.ndarray:
+    """The pixels more than `NEIGHBOURHOOD` pixels (Euclidean) from every hole pixel."""
+    from scipy.ndimage import distance_transform_edt
+
+    return distance_transform_edt(~hole) > NEIGHBOURHOOD
 
 
 def tile(image: np.ndarray, label: str, width: int = 160) -> Image.Image:
@@ -165,15 +185,16 @@ def main(argv: list[str] | None = None) -> int:
         for kind in args.kinds:
             hole = load_mask(path.stem, kind)
             coverage[kind].append(float(hole.mean()))
-            per_image["decoded"][kind][path.stem] = scores(original, decoded, hole)
+            far = far_from(hole)
+            per_image["decoded"][kind][path.stem] = scores(original, decoded, hole, far)
             masked = decoded.copy()
             masked[hole] = 255
             row = [("masked input", masked)]
             for method in args.methods:
                 start = time.perf_counter()
-                out = fill(method, data, decoded, hole, args.weights)
+                out, facts = fill(method, data, decoded, hole, args.weights)
                 seconds = time.perf_counter() - start
-                per_image[method][kind][path.stem] = {**scores(original, out, hole), "seconds": seconds}
+                per_image[method][kind][path.stem] = {**scores(original, out, hole, far), **facts, "seconds": seconds}
                 row.append((method, out))
                 jobs.update()
             if path.stem == shown:

@@ -199,3 +199,46 @@ def test_training_end_to_end(tiny_train: Path, tmp_path: Path) -> None:
     assert gscodec.embed(data, model=weights).shape == (16,)
     with pytest.raises(SystemExit):
         run_training("export", "--run", str(tmp_path / "thumb"), "--to", str(tmp_path / "nothing"))
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory) -> Path:
+    """A tiny random CLIP in OpenAI's layout (a float32 state dict with its three ints)."""
+    from tests.conftest import import_beside_torchvision
+
+    open_clip = import_beside_torchvision("open_clip")
+    folder = tmp_path_factory.mktemp("clip")
+    config = {"embed_dim": 16, "quick_gelu": True,
+              "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 64, "layers": 2, "head_width": 64},
+              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1}}
+    (folder / "gsc-embed-tiny.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder)
+    torch.manual_seed(0)
+    state = open_clip.create_model("gsc-embed-tiny").state_dict()
+    ints = {"input_resolution": torch.tensor(32), "context_length": torch.tensor(16), "vocab_size": torch.tensor(49408)}
+    torch.save(state | ints, folder / "clip.pt")
+    return folder / "clip.pt"
+
+
+def test_clip_student_end_to_end(tiny_train: Path, tiny_clip: Path, tmp_path: Path) -> None:
+    """Stage 1 with a CLIP checkpoint as the teacher, stage 2 on (stream, caption) pairs, the
+    exported model's text side: the checkpoint's own text features."""
+    from gscodec.embedding.clip import encode_text
+
+    streams = tmp_path / "streams"
+    run_training("distill", "--data", str(tiny_train), "--clip", str(tiny_clip), "--streams", str(streams),
+                 "--qualities", "20", "--steps", "2", "--batch", "4", "--warmup", "1", "--stem-dim", "32",
+                 "--latents", "8", "--resampler-layers", "1", "--out", str(tmp_path / "stage1"))
+    captions = ["a red disc", "blue waves", "green field", "a dark circle"]
+    (streams / "q20" / "pairs.tsv").write_text("".join(f"im{i:02d}.gsc\t{c}\n" for i, c in enumerate(captions)))
+    run_training("contrastive", "--init", str(tmp_path / "stage1"), "--clip", str(tiny_clip), "--pairs",
+                 str(streams / "q20" / "pairs.tsv"), "--steps", "2", "--batch", "4", "--warmup", "1",
+                 "--out", str(tmp_path / "stage2"))
+    assert "loss" in (tmp_path / "stage2" / "log.txt").read_text()
+    weights = tmp_path / "weights"
+    run_training("export", "--run", str(tmp_path / "stage2"), "--to", str(weights))
+    assert model_io.meta(weights)["clip"]["checkpoint"] == str(tiny_clip)
+    text = gscodec.embed_text(captions, model=weights)
+    np.testing.assert_allclose(text, encode_text(captions, tiny_clip), atol=1e-6)
+    image = gscodec.embed((streams / "q20" / "im00.gsc").read_bytes(), model=weights)
+    assert text.shape == (4, 16) and image.shape == (16,)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import gscodec  # noqa: F401  (first: it sets the OpenMP wait policy before torch loads)
 # isort: on
 import argparse
+import copy
 import math
 import random
 import sys
@@ -339,8 +340,8 @@ def train_contrastive(args: argparse.Namespace) -> int:
 
     rng = random.Random(args.seed)
     torch.manual_seed(args.seed)
-    student = model_io.load(args.init) if Path(args.init).is_dir() and (Path(args.init) / "embed.json").exists() \
-        else load_run(Path(args.init))
+    exported = (args.init / "embed.json").exists()
+    student = copy.deepcopy(model_io.load(args.init)) if exported else load_run(args.init)  # the cache stays intact
     params = student.trainable(stage=2)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     step, path = resume(args, student, opt, rng)
