@@ -58,19 +58,22 @@ from training.data import default_train_dir, list_train_images
 from training.loop import CpuBudget, RunLog, cosine_lr, save_atomic, set_lr
 
 TEACHER = VitConfig(width=128, layers=4, heads=2, patch_size=16, image_size=128, output_dim=128)
-MAX_SIDE = 512  # training images are kept at most this large (the teacher sees 128 pixels)
+# training images are used at most this large (Kodak's size), pixels and streams alike: the larger
+# Sun-Hays80 photos would otherwise give streams of many thousand splats that dominate a step
+MAX_SIDE = 768
+MAX_SPLATS = 1536  # a training view keeps a random subset of at most this many splats (cost)
 
 
 # ---------------------------------------------------------------------------------- data
 
 def load_rgb(path: Path, max_side: int = MAX_SIDE) -> torch.Tensor:
-    """[3, H, W] float RGB in [0, 1], downscaled so that the longer side is at most ``max_side``."""
+    """[3, H, W] uint8 RGB, downscaled (box filter) so that the longer side is at most ``max_side``."""
     with Image.open(path) as im:
         im = im.convert("RGB")
         scale = max_side / max(im.size)
         if scale < 1:
             im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BOX)
-        return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255
+        return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
 
 
 def random_box(rng: random.Random, width: float, height: float, min_area: float) -> tuple[float, float, float, float]:
@@ -85,12 +88,12 @@ def random_box(rng: random.Random, width: float, height: float, min_area: float)
     return rng.uniform(0, width - w), rng.uniform(0, height - h), w, h
 
 
-def crop_pixels(rgb: torch.Tensor, box: tuple[float, float, float, float], scale: float) -> torch.Tensor:
-    """The pixels of ``box`` (in source pixels; ``rgb`` is the source times ``scale``)."""
-    x0, y0, w, h = (v * scale for v in box)
+def crop_pixels(rgb: torch.Tensor, box: tuple[float, float, float, float]) -> torch.Tensor:
+    """[3, h, w] float RGB in [0, 1] of ``box`` of a [3, H, W] uint8 image."""
+    x0, y0, w, h = box
     H, W = rgb.shape[1:]
     i0, j0 = min(H - 1, int(y0)), min(W - 1, int(x0))
-    return rgb[:, i0 : max(i0 + 1, round(y0 + h)), j0 : max(j0 + 1, round(x0 + w))]
+    return rgb[:, i0 : max(i0 + 1, round(y0 + h)), j0 : max(j0 + 1, round(x0 + w))].float() / 255
 
 
 def jitter(x: torch.Tensor, rng: random.Random) -> torch.Tensor:
@@ -104,22 +107,17 @@ def jitter(x: torch.Tensor, rng: random.Random) -> torch.Tensor:
 
 
 class Images:
-    """The training images in memory (``MAX_SIDE``), each with its source size."""
+    """The training images in memory, at most ``MAX_SIDE`` pixels long (uint8)."""
 
     def __init__(self, root: Path) -> None:
+        self.root = root
         self.paths = list_train_images(root)
-        self.rgb, self.sizes = [], []
-        for p in tqdm(self.paths, desc="images", leave=False):
-            with Image.open(p) as im:
-                self.sizes.append(im.size)
-            self.rgb.append(load_rgb(p))
-
-    def scale(self, i: int) -> float:
-        return self.rgb[i].shape[2] / self.sizes[i][0]
+        self.rgb = [load_rgb(p) for p in tqdm(self.paths, desc="images", leave=False)]
+        self.sizes = [(int(x.shape[2]), int(x.shape[1])) for x in self.rgb]
 
     def view(self, i: int, box: tuple[float, float, float, float], flip: bool, size: int) -> torch.Tensor:
         """[3, size, size] RGB of ``box`` of image i, resized whole."""
-        x = crop_pixels(self.rgb[i], box, self.scale(i))[None]
+        x = crop_pixels(self.rgb[i], box)[None]
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
         return x.flip(2) if flip else x
 
@@ -185,18 +183,26 @@ def train_teacher(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------- streams
 
-def make_streams(images: Images, root: Path, streams: Path, qualities: list[float]) -> list[list[dict]]:
-    """The .gsc stream of every training image at every quality (``gscodec convert``, effort 0,
-    made once and reused), decoded: per quality, per image, a dict of tensors and its bytes."""
+def make_streams(images: Images, streams: Path, qualities: list[float]) -> list[list[dict]]:
+    """The .gsc stream of every training image (as `Images` holds it) at every quality, made
+    once by ``gscodec convert`` (effort 0) and reused, decoded: per quality, per image, a dict
+    of tensors and the stream's bytes."""
+    copies = streams / "images"
+    for p, rgb in zip(images.paths, images.rgb, strict=True):
+        target = (copies / p.relative_to(images.root)).with_suffix(".png")
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rgb.permute(1, 2, 0).numpy()).save(target.with_suffix(".tmp.png"))
+            target.with_suffix(".tmp.png").replace(target)
     out = []
     for q in qualities:
         folder = streams / f"q{q:g}"
-        summary = gscodec.convert(root, folder, quality=q, effort=0, init="predictor", workers=1, progress=True)
+        summary = gscodec.convert(copies, folder, quality=q, effort=0, init="predictor", workers=1, progress=True)
         if summary.failed:
             raise SystemExit(f"conversion failed for {summary.failed[:3]}")
         sets = []
         for p in images.paths:
-            data = (folder / p.relative_to(root)).with_suffix(".gsc").read_bytes()
+            data = (folder / p.relative_to(images.root)).with_suffix(".gsc").read_bytes()
             s = decode_splats(data)
             sets.append({"means": torch.from_numpy(s.means), "scales": torch.from_numpy(s.scales),
                          "angles": torch.from_numpy(s.angles), "colors": torch.from_numpy(s.colors),
@@ -205,21 +211,26 @@ def make_streams(images: Images, root: Path, streams: Path, qualities: list[floa
     return out
 
 
-def splat_view(s: dict, box: tuple[float, float, float, float], flip: bool) -> tuple[torch.Tensor, float]:
+def splat_view(s: dict, box: tuple[float, float, float, float], flip: bool, limit: int | None = None,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, float]:
     """The features of the splats centred in ``box`` (positions relative to it, flipped if
-    asked) and their share of the stream's splats."""
+    asked; a random ``limit`` of them if there are more) and their share of the stream's splats."""
     x0, y0, w, h = box
     m = s["means"]
     keep = (m[:, 0] >= x0) & (m[:, 0] < x0 + w) & (m[:, 1] >= y0) & (m[:, 1] < y0 + h)
     if not keep.any():  # a crop of the background only: its nearest splat stands in
         keep[((m - torch.tensor([x0 + w / 2, y0 + h / 2])) ** 2).sum(1).argmin()] = True
+    share = float(keep.sum()) / len(m)
+    keep = keep.nonzero()[:, 0]
+    if limit is not None and len(keep) > limit:
+        keep = keep[torch.randperm(len(keep), generator=generator)[:limit]]
     means = m[keep] - torch.tensor([x0, y0])
     angles = s["angles"][keep]
     if flip:
         means = torch.stack([w - means[:, 0], means[:, 1]], 1)
         angles = -angles
     feats = splat_features(means, s["scales"][keep], angles, s["colors"][keep], w, h)
-    return feats, float(keep.sum()) / len(m)
+    return feats, share
 
 
 def thumbnail(view_rgb: torch.Tensor, nbytes: float, size: int) -> torch.Tensor:
@@ -289,7 +300,7 @@ def train_distill(args: argparse.Namespace) -> int:
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     step, path = resume(args, student, opt, rng)
     images = Images(args.data)
-    streams = make_streams(images, args.data, args.streams, args.qualities)
+    streams = make_streams(images, args.streams, args.qualities)
     log = RunLog(args.out, step, settings(args))
     log.comment(f"{sum(p.numel() for p in params)} trained parameters of "
                 f"{sum(p.numel() for p in student.parameters())}; {len(images.rgb)} images")
@@ -303,9 +314,9 @@ def train_distill(args: argparse.Namespace) -> int:
             box = random_box(rng, *images.sizes[i], 0.35)
             flip = rng.random() < 0.5
             views.append(images.view(i, box, flip, size))
-            feats, share = splat_view(s, box, flip)
+            feats, share = splat_view(s, box, flip, MAX_SPLATS)
             if args.student == "thumbnail":
-                crop = crop_pixels(images.rgb[i], box, images.scale(i))
+                crop = crop_pixels(images.rgb[i], box)
                 inputs.append(thumbnail(crop.flip(2) if flip else crop, share * s["bytes"], size))
             else:
                 inputs.append((feats, s["background"]))
@@ -498,7 +509,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     d.add_argument("--qualities", type=float, nargs="+", default=[10.0, 40.0])
     d.add_argument("--stem-dim", type=int, default=128)
     d.add_argument("--latents", type=int, default=64)
-    d.add_argument("--resampler-layers", type=int, default=3)
+    d.add_argument("--resampler-layers", type=int, default=2)
     d.set_defaults(func=train_distill)
 
     c = sub.add_parser("contrastive", help="stage 2: CLIP's loss on (stream, caption) pairs")
