@@ -20,7 +20,12 @@ progress bar and stops cleanly after ``--cpu-minutes``.
   crop (or the whole image) and a flip; the teacher sees its pixels resized to its input
   size, the student the splats whose centres lie in the crop, of the image's .gsc stream
   (made once by ``gscodec convert`` at each ``--qualities``, effort 0, into ``--streams``).
-  Loss: (1 - cosine) + the squared error relative to the teacher's norm.
+  Loss: (1 - cosine) + the squared error relative to the teacher's norm, on the embedding;
+  plus ``--token-weight`` times a token loss that GaussianVision does not use: when the
+  student has one latent per teacher patch (64 = 8 x 8 here), its tokens are pulled to the
+  teacher's input tokens of the view (patch embeddings plus positions), each latent towards
+  one patch: a dense signal where the embedding alone gives one vector per view. Measured
+  here: see training/runs/embed-splat*/log.txt and bench/README.md.
   ``--student thumbnail`` is the baseline: the same frozen blocks, its patch stem trained,
   reading a thumbnail of the view with as many bytes (raw RGB) as the view's share of the
   .gsc stream, upsampled to the teacher's input.
@@ -37,6 +42,7 @@ import gscodec  # noqa: F401  (first: it sets the OpenMP wait policy before torc
 import argparse
 import copy
 import math
+import os
 import random
 import sys
 import time
@@ -279,9 +285,12 @@ def trainable(student: torch.nn.Module, kind: str) -> list[torch.nn.Parameter]:
     return student.trainable(stage=1)
 
 
-def distill_targets(teacher: VisionTransformer, views: torch.Tensor) -> torch.Tensor:
+def distill_targets(teacher: VisionTransformer, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's embeddings of [B, 3, h, w] views and its input tokens (patch embeddings
+    with their positions)."""
     with torch.no_grad():
-        return teacher.embed_pixels(prepare_pixels(views, teacher.config.image_size))
+        tokens = teacher.patch_tokens(prepare_pixels(views, teacher.config.image_size))
+        return teacher.embed_tokens(tokens), tokens
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -305,6 +314,7 @@ def train_distill(args: argparse.Namespace) -> int:
     log.comment(f"{sum(p.numel() for p in params)} trained parameters of "
                 f"{sum(p.numel() for p in student.parameters())}; {len(images.rgb)} images")
     size = teacher.config.image_size
+    student_vit = student if args.student == "thumbnail" else student.vit
 
     def one_step() -> list[float]:
         views, inputs = [], []
@@ -320,17 +330,20 @@ def train_distill(args: argparse.Namespace) -> int:
                 inputs.append(thumbnail(crop.flip(2) if flip else crop, share * s["bytes"], size))
             else:
                 inputs.append((feats, s["background"]))
-        target = distill_targets(teacher, torch.stack(views))
+        target, target_tokens = distill_targets(teacher, torch.stack(views))
         if args.student == "thumbnail":
-            out = student.embed_pixels(prepare_pixels(torch.stack(inputs), size))
+            tokens = student.patch_tokens(prepare_pixels(torch.stack(inputs), size))
         else:
             feats, pad = pad_tokens([f for f, _ in inputs])
-            out = student(feats, torch.stack([b for _, b in inputs]), pad)
-        loss, cos = distill_loss(out, target)
-        return [loss, cos.item()]
+            tokens = student.stem(feats, torch.stack([b for _, b in inputs]), pad)
+        loss, cos = distill_loss(student_vit.embed_tokens(tokens), target)
+        token_loss = torch.zeros(())
+        if args.token_weight and tokens.shape == target_tokens.shape:
+            token_loss = ((tokens - target_tokens) ** 2).mean() / (target_tokens ** 2).mean()
+        return [loss + args.token_weight * token_loss, cos.item(), token_loss.item()]
 
     student.train()
-    loop(args, student, opt, rng, step, path, log, one_step, ["loss", "cos"])
+    loop(args, student, opt, rng, step, path, log, one_step, ["loss", "cos", "tokens"])
     return 0
 
 
@@ -390,7 +403,15 @@ def train_contrastive(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- the loop
 
 def settings(args: argparse.Namespace) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
+    """The options as JSON values. Paths are relative to the working directory (the repository
+    root, in the recipes), so that no machine's absolute path is recorded, except a CLIP
+    checkpoint's: the user's own file, read again by `gscodec.embed_text`."""
+    def value(k: str, v: object) -> object:
+        if not isinstance(v, Path):
+            return v
+        return str(v.resolve()) if k == "clip" else os.path.relpath(v)
+
+    return {k: value(k, v) for k, v in vars(args).items() if k != "func"}
 
 
 def resume(args, model, opt, rng) -> tuple[int, Path]:
@@ -510,6 +531,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     d.add_argument("--stem-dim", type=int, default=128)
     d.add_argument("--latents", type=int, default=64)
     d.add_argument("--resampler-layers", type=int, default=2)
+    d.add_argument("--token-weight", type=float, default=1.0,
+                   help="weight of the token loss: the student's tokens against the teacher's input tokens "
+                        "(patch embeddings with positions), when it has as many latents as the teacher patches")
     d.set_defaults(func=train_distill)
 
     c = sub.add_parser("contrastive", help="stage 2: CLIP's loss on (stream, caption) pairs")

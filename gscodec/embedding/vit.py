@@ -10,7 +10,8 @@ Two entries share the blocks:
   teacher sees;
 - `embed_tokens`: any [B, T, width] tokens, e.g. the splat stem's resampled latents. They
   get no position embedding (the resampler's latents are learned queries and carry their
-  own identity); the class token gets its usual one.
+  own identity; `patch_tokens` is the RGB path's tokens with theirs); the class token gets
+  its usual one.
 
 Both end like CLIP: layer norm of the class token, then the projection to ``output_dim``.
 """
@@ -108,18 +109,17 @@ class VisionTransformer(nn.Module):
         self.ln_post = nn.LayerNorm(w)
         self.proj = nn.Parameter(scale * torch.randn(w, config.output_dim))
 
+    def patch_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, S, S] normalised pixels (S = image_size) -> [B, grid², width]: the patch
+        embeddings with their position embedding, what the blocks read after the class token."""
+        return self.conv1(images).flatten(2).transpose(1, 2) + self.positional_embedding[1:]
+
     def embed_pixels(self, images: torch.Tensor) -> torch.Tensor:
-        """[B, 3, S, S] normalised pixels (S = image_size) -> [B, output_dim]."""
-        x = self.conv1(images).flatten(2).transpose(1, 2)  # [B, grid², width]
-        return self._head(x, self.positional_embedding[1:])
+        """[B, 3, S, S] normalised pixels -> [B, output_dim]."""
+        return self.embed_tokens(self.patch_tokens(images))
 
-    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+    def embed_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, width] tokens (any T) -> [B, output_dim]."""
-        return self._head(tokens, None)
-
-    def _head(self, x: torch.Tensor, position: torch.Tensor | None) -> torch.Tensor:
-        if position is not None:
-            x = x + position
         cls = (self.class_embedding + self.positional_embedding[0]).expand(x.shape[0], 1, -1)
         x = self.transformer(self.ln_pre(torch.cat([cls.to(x.dtype), x], dim=1)))
         return self.ln_post(x[:, 0]) @ self.proj
