@@ -349,13 +349,15 @@ def test_bench_methods_fill_the_same_hole(stream: bytes, tmp_path: Path) -> None
     for method in bench.METHODS:
         if method in ("telea", "navier-stokes"):
             pytest.importorskip("cv2")
-        out = bench.fill(method, stream, decoded, hole, tiny()) if method == "gscodec" else \
-            bench.fill(method, stream, decoded, hole, None)
+        out, facts = bench.fill(method, stream, decoded, hole, tiny() if method == "gscodec" else None)
         assert out.shape == decoded.shape and out.dtype == np.uint8
         if method != "gscodec":
             assert np.array_equal(out[~hole], decoded[~hole])  # only the hole changes
-        s = bench.scores(original, out, hole)
-        assert set(s) == {"psnr-hole", "psnr-rgb", "ssim-hole", "ssim"} and all(np.isfinite(list(s.values())))
+        else:
+            assert facts["size-ratio"] > 0
+        s = bench.scores(original, out, hole, bench.far_from(hole))
+        assert set(s) == {"psnr-hole", "psnr-rgb", "ssim-hole", "ssim", "psnr-far"}
+        assert all(np.isfinite(list(s.values())))
         rows.append((method, out))
     bench.figure([rows, rows], tmp_path / "grid.png")
     assert Image.open(tmp_path / "grid.png").size[0] == 160 * len(rows)
