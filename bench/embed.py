@@ -105,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     size = net.config.vit.image_size
     originals = [datasets.load_rgb(p) for p in paths]
     teacher = normalised([gscodec.embed_pixels(im, model=args.model) for im in originals])
-    result = {"dataset": "kodak", "images": len(paths), "model": model_io.meta(args.model)["teacher"],
-              "model_sha256": model_io.meta(args.model)["sha256"], "qualities": {}}
+    info = model_io.meta(args.model)
+    result = {"dataset": "kodak", "images": len(paths), "model": info["teacher"], "model_sha256": info["sha256"],
+              "qualities": {}}
     for q in args.qualities:
         streams, rows = [], {"splat": [], "thumbnail": [], "decoded": []}
         for im in tqdm(originals, desc=f"quality {q:g}", leave=False):
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             streams.append(data)
             rows["splat"].append(gscodec.embed(data, model=args.model))
             rows["decoded"].append(gscodec.embed_pixels(gscodec.decode(data), model=args.model))
-            rgb = torch.from_numpy(im).permute(2, 0, 1).float() / 255
+            rgb = torch.tensor(im).permute(2, 0, 1).float() / 255
             with torch.inference_mode():
                 small = thumbnail(rgb, len(data), size)
                 rows["thumbnail"].append(thumb.embed_pixels(prepare_pixels(small[None], size))[0].numpy())

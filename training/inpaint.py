@@ -72,6 +72,7 @@ from gscodec.predictor.initializer import stage_plan
 from gscodec.predictor.network import candidates
 from gscodec.predictor.rollout import StageSplats, predict_stage
 from training.data import Crops, default_train_dir, list_train_images
+from training.loop import CpuBudget, cosine_lr, save_atomic, set_lr
 from training.predictor import portable
 
 
@@ -233,8 +234,7 @@ def save(model, opt, step, rng, mask_rng, crops, args, path: Path) -> None:
              "torch_rng": torch.get_rng_state(), "config": asdict(model.config), "settings": portable(args)}
     if model.config.extractor != "small":
         state["model"] = {k: v for k, v in state["model"].items() if not k.startswith("extractor.")}
-    torch.save(state, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
+    save_atomic(state, path)
 
 
 def export(args: argparse.Namespace) -> int:
@@ -296,15 +296,14 @@ def main(argv: list[str] | None = None) -> int:
     log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} start at step {step}: {json.dumps(portable(args))}\n")
     print(f"{parameter_count(model)} parameters; {len(crops.images)} training images", flush=True)
     bar = tqdm(total=args.steps, initial=step, desc="training", unit="step")
-    window, t0, cpu0 = [], time.perf_counter(), time.process_time()
+    window, t0, budget = [], time.perf_counter(), CpuBudget(args.cpu_minutes)
     model.train()
     while step < args.steps:
-        if args.cpu_minutes is not None and time.process_time() - cpu0 > 60 * args.cpu_minutes:
+        if budget.exceeded():
             log.write(f"# stop at step {step}: {args.cpu_minutes} CPU minutes used\n")
             save(model, opt, step, rng, mask_rng, crops, args, ckpt_path)
             break
-        for group in opt.param_groups:  # cosine decay to 5 %
-            group["lr"] = args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+        set_lr(opt, cosine_lr(args.lr, step, args.steps))  # cosine decay to 5 %
         loss, values = train_step(model, predictor, crops, args, rng, mask_rng)
         opt.zero_grad()
         loss.backward()

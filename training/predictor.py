@@ -57,6 +57,7 @@ from gscodec.predictor.network import SYMBOLS_PER_SPLAT, PredictorConfig, Staged
 from gscodec.predictor.rollout import StageSplats, predict_stage, render, rgb_error
 from gscodec.quant.policy import steps_for_quality
 from training.data import Crops, default_train_dir
+from training.loop import CpuBudget, cosine_lr, save_atomic, set_lr
 
 
 def settings(argv: list[str] | None = None) -> argparse.Namespace:
@@ -249,10 +250,8 @@ def train_step(model: StagedPredictor, batch: torch.Tensor, args: argparse.Names
 
 def save(model, opt, step, rng, config, args, path: Path) -> None:
     """The checkpoint, written atomically (a kill never leaves half a file)."""
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "rng": rng,
-                "torch_rng": torch.get_rng_state(), "config": asdict(config), "settings": portable(args)},
-               path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
+    save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "rng": rng,
+                 "torch_rng": torch.get_rng_state(), "config": asdict(config), "settings": portable(args)}, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,15 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     params = sum(p.numel() for p in model.parameters())
     print(f"{params} parameters; {len(crops.images)} training images", flush=True)
     bar = tqdm(total=args.steps, initial=step, desc="training", unit="step")
-    window, t0 = [], time.perf_counter()
-    cpu0 = time.process_time()
+    window, t0, budget = [], time.perf_counter(), CpuBudget(args.cpu_minutes)
     while step < min(args.steps, args.until or args.steps):
-        if args.cpu_minutes is not None and time.process_time() - cpu0 > 60 * args.cpu_minutes:
+        if budget.exceeded():
             log.write(f"# stop at step {step}: {args.cpu_minutes} CPU minutes used\n")
             save(model, opt, step, rng, config, args, ckpt_path)
             break
-        for group in opt.param_groups:  # cosine decay to 5 %
-            group["lr"] = args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+        set_lr(opt, cosine_lr(args.lr, step, args.steps))  # cosine decay to 5 %
         loss, psnrs = train_step(model, crops.batch(args.batch), args, rng)
         opt.zero_grad()
         loss.backward()

@@ -32,7 +32,7 @@ from .vit import VisionTransformer, VitConfig
 class EmbedConfig:
     stem_dim: int = 128
     latents: int = 64
-    resampler_layers: int = 3
+    resampler_layers: int = 2
     resampler_heads: int = 4
     vit: VitConfig = field(default_factory=VitConfig)
 
