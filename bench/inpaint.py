@@ -87,7 +87,10 @@ def fill_pixels(method: str, decoded: np.ndarray, hole: np.ndarray) -> np.ndarra
     if method == "biharmonic":
         from skimage.restoration import inpaint_biharmonic
 
-        out = inpaint_biharmonic(decoded.astype(np.float64) / 255, hole, channel_axis=-1)
+        # one sparse system per connected hole: on the whole image at once, scikit-image 0.26
+        # leaves most of its preallocated (np.empty) matrix entries unwritten, which fails now
+        # and then with a garbage index (and adds garbage when it does not fail)
+        out = inpaint_biharmonic(decoded.astype(np.float64) / 255, hole, channel_axis=-1, split_into_regions=True)
         return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
     if method in ("telea", "navier-stokes"):
         import cv2
