@@ -298,3 +298,14 @@ def test_speed_reports_decode_peak_memory(image_dir: Path, tmp_path: Path) -> No
     assert set(report["codecs"]) == {"jpeg", "webp"}
     for r in report["codecs"].values():
         assert "decode_peak_mib" in r and "decode_peak_mib" in r["per_image"]["img0"]
+
+
+def test_rate_reports_the_miss_and_the_quality(image_dir: Path, tmp_path: Path) -> None:
+    from bench import rate
+
+    out = tmp_path / "rate.json"
+    assert rate.main(["--dataset", str(image_dir), "--targets", "0.8", "--effort", "0", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    row = report["per_image"]["img0"]["0.8"]
+    assert row["miss"] == pytest.approx(row["bpp"] / 0.8 - 1) and 0 <= row["quality"] <= 100
+    assert report["summary"]["0.8"]["images"] == 2
