@@ -47,7 +47,9 @@ def encode(
     image: numpy array, PIL image or torch tensor (see `gscodec.image.to_rgb_float`).
     quality: 0-100, higher is larger and better. effort: 0-9, more refinement steps
     (encode time grows about linearly). target_bpp: search quality for this rate
-    instead (bits per pixel, from the file size). progress: called with 0..1.
+    instead (bits per pixel, from the file size; quick effort-0 encodes, then one or two
+    encodes at ``effort``: `gscodec.encoder.pipeline.search_rate`, which logs the quality
+    chosen at INFO level). progress: called with 0..1.
     device: where the splats are fitted: "cpu", "cuda" / "cuda:N" (needs CuPy and a
     GPU: ``pip install gscodec[cuda]``) or "auto" (CUDA when `gscodec.has_cuda`, else
     the CPU). Devices round differently, so their files differ slightly; any decoder
