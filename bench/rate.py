@@ -1,11 +1,12 @@
-"""Rate control on Kodak: how close ``target_bpp`` lands, and what it costs in time.
+"""Rate control on Kodak: how close ``target_bpp`` and ``target_psnr`` land, and what they cost in time.
 
-    python -m bench.rate [--targets 0.25 0.5 1.0] [--effort 4] [--images ...] [--limit N]
+    python -m bench.rate [--targets 0.25 0.5 1.0] [--psnr-targets 28 31 34] [--effort 4] [--images ...] [--limit N]
 
-Per image and target: an encode with ``target_bpp`` (`gscodec.encoder.pipeline.search_rate`,
-what ``gscodec.encode(image, target_bpp=..., effort=...)`` runs), its bpp, its miss
-(bpp / target - 1), the quality it chose, and its time against one encode at that quality
-and effort. Results go to ``--out`` (bench/results/kodak/rate.json).
+Per image and target: an encode with ``target_bpp`` (`gscodec.encoder.pipeline.search_rate`)
+or ``target_psnr`` (`search_psnr`), what ``gscodec.encode(image, target_bpp=..., effort=...)``
+runs; what it reached, its miss (bpp / target - 1 for a rate, dB - target for a PSNR), the
+quality it chose, and its time against one encode at that quality and effort. Results go to
+``--out`` (bench/results/kodak/rate.json).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from tqdm import tqdm
 
 import gscodec
 from bench import datasets
-from gscodec.encoder.pipeline import encode_image, search_rate
+from gscodec.encoder.pipeline import PSNR_TOLERANCE, RATE_TOLERANCE, encode_image, search_psnr, search_rate
+from gscodec.metrics import psnr
 
 RESULTS = Path(__file__).resolve().parent / "results" / "kodak"
 
@@ -31,40 +33,53 @@ def main(argv: list[str] | None = None) -> int:
     datasets.add_data_dir_option(ap)
     ap.add_argument("--images", nargs="+", help="names or globs (kodim01, 'kodim0*'); default all")
     ap.add_argument("--limit", type=int)
-    ap.add_argument("--targets", nargs="+", type=float, default=[0.25, 0.5, 1.0])
+    ap.add_argument("--targets", nargs="*", type=float, default=[0.25, 0.5, 1.0], help="target_bpp values")
+    ap.add_argument("--psnr-targets", nargs="*", type=float, default=[], help="target_psnr values (dB)")
     ap.add_argument("--effort", type=int, default=gscodec.DEFAULT_EFFORT)
     ap.add_argument("--out", type=Path, default=RESULTS / "rate.json")
     args = ap.parse_args(argv)
     dataset, paths = datasets.select(args.dataset, None, args.images, args.limit, args.data_dir)
-    per_image: dict = {}
+    # kind -> (search function, what it reached, its miss, the tolerance the encoder keeps)
+    kinds = {"target_bpp": (search_rate, lambda image, data: 8 * len(data) / image[..., 0].size,
+                            lambda reached, target: reached / target - 1, RATE_TOLERANCE),
+             "target_psnr": (search_psnr, lambda image, data: psnr(image, gscodec.decode(data)),
+                             lambda reached, target: reached - target, PSNR_TOLERANCE)}
+    targets = {"target_bpp": args.targets, "target_psnr": args.psnr_targets}
+    per_image: dict = {kind: {} for kind in kinds}
     for path in tqdm(paths, desc="rate", unit="image"):
         image = datasets.load_rgb(path)
         rgb = image.astype(np.float32) / 255
-        pixels = rgb.shape[0] * rgb.shape[1]
-        rows = {}
-        for target in args.targets:
-            start = time.perf_counter()
-            data, quality = search_rate(rgb, target, args.effort)
-            seconds = time.perf_counter() - start
-            start = time.perf_counter()
-            encode_image(rgb, quality, args.effort)
-            one = time.perf_counter() - start
-            bpp = 8 * len(data) / pixels
-            rows[str(target)] = {"bpp": bpp, "miss": bpp / target - 1, "quality": quality, "seconds": seconds,
-                                 "one_encode_seconds": one, "time_ratio": seconds / one}
-        per_image[path.stem] = rows
-    summary = {}
-    for target in args.targets:
-        rows = [v[str(target)] for v in per_image.values()]
-        misses = np.abs([r["miss"] for r in rows])
-        summary[str(target)] = {"mean_bpp": float(np.mean([r["bpp"] for r in rows])),
-                                "mean_abs_miss": float(misses.mean()), "max_abs_miss": float(misses.max()),
-                                "within_3_percent": int((misses <= 0.03).sum()), "images": len(rows),
-                                "mean_time_ratio": float(np.mean([r["time_ratio"] for r in rows]))}
-        s = summary[str(target)]
-        print(f"target {target:5.2f} bpp: mean {s['mean_bpp']:.3f}, |miss| mean {100 * s['mean_abs_miss']:.1f} % "
-              f"max {100 * s['max_abs_miss']:.1f} %, within 3 %: {s['within_3_percent']}/{s['images']}, "
-              f"time {s['mean_time_ratio']:.2f}x one encode at the quality chosen")
+        for kind, (search, reached_of, miss_of, _) in kinds.items():
+            rows = {}
+            for target in targets[kind]:
+                start = time.perf_counter()
+                data, quality = search(rgb, target, args.effort)
+                seconds = time.perf_counter() - start
+                start = time.perf_counter()
+                encode_image(rgb, quality, args.effort)
+                one = time.perf_counter() - start
+                reached = reached_of(image, data)
+                rows[str(target)] = {"reached": reached, "bpp": 8 * len(data) / image[..., 0].size,
+                                     "miss": miss_of(reached, target), "quality": quality, "seconds": seconds,
+                                     "one_encode_seconds": one, "time_ratio": seconds / one}
+            if rows:
+                per_image[kind][path.stem] = rows
+    summary: dict = {}
+    for kind, (_, _, _, tolerance) in kinds.items():
+        unit = "%" if kind == "target_bpp" else "dB"
+        scale = 100 if kind == "target_bpp" else 1
+        for target in targets[kind]:
+            rows = [v[str(target)] for v in per_image[kind].values()]
+            misses = np.abs([r["miss"] for r in rows])
+            s = summary.setdefault(kind, {})[str(target)] = {
+                "mean_reached": float(np.mean([r["reached"] for r in rows])),
+                "mean_abs_miss": float(misses.mean()), "max_abs_miss": float(misses.max()),
+                "within_tolerance": int((misses <= tolerance + 1e-9).sum()), "tolerance": tolerance,
+                "images": len(rows), "mean_time_ratio": float(np.mean([r["time_ratio"] for r in rows]))}
+            print(f"{kind} {target:6.2f}: mean {s['mean_reached']:.3f}, |miss| mean {scale * s['mean_abs_miss']:.2f} "
+                  f"{unit} max {scale * s['max_abs_miss']:.2f} {unit}, within {scale * tolerance:g} {unit}: "
+                  f"{s['within_tolerance']}/{s['images']}, time {s['mean_time_ratio']:.2f}x one encode "
+                  "at the quality chosen")
     report = {"name": "rate", "dataset": dataset, "date": time.strftime("%Y-%m-%d"), "effort": args.effort,
               "summary": summary, "per_image": per_image}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ once the fed bytes hold the whole stream; ``close`` before that raises OSError
 ("image was incomplete").
 
 Writing: ``im.save(fp, format="GSC", quality=50, effort=4, target_bpp=None,
-drop_alpha=False, seed=0, progress=None, init=...)``, the options of `gscodec.encode`.
+target_psnr=None, drop_alpha=False, seed=0, progress=None, init=...)``, the options of `gscodec.encode`.
 Images with alpha (RGBA, LA, PA, P with transparency) raise `gscodec.GscError`
 unless ``drop_alpha=True``; every other mode is converted to RGB as `gscodec.encode`
 does (EXIF orientation applied, range by mode).
@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 FORMAT = "GSC"
 EXTENSION = ".gsc"
 MIME = "image/x-gsc"
-_SAVE_OPTIONS = ("quality", "effort", "target_bpp", "drop_alpha", "seed", "progress", "init")
+_SAVE_OPTIONS = ("quality", "effort", "target_bpp", "target_psnr", "drop_alpha", "seed", "progress", "init")
 _CHUNK_HEAD = struct.Struct("<4sI")  # chunk type and payload length (SPEC.md, section 3)
 
 

@@ -36,6 +36,7 @@ def encode(
     quality: float = DEFAULT_QUALITY,
     effort: int = DEFAULT_EFFORT,
     target_bpp: float | None = None,
+    target_psnr: float | None = None,
     drop_alpha: bool = False,
     progress: Callable[[float], None] | None = None,
     seed: int = 0,
@@ -47,9 +48,10 @@ def encode(
     image: numpy array, PIL image or torch tensor (see `gscodec.image.to_rgb_float`).
     quality: 0-100, higher is larger and better. effort: 0-9, more refinement steps
     (encode time grows about linearly). target_bpp: search quality for this rate
-    instead (bits per pixel, from the file size; quick effort-0 encodes, then one or two
-    encodes at ``effort``: `gscodec.encoder.pipeline.search_rate`, which logs the quality
-    chosen at INFO level). progress: called with 0..1.
+    instead (bits per pixel, from the file size); target_psnr: search quality for this
+    PSNR-RGB of the 8-bit decode (dB). Either search runs quick effort-0 encodes, then one or
+    two encodes at ``effort`` (`gscodec.encoder.pipeline.search_quality`) and logs the quality
+    chosen at INFO level. progress: called with 0..1.
     device: where the splats are fitted: "cpu", "cuda" / "cuda:N" (needs CuPy and a
     GPU: ``pip install gscodec[cuda]``) or "auto" (CUDA when `gscodec.has_cuda`, else
     the CPU). Devices round differently, so their files differ slightly; any decoder
@@ -60,6 +62,12 @@ def encode(
     _check_options(quality, effort)
     if init not in INITS:
         raise GscError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+    if target_bpp is not None and target_psnr is not None:
+        raise GscError("give target_bpp or target_psnr, not both")
+    for name, value in (("target_bpp", target_bpp), ("target_psnr", target_psnr)):
+        number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        if value is not None and not (number and 0 < value < math.inf):
+            raise GscError(f"{name} must be a positive number, got {value!r}")
     rgb = to_rgb_float(image, drop_alpha=drop_alpha)
     check_size(rgb.shape[1], rgb.shape[0])
     dev = resolve_device(device)
@@ -67,6 +75,8 @@ def encode(
 
     if target_bpp is not None:
         return pipeline.encode_to_rate(rgb, float(target_bpp), effort, progress, seed, dev, init)
+    if target_psnr is not None:
+        return pipeline.encode_to_psnr(rgb, float(target_psnr), effort, progress, seed, dev, init)
     return pipeline.encode_image(rgb, quality, effort, progress, seed, dev, init)
 
 

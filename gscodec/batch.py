@@ -81,6 +81,7 @@ class Settings:
     to: str = "gsc"
     quality: float | None = DEFAULT_QUALITY
     target_bpp: float | None = None
+    target_psnr: float | None = None
     effort: int = DEFAULT_EFFORT
     init: str = DEFAULT_INIT
     seed: int = 0
@@ -102,7 +103,8 @@ class Settings:
 
         if not self.encoding:
             return {"to": self.to, "device": self.device, "version": __version__}
-        return {"to": "gsc", "quality": self.quality, "target_bpp": self.target_bpp, "effort": self.effort,
+        return {"to": "gsc", "quality": self.quality, "target_bpp": self.target_bpp,
+                "target_psnr": self.target_psnr, "effort": self.effort,
                 "init": self.init, "seed": self.seed, "drop_alpha": self.drop_alpha, "device": self.device,
                 "version": __version__}
 
@@ -110,6 +112,7 @@ class Settings:
 def make_settings(
     to: str = "gsc", quality: float | None = None, target_bpp: float | None = None, effort: int | None = None,
     init: str | None = None, seed: int = 0, drop_alpha: bool = False, device: str = "cpu",
+    target_psnr: float | None = None,
 ) -> Settings:
     """Checked `Settings` (GscError for a bad option); encoder options with ``to`` other than gsc are refused."""
     if not isinstance(to, str) or not to:
@@ -118,26 +121,31 @@ def make_settings(
     if not isinstance(device, str):
         raise GscError(f"device must be a str, got {device!r}")
     if to != "gsc":
-        given = [name for name, value in (("quality", quality), ("target_bpp", target_bpp), ("effort", effort),
-                                          ("init", init)) if value is not None]
+        given = [name for name, value in (("quality", quality), ("target_bpp", target_bpp),
+                                          ("target_psnr", target_psnr), ("effort", effort), ("init", init))
+                 if value is not None]
         given += [name for name, value in (("seed", seed), ("drop_alpha", drop_alpha)) if value]
         if given:
             raise GscError(f"{', '.join(given)} apply to encoding (to='gsc') only, not to decoding to {to}")
         return Settings(to=to, quality=None, device=device, format=_image_format(to))
-    if quality is not None and target_bpp is not None:
-        raise GscError("give quality or target_bpp, not both")
-    quality = None if target_bpp is not None else float(DEFAULT_QUALITY if quality is None else quality)
+    if sum(value is not None for value in (quality, target_bpp, target_psnr)) > 1:
+        raise GscError("give one of quality, target_bpp and target_psnr")
+    searched = target_bpp is not None or target_psnr is not None
+    quality = None if searched else float(DEFAULT_QUALITY if quality is None else quality)
     effort = DEFAULT_EFFORT if effort is None else effort
     _check_options(DEFAULT_QUALITY if quality is None else quality, effort)
-    if target_bpp is not None and not (isinstance(target_bpp, (int, float)) and 0 < target_bpp < float("inf")):
-        raise GscError(f"target_bpp must be a number above 0, got {target_bpp!r}")
+    for name, value in (("target_bpp", target_bpp), ("target_psnr", target_psnr)):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if value is not None and not (number and 0 < value < float("inf")):
+            raise GscError(f"{name} must be a number above 0, got {value!r}")
     init = DEFAULT_INIT if init is None else init
     if init not in INITS:
         raise GscError(f"init must be one of {', '.join(INITS)}, got {init!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise GscError(f"seed must be an integer >= 0, got {seed!r}")
     return Settings(to="gsc", quality=quality, target_bpp=None if target_bpp is None else float(target_bpp),
-                    effort=int(effort), init=init, seed=seed, drop_alpha=bool(drop_alpha), device=device)
+                    target_psnr=None if target_psnr is None else float(target_psnr), effort=int(effort), init=init,
+                    seed=seed, drop_alpha=bool(drop_alpha), device=device)
 
 
 def _image_format(ext: str) -> str:
@@ -371,7 +379,8 @@ def _encode_file(path: str, settings: Settings) -> tuple[bytes, int, int]:
             raise GscError(f"the image has an alpha channel ({image.mode}), which .gsc cannot store; "
                            "convert with --drop-alpha (drop_alpha=True) to drop it")
         data = encode(image, quality=DEFAULT_QUALITY if settings.quality is None else settings.quality,
-                      effort=settings.effort, target_bpp=settings.target_bpp, drop_alpha=settings.drop_alpha,
+                      effort=settings.effort, target_bpp=settings.target_bpp, target_psnr=settings.target_psnr,
+                      drop_alpha=settings.drop_alpha,
                       seed=settings.seed, device=settings.device, init=settings.init)
     header = parse_header(data)
     return data, header.width, header.height
@@ -655,6 +664,7 @@ def convert(
     to: str = "gsc",
     quality: float | None = None,
     target_bpp: float | None = None,
+    target_psnr: float | None = None,
     effort: int | None = None,
     init: str | None = None,
     seed: int = 0,
@@ -672,7 +682,7 @@ def convert(
     for bad options or an unusable SRC/DST, `ConvertInterrupted` on Ctrl-C.
 
     to: "gsc" (encode) or an image extension ("png"...: decode .gsc files). quality,
-    target_bpp, effort, init, seed, drop_alpha, device: as for `gscodec.encode` (device also
+    target_bpp, target_psnr, effort, init, seed, drop_alpha, device: as for `gscodec.encode` (device also
     for decoding). workers: processes (default: one per core; 0: in this process); with Ray,
     the most tasks at a time (default: twice the cluster's CPUs, or GPUs). ray: False (local
     processes), True (Ray as ``ray.init()`` finds it: an initialized one, RAY_ADDRESS, a
@@ -681,7 +691,7 @@ def convert(
     (images/s, ETA). on_file: called in this process with each file's record as it finishes.
     """
     start = time.perf_counter()
-    settings = make_settings(to, quality, target_bpp, effort, init, seed, drop_alpha, device)
+    settings = make_settings(to, quality, target_bpp, effort, init, seed, drop_alpha, device, target_psnr)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
         raise GscError(f"workers must be an integer >= 0, got {workers!r}")
     if not isinstance(ray, (bool, str)):

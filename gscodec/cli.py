@@ -115,6 +115,8 @@ def _build_parser() -> argparse.ArgumentParser:
                       help=f"0-100, higher is larger and better (default {DEFAULT_QUALITY})")
     rate.add_argument("-b", "--target-bpp", type=_number(0, None), default=None, metavar="BPP",
                       help="search the quality that gives this many bits per pixel")
+    rate.add_argument("--target-psnr", type=_number(0, None), default=None, metavar="DB",
+                      help="search the quality whose decode has this PSNR-RGB (dB)")
     enc.add_argument("-e", "--effort", type=_integer(0, MAX_EFFORT), default=DEFAULT_EFFORT,
                      help=f"0-{MAX_EFFORT}, more refinement (slower), default {DEFAULT_EFFORT}")
     enc.add_argument("--init", choices=INITS, default=DEFAULT_INIT,
@@ -165,6 +167,8 @@ def _build_parser() -> argparse.ArgumentParser:
                       help=f"0-100, higher is larger and better (default {DEFAULT_QUALITY})")
     rate.add_argument("-b", "--target-bpp", type=_number(0, None), default=None, metavar="BPP",
                       help="search the quality that gives this many bits per pixel")
+    rate.add_argument("--target-psnr", type=_number(0, None), default=None, metavar="DB",
+                      help="search the quality whose decode has this PSNR-RGB (dB)")
     conv.add_argument("-e", "--effort", type=_integer(0, MAX_EFFORT), default=None,
                       help=f"0-{MAX_EFFORT}, more refinement (slower), default {DEFAULT_EFFORT}")
     conv.add_argument("--init", choices=INITS, default=None, help=f"where splats start (default {DEFAULT_INIT})")
@@ -417,8 +421,8 @@ def _encode_one(job: Job, args: argparse.Namespace, progress: Callable[[float], 
         try:
             data = encode(
                 image, quality=DEFAULT_QUALITY if args.quality is None else args.quality, effort=args.effort,
-                target_bpp=args.target_bpp, drop_alpha=args.drop_alpha, progress=progress, seed=args.seed,
-                device=args.device, init=args.init,
+                target_bpp=args.target_bpp, target_psnr=args.target_psnr, drop_alpha=args.drop_alpha,
+                progress=progress, seed=args.seed, device=args.device, init=args.init,
             )
         except GscError as exc:
             raise GscError(f"{job.source}: {exc}") from None
@@ -512,7 +516,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                          + hint)
     if args.to.lower().lstrip(".") != "gsc":
         given = [flag for flag, value in (("--quality", args.quality), ("--target-bpp", args.target_bpp),
-                                          ("--effort", args.effort), ("--init", args.init), ("--seed", args.seed),
+                                          ("--target-psnr", args.target_psnr), ("--effort", args.effort),
+                                          ("--init", args.init), ("--seed", args.seed),
                                           ("--drop-alpha", args.drop_alpha or None)) if value is not None]
         if given:
             raise UsageError(f"{', '.join(given)} apply to encoding (--to gsc) only")
@@ -534,6 +539,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         try:
             summary = convert(
                 args.paths[0], args.paths[1], to=args.to, quality=args.quality, target_bpp=args.target_bpp,
+                target_psnr=args.target_psnr,
                 effort=args.effort, init=args.init, seed=args.seed or 0, drop_alpha=args.drop_alpha,
                 device=args.device, workers=args.workers, ray=args.ray, gpus_per_task=args.gpus_per_task,
                 progress=show, on_file=report,

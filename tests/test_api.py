@@ -90,6 +90,8 @@ def test_alpha_needs_consent(photo: np.ndarray) -> None:
         (np.zeros((4, 4, 3), np.uint8), {"effort": 10}),
         (np.zeros((4, 4, 3), np.uint8), {"effort": 1.5}),
         (np.zeros((4, 4, 3), np.uint8), {"target_bpp": -1.0}),
+        (np.zeros((4, 4, 3), np.uint8), {"target_psnr": float("nan")}),
+        (np.zeros((4, 4, 3), np.uint8), {"target_psnr": True}),
         (np.zeros((1, 70000, 3), np.uint8), {}),
     ],
 )
@@ -160,6 +162,22 @@ def test_target_bpp_lands_near_the_target(photo: np.ndarray) -> None:
     data = gscodec.encode(photo, target_bpp=1.0, effort=0, init="detail")
     bpp = 8 * len(data) / (64 * 48)
     assert 0.5 < bpp <= 1.1
+
+
+def test_target_psnr_lands_near_the_target(photo: np.ndarray) -> None:
+    """Predictor alone (effort 0): on this crop quality 0 gives 20.5 dB and 100 gives 28.7 dB;
+    targets between land within 0.3 dB, one above gives quality 100's encode."""
+    from gscodec.metrics import psnr
+
+    def decoded(**options: object) -> float:
+        return psnr(photo, gscodec.decode(gscodec.encode(photo, effort=0, **options)))
+
+    lowest, highest = decoded(quality=0), decoded(quality=100)
+    for target in (lowest + 0.3 * (highest - lowest), lowest + 0.7 * (highest - lowest)):
+        assert abs(decoded(target_psnr=target) - target) <= 0.3
+    assert decoded(target_psnr=highest + 5) == pytest.approx(highest, abs=0.05)
+    with pytest.raises(gscodec.GscError, match="not both"):
+        gscodec.encode(photo, target_bpp=1.0, target_psnr=30.0)
 
 
 # --- input ranges follow the mode, never the data ------------------------------------------

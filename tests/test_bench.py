@@ -304,8 +304,12 @@ def test_rate_reports_the_miss_and_the_quality(image_dir: Path, tmp_path: Path) 
     from bench import rate
 
     out = tmp_path / "rate.json"
-    assert rate.main(["--dataset", str(image_dir), "--targets", "0.8", "--effort", "0", "--out", str(out)]) == 0
+    assert rate.main(["--dataset", str(image_dir), "--targets", "0.8", "--psnr-targets", "25", "--effort", "0",
+                      "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    row = report["per_image"]["img0"]["0.8"]
+    row = report["per_image"]["target_bpp"]["img0"]["0.8"]
     assert row["miss"] == pytest.approx(row["bpp"] / 0.8 - 1) and 0 <= row["quality"] <= 100
-    assert report["summary"]["0.8"]["images"] == 2
+    row = report["per_image"]["target_psnr"]["img0"]["25.0"]
+    assert row["miss"] == pytest.approx(row["reached"] - 25) and 0 <= row["quality"] <= 100
+    assert report["summary"]["target_bpp"]["0.8"]["images"] == 2
+    assert report["summary"]["target_psnr"]["25.0"]["images"] == 2

@@ -101,13 +101,15 @@ def test_encode_options_reach_the_encoder(
     assert run(capsys, "encode", png_file, gsc, "--target-bpp", 1.5, "-e", 7, "--seed", 3)[0] == 0
     assert run(capsys, "encode", png_file, gsc, "-q", 12.5, "--quiet", "--device", "auto", "-y",
                "--init", "detail")[0] == 0
+    assert run(capsys, "encode", png_file, gsc, "--target-psnr", 31.5, "-y")[0] == 0
     assert calls[0] | {"progress": None} == {
-        "quality": gscodec.DEFAULT_QUALITY, "effort": 7, "target_bpp": 1.5, "drop_alpha": False,
+        "quality": gscodec.DEFAULT_QUALITY, "effort": 7, "target_bpp": 1.5, "target_psnr": None, "drop_alpha": False,
         "progress": None, "seed": 3, "device": "cpu", "init": gscodec.DEFAULT_INIT,
     }
     assert calls[1]["device"] == "auto" and calls[1]["init"] == "detail"
     assert calls[1]["quality"] == 12.5 and calls[1]["target_bpp"] is None
     assert calls[1]["effort"] == gscodec.DEFAULT_EFFORT
+    assert calls[2]["target_psnr"] == 31.5 and calls[2]["target_bpp"] is None
     assert gsc.read_bytes() == gsc_file.read_bytes()
 
 
@@ -175,6 +177,8 @@ def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
         (["encode", "{png}", "{out}.gsc", "--quality", "abc"], 2, "not a number"),
         (["encode", "{png}", "{out}.gsc", "--quality", "101"], 2, "outside"),
         (["encode", "{png}", "{out}.gsc", "-q", "10", "--target-bpp", "1"], 2, "not allowed"),
+        (["encode", "{png}", "{out}.gsc", "--target-psnr", "30", "--target-bpp", "1"], 2, "not allowed"),
+        (["encode", "{png}", "{out}.gsc", "--target-psnr", "-3"], 2, "above 0"),
         (["encode", "{png}", "{out}.gsc", "--effort", "99"], 2, "effort"),
         (["encode", "{png}"], 2, "required"),
         (["decode", "{gsc}", "{out}.xyz"], 2, "extension"),

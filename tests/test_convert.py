@@ -118,7 +118,7 @@ def test_cli_converts_a_tree_records_failures_and_resumes(
     assert sorted(r["source"] for r in recs) == sorted(convertible + list(failed))
     for r in recs:
         assert set(r) >= {"source", "output", "size", "mtime", "settings", "bytes", "bpp", "time", "error"}
-        assert r["settings"] == {"to": "gsc", "quality": 10.0, "target_bpp": None, "effort": 0,
+        assert r["settings"] == {"to": "gsc", "quality": 10.0, "target_bpp": None, "target_psnr": None, "effort": 0,
                                  "init": gscodec.DEFAULT_INIT, "seed": 0, "drop_alpha": False, "device": "cpu",
                                  "version": gscodec.__version__}
         if r["error"] is None:
@@ -152,6 +152,19 @@ def test_resume_redoes_changed_sources_missing_outputs_and_torn_lines(tree: Path
     assert (again.done, again.skipped) == (2, 1)
     assert sorted(r["source"] for r in records(dst)[3:]) == ["top.png", "two.png"]
     assert outputs(dst)["two.gsc"] == expected(src / "two.png")
+
+
+def test_a_psnr_target_is_searched_and_recorded(tree: Path, tmp_path: Path) -> None:
+    src = tmp_path / "one"
+    src.mkdir()
+    (src / "top.png").write_bytes((tree / "top.png").read_bytes())
+    summary = gscodec.convert(src, tmp_path / "out", target_psnr=30, effort=0, workers=0)
+    assert summary.done == 1 and summary.ok
+    (record,) = records(tmp_path / "out")
+    assert record["settings"]["target_psnr"] == 30.0 and record["settings"]["quality"] is None
+    with Image.open(src / "top.png") as image:
+        want = gscodec.encode(image, target_psnr=30, effort=0)
+    assert (tmp_path / "out" / "top.gsc").read_bytes() == want
 
 
 def test_decode_to_png_mirrors_the_gsc_tree(tmp_path: Path) -> None:
@@ -218,7 +231,10 @@ def test_plan_refuses_collisions_and_skips_dst_inside_src(tree: Path, tmp_path: 
 def test_options_and_usage_errors(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for bad, match in [({"quality": 101}, "quality"), ({"effort": 99}, "effort"), ({"to": "xyz"}, "to='xyz'"),
                        ({"init": "nope"}, "init"), ({"workers": -1}, "workers"),
-                       ({"quality": 5, "target_bpp": 0.3}, "not both")]:
+                       ({"quality": 5, "target_bpp": 0.3}, "give one of"),
+                       ({"target_bpp": 0.3, "target_psnr": 30}, "give one of"),
+                       ({"target_psnr": -1}, "target_psnr must be"), ({"target_psnr": True}, "target_psnr must be"),
+                       ({"to": "png", "target_psnr": 30}, "target_psnr apply to encoding")]:
         with pytest.raises(gscodec.GscError, match=match):
             gscodec.convert(tree, tmp_path / "o", **bad)  # type: ignore[arg-type]
     status, _, err = run(capsys, "convert", tree / "top.png", tree / "a" / "one.jpg", tmp_path / "o")
@@ -227,6 +243,8 @@ def test_options_and_usage_errors(tree: Path, tmp_path: Path, capsys: pytest.Cap
     assert status == 2 and "put --ray after SRC DST" in err
     status, _, err = run(capsys, "convert", tree, tmp_path / "o", "--to", "png", "-q", 5)
     assert status == 2 and "--quality apply to encoding" in err
+    status, _, err = run(capsys, "convert", tree, tmp_path / "o", "--to", "png", "--target-psnr", 30)
+    assert status == 2 and "--target-psnr apply to encoding" in err
     assert not (tmp_path / "o").exists()
 
 

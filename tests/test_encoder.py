@@ -184,3 +184,36 @@ def test_rate_control_corrects_for_the_refinements_rate(monkeypatch: pytest.Monk
         calls.clear()
         data = pipeline.encode_to_rate(rgb, target, 0)
         assert abs(8 * len(data) / (h * w) / target - 1) <= 0.03 and set(calls) == {0}
+
+
+def test_quality_search_aims_at_the_target_less_the_prior(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A measure that refinement raises by 1 + quality / 40 (dB, say): with that prior the
+    first encode at the user's effort lands within the tolerance; with the prior off by an
+    offset (as images differ), a second encode, aimed with the offset measured on the first,
+    lands."""
+    import struct
+
+    import numpy as np
+
+    from gscodec.encoder import pipeline
+
+    calls = []
+
+    def fake(rgb, quality, effort, *args, **kwargs) -> bytes:
+        calls.append(effort)
+        return struct.pack("<dd", quality, effort)
+
+    def gain(quality: float) -> float:
+        return 1 + quality / 40
+
+    def measure(data: bytes) -> float:
+        quality, effort = struct.unpack("<dd", data)
+        return 22 + quality / 10 + (gain(quality) if effort else 0.0)
+
+    monkeypatch.setattr(pipeline, "encode_image", fake)
+    rgb = np.zeros((8, 8, 3), np.float32)
+    for prior, encodes in ((gain, 1), (lambda q: gain(q) - 1.5, 2), (lambda q: gain(q) + 1, 2)):
+        calls.clear()
+        data, quality = pipeline.search_quality(rgb, measure, 30.0, 0.1, prior, 4)
+        assert abs(measure(data) - 30.0) <= 0.1 and struct.unpack("<dd", data)[0] == quality
+        assert calls.count(4) == encodes and len(calls) <= 15

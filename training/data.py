@@ -35,6 +35,16 @@ def list_train_images(root: Path) -> list[Path]:
     return paths
 
 
+def centre_crop(image: np.ndarray, height: int = 384, width: int = 512) -> np.ndarray:
+    """The centre of ``image``, at most ``height`` x ``width`` (turned to landscape first):
+    a Kodak-like view of a training image, for measurements of whole encodes."""
+    if image.shape[0] > image.shape[1]:
+        image = np.rot90(image)
+    h, w = min(height, image.shape[0]), min(width, image.shape[1])
+    y, x = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
+    return np.ascontiguousarray(image[y : y + h, x : x + w])
+
+
 class Crops:
     """Random crops of side ``size`` from the images under ``root`` (seeded)."""
 

@@ -1,16 +1,18 @@
-"""Tune the predictor's encoding plan on training images: stage budget shares, quantizer steps.
+"""Tune the encoding plan on training images: stage budget shares, quantizer steps, splat budget.
 
     python -m training.tune_plan [--images 16] [--qualities 20 50 80] --shares 0.4,0.3,0.3 0.5,0.25,0.25 ...
     python -m training.tune_plan --step-factors 0,0,0,0,0 1,0,0,0,0 0,1,0,0,0 ...
+    python -m training.tune_plan --effort 4 --images 6 --crop --budgets 1 1.25 ...
 
-For each candidate, predictor-only encodes (effort 0) of a fixed, seeded sample of
-../shared/data/train (never a test set): mean bpp and PSNR-RGB per quality, the BD-rate of
-each candidate against the first, and per quality the trade against the first in dB per
-bit per pixel. Candidates: shares of the later stages
-(`gscodec.predictor.initializer.STAGE_SHARES`), or log2 factors on the policy's steps for
-position, scale, angle, luma and chroma (`gscodec.quant.policy.adapt`, for every image
-alike, replacing `UNREFINED_STEP_FACTORS`: what an image-adaptive quantizer could do at
-most without seeing the image).
+For each candidate, encodes at ``--effort`` (default 0, the predictor alone) of a fixed,
+seeded sample of ../shared/data/train (never a test set; ``--crop``: their centre
+512 x 384): mean bpp and PSNR-RGB per quality, the BD-rate of each candidate against the
+first, and per quality the trade against the first in dB per bit per pixel. Candidates:
+shares of the later stages (`gscodec.predictor.initializer.STAGE_SHARES`); log2 factors on
+the policy's steps for position, scale, angle, luma and chroma (`gscodec.quant.policy.adapt`,
+for every image alike, replacing `UNREFINED_STEP_FACTORS` at effort 0: what an
+image-adaptive quantizer could do at most without seeing the image); or factors on the
+splat budget of `gscodec.encoder.plan.plan_for`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import gscodec  # noqa: F401  (first: passive OpenMP waiting before torch loads)
 # isort: on
 import argparse
+import dataclasses
 import random
 import re
 import sys
@@ -29,11 +32,19 @@ from PIL import Image
 from tqdm import tqdm
 
 from bench.bdrate import bd_rate
+from gscodec.encoder import pipeline
 from gscodec.encoder.pipeline import encode_image
+from gscodec.encoder.plan import Plan, patch_for
 from gscodec.metrics import psnr
 from gscodec.predictor import initializer
 from gscodec.quant.policy import adapt, steps_for_quality
-from training.data import default_train_dir, list_train_images
+from training.data import centre_crop, default_train_dir, list_train_images
+
+
+def budget_plan(plan: Plan, factor: float, pixels: int) -> Plan:
+    """``plan`` with ``factor`` times its splats, in patches of about one splat each."""
+    n = max(1, round(factor * plan.n_splats))
+    return dataclasses.replace(plan, n_splats=n, patch_size=patch_for(n, pixels))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,24 +52,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=default_train_dir())
     ap.add_argument("--images", type=int, default=16, help="how many training images (seeded sample)")
     ap.add_argument("--qualities", type=float, nargs="+", default=[20, 50, 80])
+    ap.add_argument("--effort", type=int, default=0, help="refinement effort of every encode")
+    ap.add_argument("--crop", action="store_true", help="encode the images' centre 512 x 384 (faster)")
     kind = ap.add_mutually_exclusive_group(required=True)
     kind.add_argument("--shares", nargs="+", metavar="S1,S2,S3",
                       help="candidate shares of stages 1, 2, 3 (the first is the reference)")
     kind.add_argument("--step-factors", nargs="+", metavar="P,S,A,Y,C",
                       help="candidate log2 step factors (the first is the reference)")
+    kind.add_argument("--budgets", nargs="+", metavar="F",
+                      help="candidate factors on the splat budget (the first is the reference)")
     ap.add_argument("--seed", type=int, default=0)
     argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args([" " + a if re.match(r"-\d", a) else a for a in argv])  # -1,0,0,0,0 is a value
     paths = random.Random(args.seed).sample(list_train_images(args.data), args.images)
     images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
-    candidates = [tuple(float(v) for v in s.split(",")) for s in args.shares or args.step_factors]
-    original = initializer.STAGE_SHARES, initializer.quantizer_steps
+    if args.crop:
+        images = [centre_crop(image) for image in images]
+    candidates = [tuple(float(v) for v in s.split(",")) for s in args.shares or args.step_factors or args.budgets]
+    original = initializer.STAGE_SHARES, initializer.quantizer_steps, pipeline.plan_for
     curves = {}
     try:
         with tqdm(total=len(candidates) * len(args.qualities) * len(images), desc="encodes") as bar:
             for values in candidates:
                 if args.shares:
                     initializer.STAGE_SHARES = values
+                elif args.budgets:
+                    pipeline.plan_for = lambda q, e, h, w, f=values[0]: budget_plan(original[2](q, e, h, w), f, h * w)
                 else:
                     initializer.quantizer_steps = (
                         lambda _s, q, _m=None, refined=True, f=values: adapt(steps_for_quality(q), f))
@@ -66,17 +85,18 @@ def main(argv: list[str] | None = None) -> int:
                 for q in args.qualities:
                     results = []
                     for rgb in images:
-                        data = encode_image(rgb.astype(np.float32) / 255, q, 0, init="predictor")
+                        data = encode_image(rgb.astype(np.float32) / 255, q, args.effort, init="predictor")
                         results.append((8 * len(data) / (rgb.shape[0] * rgb.shape[1]),
                                        psnr(gscodec.decode(data), rgb)))
                         bar.update()
                     points.append(np.mean(results, 0))
                 curves[values] = np.array(points)
     finally:
-        initializer.STAGE_SHARES, initializer.quantizer_steps = original
+        initializer.STAGE_SHARES, initializer.quantizer_steps, pipeline.plan_for = original
     reference = curves[candidates[0]]
-    print(f"{len(images)} training images, predictor only (effort 0); mean bpp / PSNR-RGB per quality")
-    name = "shares" if args.shares else "factors"
+    print(f"{len(images)} training images{' (centre crops)' if args.crop else ''}, predictor, effort {args.effort}; "
+          "mean bpp / PSNR-RGB per quality")
+    name = "shares" if args.shares else "budget" if args.budgets else "factors"
     for values, points in curves.items():
         cells = "  ".join(f"q{q:g} {b:.3f} / {p:.2f}" for q, (b, p) in zip(args.qualities, points, strict=True))
         delta = points - reference

@@ -11,12 +11,15 @@ import numpy as np
 import torch
 
 from ..errors import GscError
+from ..format.codec import decode_splats
 from ..format.color import RGB_TO_YCBCR
 from ..format.constants import BACKGROUND_UNIT
 from ..format.params import dequantize_layer
+from ..metrics import psnr
 from ..quant.layer import canonical_shape, fit_params, quantize_background, quantize_layer
 from ..quant.policy import Steps, steps_for_quality
 from ..quant.stream import encode_splats
+from ..render.numba.decode import render_rgb
 from ..splats import Splats, SplatTensors
 from .initializers import INITIALIZERS
 from .optimize import Encoder
@@ -103,6 +106,29 @@ def encode_image(rgb: np.ndarray, quality: float, effort: int, progress: Progres
 
 
 RATE_TOLERANCE = 0.03  # a final encode within 3 % of the target rate is kept
+PSNR_TOLERANCE = 0.1  # dB: a final encode this close to the target PSNR is kept
+# What refinement at each effort adds to an effort-0 encode of the same quality, at the
+# qualities EFFORT_CHANGE_QUALITIES: the log of the ratio of file sizes, and dB of PSNR-RGB.
+# Means over 8 training images (centre crops of at most 512 x 384), measured by
+# `python -m training.effort_priors` on 2026-12-01; between images they spread by 0.013-0.038
+# in log rate (sd) and 0.42-0.85 dB. Efforts above 4 use effort 4's.
+EFFORT_CHANGE_QUALITIES = (10.0, 30.0, 50.0, 70.0, 90.0)
+EFFORT_CHANGE = {
+    1: ((0.278, 0.224, 0.194, 0.199, 0.233), (1.55, 1.91, 2.51, 3.27, 4.15)),
+    2: ((0.310, 0.248, 0.210, 0.217, 0.255), (1.82, 2.18, 2.93, 3.84, 5.00)),
+    3: ((0.335, 0.266, 0.224, 0.232, 0.271), (2.00, 2.37, 3.26, 4.27, 5.62)),
+    4: ((0.357, 0.283, 0.236, 0.243, 0.283), (2.15, 2.53, 3.53, 4.67, 6.16)),
+}
+
+
+def effort_change(effort: int, quality: float) -> tuple[float, float]:
+    """(log rate ratio, dB) that refinement at ``effort`` typically adds to an effort-0 encode
+    at ``quality`` (`EFFORT_CHANGE`, interpolated)."""
+    if effort <= 0:
+        return 0.0, 0.0
+    log_rate, db = EFFORT_CHANGE[min(effort, max(EFFORT_CHANGE))]
+    return (float(np.interp(quality, EFFORT_CHANGE_QUALITIES, log_rate)),
+            float(np.interp(quality, EFFORT_CHANGE_QUALITIES, db)))
 
 
 def encode_to_rate(rgb: np.ndarray, target_bpp: float, effort: int, progress: Progress | None = None, seed: int = 0,
@@ -113,57 +139,97 @@ def encode_to_rate(rgb: np.ndarray, target_bpp: float, effort: int, progress: Pr
 
 def search_rate(rgb: np.ndarray, target_bpp: float, effort: int, progress: Progress | None = None, seed: int = 0,
                 device: str = "cpu", init: str = DEFAULT_INIT) -> tuple[bytes, float]:
-    """.gsc bytes at about ``target_bpp`` bits per pixel, and the quality they were encoded at.
+    """.gsc bytes at about ``target_bpp`` bits per pixel, and the quality they were encoded at
+    (`search_quality` on the log of the rate, landing within `RATE_TOLERANCE`)."""
+    if not (isinstance(target_bpp, (int, float)) and 0 < target_bpp < math.inf):
+        raise GscError(f"target_bpp must be a positive number, got {target_bpp!r}")
+    pixels = rgb.shape[0] * rgb.shape[1]
 
-    1. Search the quality whose quick (effort-0) encode comes closest to the target.
-    2. Encode there at ``effort``. Refinement changes the rate (about +25 % at effort 4 on
-       Kodak), so unless it landed within `RATE_TOLERANCE`:
-    3. search again for the target divided by this image's measured change of rate, encode
-       there at ``effort``, and keep whichever of the two encodes is closer to the target.
+    def log_rate(data: bytes) -> float:
+        return math.log(8 * len(data) / pixels)
 
-    At most two encodes at ``effort`` and a dozen quick ones.
+    data, quality = search_quality(rgb, log_rate, math.log(target_bpp), math.log1p(RATE_TOLERANCE),
+                                   lambda q: effort_change(effort, q)[0], effort, progress, seed, device, init)
+    log.info("target %.4f bpp: quality %.2f gave %.4f bpp", target_bpp, quality, 8 * len(data) / pixels)
+    return data, quality
+
+
+def encode_to_psnr(rgb: np.ndarray, target_psnr: float, effort: int, progress: Progress | None = None, seed: int = 0,
+                   device: str = "cpu", init: str = DEFAULT_INIT) -> bytes:
+    """.gsc bytes whose decode has about ``target_psnr`` dB PSNR-RGB (`search_psnr`)."""
+    return search_psnr(rgb, target_psnr, effort, progress, seed, device, init)[0]
+
+
+def search_psnr(rgb: np.ndarray, target_psnr: float, effort: int, progress: Progress | None = None, seed: int = 0,
+                device: str = "cpu", init: str = DEFAULT_INIT) -> tuple[bytes, float]:
+    """.gsc bytes whose 8-bit decode has about ``target_psnr`` dB PSNR-RGB against ``rgb``
+    rounded to 8 bits, and the quality they were encoded at (`search_quality`, landing within
+    `PSNR_TOLERANCE`). A target beyond what quality 100 reaches gives quality 100's encode."""
+    if not (isinstance(target_psnr, (int, float)) and 0 < target_psnr < math.inf):
+        raise GscError(f"target_psnr must be a positive number of dB, got {target_psnr!r}")
+    reference = np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+
+    def decoded_psnr(data: bytes) -> float:
+        splats = decode_splats(data)
+        return psnr(reference, render_rgb(splats, splats.height, splats.width))
+
+    data, quality = search_quality(rgb, decoded_psnr, target_psnr, PSNR_TOLERANCE,
+                                   lambda q: effort_change(effort, q)[1], effort, progress, seed, device, init)
+    log.info("target %.2f dB: quality %.2f gave %.2f dB", target_psnr, quality, decoded_psnr(data))
+    return data, quality
+
+
+def search_quality(rgb: np.ndarray, measure: Callable[[bytes], float], target: float, tolerance: float,
+                   prior: Callable[[float], float], effort: int, progress: Progress | None = None, seed: int = 0,
+                   device: str = "cpu", init: str = DEFAULT_INIT) -> tuple[bytes, float]:
+    """The encode whose ``measure`` (of its bytes; increasing with quality, in additive units
+    such as log bpp or dB) comes closest to ``target``, and its quality.
+
+    1. Search the quality whose quick (effort-0) encode, plus ``prior(quality)``, what
+       refinement at ``effort`` typically adds there (`EFFORT_CHANGE`), measures ``target``.
+    2. Encode there at ``effort``. Unless that landed within ``tolerance``:
+    3. search again with the prior shifted by this image's own miss of it (refinement's
+       change varies with quality, and from image to image mostly by an offset), within 25
+       qualities on the side of the miss, encode there at ``effort``, and keep whichever of
+       the two encodes is closer to the target.
+
+    At most two encodes at ``effort`` and 13 quick ones.
     """
-    if not target_bpp > 0:
-        raise GscError(f"target_bpp must be positive, got {target_bpp}")
     report = progress or (lambda _: None)
-    h, w = rgb.shape[:2]
-    quick: dict[float, bytes] = {}  # quality -> its effort-0 encode
+    quick: dict[float, tuple[bytes, float]] = {}  # quality -> its effort-0 encode and measure
 
-    def rate(data: bytes) -> float:
-        return 8 * len(data) / (h * w)
-
-    def quick_rate(quality: float) -> float:
+    def quick_measure(quality: float) -> float:
         if quality not in quick:
-            quick[quality] = encode_image(rgb, quality, 0, None, seed, device, init)
-        return rate(quick[quality])
+            data = encode_image(rgb, quality, 0, None, seed, device, init)
+            quick[quality] = data, measure(data)
+        return quick[quality][1]
 
-    def search(target: float, lo: float, hi: float, rounds: int) -> float:
-        """The quality in [lo, hi] (bisection on the quick rate) whose quick rate is closest
-        to ``target`` in ratio."""
+    def search(expected: Callable[[float], float], lo: float, hi: float, rounds: int) -> float:
+        """The quality in [lo, hi] (bisection) whose ``expected`` measure is closest to the target."""
         for _ in range(rounds):
             mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if quick_rate(mid) < target else (lo, mid)
-        return min(quick, key=lambda q: abs(math.log(quick_rate(q) / target)))
+            lo, hi = (mid, hi) if expected(mid) < target else (lo, mid)
+        return min(quick, key=lambda q: abs(expected(q) - target))
 
-    def miss(data: bytes) -> float:
-        return abs(math.log(rate(data) / target_bpp))
-
-    def done(data: bytes, quality: float) -> tuple[bytes, float]:
-        report(1.0)
-        log.info("target %.4f bpp: quality %.2f gave %.4f bpp", target_bpp, quality, rate(data))
-        return data, quality
-
-    quality = search(target_bpp, 0.0, 100.0, 7)
     if effort == 0:
-        return done(quick[quality], quality)
+        quality = search(quick_measure, 0.0, 100.0, 7)
+        report(1.0)
+        return quick[quality][0], quality
+    quality = search(lambda q: quick_measure(q) + prior(q), 0.0, 100.0, 7)
     report(0.2)
     first = encode_image(rgb, quality, effort, lambda f: report(0.2 + 0.4 * f), seed, device, init)
-    if miss(first) <= math.log1p(RATE_TOLERANCE):
-        return done(first, quality)
-    change = rate(first) / quick_rate(quality)
-    lo, hi = (max(0.0, quality - 25.0), quality) if change > 1 else (quality, min(100.0, quality + 25.0))
-    again = search(target_bpp / change, lo, hi, 6)
+    first_miss = measure(first) - target
+    if abs(first_miss) <= tolerance:
+        report(1.0)
+        return first, quality
+    shift = measure(first) - quick_measure(quality) - prior(quality)
+    lo, hi = (max(0.0, quality - 25.0), quality) if first_miss > 0 else (quality, min(100.0, quality + 25.0))
+    again = search(lambda q: quick_measure(q) + prior(q) + shift, lo, hi, 6)
     if again == quality:
-        return done(first, quality)
+        report(1.0)
+        return first, quality
     second = encode_image(rgb, again, effort, lambda f: report(0.6 + 0.4 * f), seed, device, init)
-    return done(first, quality) if miss(first) <= miss(second) else done(second, again)
+    report(1.0)
+    if abs(first_miss) <= abs(measure(second) - target):
+        return first, quality
+    return second, again

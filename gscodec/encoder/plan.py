@@ -49,11 +49,15 @@ def plan_for(quality: float, effort: int, height: int, width: int) -> Plan:
     density = math.exp(math.log(0.0035) + t * (math.log(0.08) - math.log(0.0035)))
     pixels = height * width
     n = max(1, round(pixels * density))
-    # patches of about one splat each: the count map then costs about a bit per splat
-    side = math.sqrt(pixels / n)
-    patch = int(np.clip(2 ** round(math.log2(max(side, 1.0))), 2, 64))
+    patch = patch_for(n, pixels)
     iterations = EFFORT_ITERATIONS[int(np.clip(effort, 0, MAX_EFFORT))]
     if not iterations:
         return Plan(n, patch, 0, COLOR_ITERATIONS_EFFORT0)
     polish = int(np.clip(round(POLISH_FRACTION * iterations), POLISH_MIN, POLISH_MAX))
     return Plan(n, patch, iterations, COLOR_ITERATIONS, polish)
+
+
+def patch_for(n_splats: int, pixels: int) -> int:
+    """Patches of about one splat each: the count map then costs about a bit per splat."""
+    side = math.sqrt(pixels / n_splats)
+    return int(np.clip(2 ** round(math.log2(max(side, 1.0))), 2, 64))
