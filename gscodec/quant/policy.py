@@ -28,7 +28,10 @@ def steps_for_quality(quality: float) -> Steps:
     Finer steps as quality rises; chroma twice as coarse as luma. Measured on a
     training crop at quality 50 (the curve's slope there is about 0.04 dB per 1 % of
     rate): chroma step = luma step gave +0.09 dB for +5.4 % rate, 3x luma gave
-    -0.15 dB for -2.9 %; 2x is the better trade of the three.
+    -0.15 dB for -2.9 %; 2x is the better trade of the three. Re-tuning every step and the
+    splat budget at effort 4 on training crops (`python -m training.tune_plan --effort 4 ...`,
+    bench/README.md) found scale and luma 2x coarser at -3.7 % BD-rate there, but -0.4 % on
+    Kodak: not adopted.
     """
     t = min(max(quality, 0.0), 100.0) / 100.0
     y_step = 2.0 ** (-5.5 - 2.0 * t)
