@@ -180,6 +180,16 @@ def test_target_psnr_lands_near_the_target(photo: np.ndarray) -> None:
         gscodec.encode(photo, target_bpp=1.0, target_psnr=30.0)
 
 
+def test_target_psnr_on_an_exact_decode_takes_the_smallest_file() -> None:
+    """A flat image decodes exactly (infinite PSNR) at every quality: the search neither
+    fails nor spends bits, at effort 0 and with refinement."""
+    flat = np.full((24, 32, 3), 128, np.uint8)
+    for effort in (0, 1):
+        data = gscodec.encode(flat, target_psnr=30, effort=effort)
+        assert np.array_equal(gscodec.decode(data), flat)
+        assert len(data) <= len(gscodec.encode(flat, quality=5, effort=effort))
+
+
 # --- input ranges follow the mode, never the data ------------------------------------------
 
 

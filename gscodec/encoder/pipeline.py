@@ -107,6 +107,7 @@ def encode_image(rgb: np.ndarray, quality: float, effort: int, progress: Progres
 
 RATE_TOLERANCE = 0.03  # a final encode within 3 % of the target rate is kept
 PSNR_TOLERANCE = 0.1  # dB: a final encode this close to the target PSNR is kept
+EXACT_PSNR = 200.0  # dB: what the PSNR search counts an exact decode (a flat image, say) as
 # What refinement at each effort adds to an effort-0 encode of the same quality, at the
 # qualities EFFORT_CHANGE_QUALITIES: the log of the ratio of file sizes, and dB of PSNR-RGB.
 # Means over 8 training images (centre crops of at most 512 x 384), measured by
@@ -169,9 +170,9 @@ def search_psnr(rgb: np.ndarray, target_psnr: float, effort: int, progress: Prog
         raise GscError(f"target_psnr must be a positive number of dB, got {target_psnr!r}")
     reference = np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
-    def decoded_psnr(data: bytes) -> float:
+    def decoded_psnr(data: bytes) -> float:  # finite, so that misses and shifts stay numbers
         splats = decode_splats(data)
-        return psnr(reference, render_rgb(splats, splats.height, splats.width))
+        return min(psnr(reference, render_rgb(splats, splats.height, splats.width)), EXACT_PSNR)
 
     data, quality = search_quality(rgb, decoded_psnr, target_psnr, PSNR_TOLERANCE,
                                    lambda q: effort_change(effort, q)[1], effort, progress, seed, device, init)
@@ -205,11 +206,12 @@ def search_quality(rgb: np.ndarray, measure: Callable[[bytes], float], target: f
         return quick[quality][1]
 
     def search(expected: Callable[[float], float], lo: float, hi: float, rounds: int) -> float:
-        """The quality in [lo, hi] (bisection) whose ``expected`` measure is closest to the target."""
+        """The quality in [lo, hi] (bisection) whose ``expected`` measure is closest to the
+        target; of equally close ones, the lowest (the smallest file)."""
         for _ in range(rounds):
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if expected(mid) < target else (lo, mid)
-        return min(quick, key=lambda q: abs(expected(q) - target))
+        return min(quick, key=lambda q: (abs(expected(q) - target), q))
 
     if effort == 0:
         quality = search(quick_measure, 0.0, 100.0, 7)
