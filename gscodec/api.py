@@ -64,10 +64,7 @@ def encode(
         raise GscError(f"init must be one of {', '.join(INITS)}, got {init!r}")
     if target_bpp is not None and target_psnr is not None:
         raise GscError("give target_bpp or target_psnr, not both")
-    for name, value in (("target_bpp", target_bpp), ("target_psnr", target_psnr)):
-        number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-        if value is not None and not (number and 0 < value < math.inf):
-            raise GscError(f"{name} must be a positive number, got {value!r}")
+    _check_targets(target_bpp, target_psnr)
     rgb = to_rgb_float(image, drop_alpha=drop_alpha)
     check_size(rgb.shape[1], rgb.shape[0])
     dev = resolve_device(device)
@@ -86,6 +83,14 @@ def _check_options(quality: object, effort: object) -> None:
         raise GscError(f"quality must be a number in 0..100, got {quality!r}")
     if isinstance(effort, bool) or not isinstance(effort, (int, np.integer)) or not 0 <= effort <= MAX_EFFORT:
         raise GscError(f"effort must be an integer in 0..{MAX_EFFORT}, got {effort!r}")
+
+
+def _check_targets(target_bpp: object, target_psnr: object) -> None:
+    """GscError unless each target given is a positive, finite number."""
+    for name, value in (("target_bpp", target_bpp), ("target_psnr", target_psnr)):
+        number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        if value is not None and not (number and 0 < value < math.inf):
+            raise GscError(f"{name} must be a positive number, got {value!r}")
 
 
 def decode(

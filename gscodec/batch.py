@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .api import DEFAULT_QUALITY, _check_options, decode, encode, write_atomic
+from .api import DEFAULT_QUALITY, _check_options, _check_targets, decode, encode, write_atomic
 from .encoder.plan import DEFAULT_EFFORT, DEFAULT_INIT, INITS
 from .errors import GscError, is_user_error
 
@@ -134,10 +134,7 @@ def make_settings(
     quality = None if searched else float(DEFAULT_QUALITY if quality is None else quality)
     effort = DEFAULT_EFFORT if effort is None else effort
     _check_options(DEFAULT_QUALITY if quality is None else quality, effort)
-    for name, value in (("target_bpp", target_bpp), ("target_psnr", target_psnr)):
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if value is not None and not (number and 0 < value < float("inf")):
-            raise GscError(f"{name} must be a number above 0, got {value!r}")
+    _check_targets(target_bpp, target_psnr)
     init = DEFAULT_INIT if init is None else init
     if init not in INITS:
         raise GscError(f"init must be one of {', '.join(INITS)}, got {init!r}")

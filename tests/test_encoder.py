@@ -214,6 +214,7 @@ def test_quality_search_aims_at_the_target_less_the_prior(monkeypatch: pytest.Mo
     rgb = np.zeros((8, 8, 3), np.float32)
     for prior, encodes in ((gain, 1), (lambda q: gain(q) - 1.5, 2), (lambda q: gain(q) + 1, 2)):
         calls.clear()
-        data, quality = pipeline.search_quality(rgb, measure, 30.0, 0.1, prior, 4)
+        data, quality, value = pipeline.search_quality(rgb, measure, 30.0, 0.1, prior, 4)
+        assert value == measure(data)
         assert abs(measure(data) - 30.0) <= 0.1 and struct.unpack("<dd", data)[0] == quality
         assert calls.count(4) == encodes and len(calls) <= 15

@@ -149,9 +149,10 @@ def search_rate(rgb: np.ndarray, target_bpp: float, effort: int, progress: Progr
     def log_rate(data: bytes) -> float:
         return math.log(8 * len(data) / pixels)
 
-    data, quality = search_quality(rgb, log_rate, math.log(target_bpp), math.log1p(RATE_TOLERANCE),
-                                   lambda q: effort_change(effort, q)[0], effort, progress, seed, device, init)
-    log.info("target %.4f bpp: quality %.2f gave %.4f bpp", target_bpp, quality, 8 * len(data) / pixels)
+    data, quality, value = search_quality(rgb, log_rate, math.log(target_bpp), math.log1p(RATE_TOLERANCE),
+                                          lambda q: effort_change(effort, q)[0], effort, progress, seed, device,
+                                          init)
+    log.info("target %.4f bpp: quality %.2f gave %.4f bpp", target_bpp, quality, math.exp(value))
     return data, quality
 
 
@@ -174,17 +175,18 @@ def search_psnr(rgb: np.ndarray, target_psnr: float, effort: int, progress: Prog
         splats = decode_splats(data)
         return min(psnr(reference, render_rgb(splats, splats.height, splats.width)), EXACT_PSNR)
 
-    data, quality = search_quality(rgb, decoded_psnr, target_psnr, PSNR_TOLERANCE,
-                                   lambda q: effort_change(effort, q)[1], effort, progress, seed, device, init)
-    log.info("target %.2f dB: quality %.2f gave %.2f dB", target_psnr, quality, decoded_psnr(data))
+    data, quality, value = search_quality(rgb, decoded_psnr, target_psnr, PSNR_TOLERANCE,
+                                          lambda q: effort_change(effort, q)[1], effort, progress, seed, device,
+                                          init)
+    log.info("target %.2f dB: quality %.2f gave %.2f dB", target_psnr, quality, value)
     return data, quality
 
 
 def search_quality(rgb: np.ndarray, measure: Callable[[bytes], float], target: float, tolerance: float,
                    prior: Callable[[float], float], effort: int, progress: Progress | None = None, seed: int = 0,
-                   device: str = "cpu", init: str = DEFAULT_INIT) -> tuple[bytes, float]:
+                   device: str = "cpu", init: str = DEFAULT_INIT) -> tuple[bytes, float, float]:
     """The encode whose ``measure`` (of its bytes; increasing with quality, in additive units
-    such as log bpp or dB) comes closest to ``target``, and its quality.
+    such as log bpp or dB) comes closest to ``target``, its quality and its measure.
 
     1. Search the quality whose quick (effort-0) encode, plus ``prior(quality)``, what
        refinement at ``effort`` typically adds there (`EFFORT_CHANGE`), measures ``target``.
@@ -216,22 +218,19 @@ def search_quality(rgb: np.ndarray, measure: Callable[[bytes], float], target: f
     if effort == 0:
         quality = search(quick_measure, 0.0, 100.0, 7)
         report(1.0)
-        return quick[quality][0], quality
+        return quick[quality][0], quality, quick[quality][1]
     quality = search(lambda q: quick_measure(q) + prior(q), 0.0, 100.0, 7)
     report(0.2)
-    first = encode_image(rgb, quality, effort, lambda f: report(0.2 + 0.4 * f), seed, device, init)
-    first_miss = measure(first) - target
-    if abs(first_miss) <= tolerance:
-        report(1.0)
-        return first, quality
-    shift = measure(first) - quick_measure(quality) - prior(quality)
-    lo, hi = (max(0.0, quality - 25.0), quality) if first_miss > 0 else (quality, min(100.0, quality + 25.0))
-    again = search(lambda q: quick_measure(q) + prior(q) + shift, lo, hi, 6)
-    if again == quality:
-        report(1.0)
-        return first, quality
-    second = encode_image(rgb, again, effort, lambda f: report(0.6 + 0.4 * f), seed, device, init)
+    data = encode_image(rgb, quality, effort, lambda f: report(0.2 + 0.4 * f), seed, device, init)
+    value = measure(data)
+    if abs(value - target) > tolerance:
+        shift = value - quick_measure(quality) - prior(quality)
+        lo, hi = (max(0.0, quality - 25.0), quality) if value > target else (quality, min(100.0, quality + 25.0))
+        again = search(lambda q: quick_measure(q) + prior(q) + shift, lo, hi, 6)
+        if again != quality:
+            second = encode_image(rgb, again, effort, lambda f: report(0.6 + 0.4 * f), seed, device, init)
+            second_value = measure(second)
+            if abs(second_value - target) < abs(value - target):
+                data, quality, value = second, again, second_value
     report(1.0)
-    if abs(first_miss) <= abs(measure(second) - target):
-        return first, quality
-    return second, again
+    return data, quality, value
