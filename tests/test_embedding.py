@@ -140,6 +140,32 @@ def test_embed_text_needs_a_clip_student(tiny_folder) -> None:
         gscodec.embed_text("a photo of a cat", model=tiny_folder)
 
 
+def test_locality_bias_measures_distance_in_grid_cells() -> None:
+    model = SplatEncoder(replace(TINY, latents=16, locality=True))
+    # a splat at the centre of cell (row 1, column 2) of the 4 x 4 grid, another at the image's corner
+    uv = torch.tensor([[[2.5 / 4 - 0.5, 1.5 / 4 - 0.5], [-0.5, -0.5]]])
+    features = torch.cat([uv, torch.zeros(1, 2, FEATURES - 2)], 2)
+    keys, queries = model.places(features)
+    d2 = -(queries @ keys[0].T)  # [16 latents, 2 splats + background]
+    assert d2.shape == (16, 3) and d2[:, 2].abs().max() == 0
+    assert d2[:, 0].argmin() == 1 * 4 + 2 and d2[1 * 4 + 2, 0] == 0 and d2[1 * 4 + 3, 0] == pytest.approx(1)
+    assert d2[0, 1] == pytest.approx(0.5)  # half a cell across and half down
+    with pytest.raises(ValueError, match="square"):
+        SplatEncoder(replace(TINY, latents=8, locality=True))
+
+
+def test_locality_keeps_order_and_padding_invariance() -> None:
+    torch.manual_seed(0)
+    model = SplatEncoder(replace(TINY, latents=16, locality=True)).eval()
+    streams = [random_splats(n, seed=n) for n in (3, 250)]
+    together = api.embed(streams, model=model, batch_size=2)
+    s = streams[1]
+    perm = np.random.default_rng(2).permutation(len(s.means))
+    shuffled = Splats(s.width, s.height, s.means[perm], s.scales[perm], s.angles[perm], s.colors[perm], s.background)
+    np.testing.assert_allclose(api.embed(shuffled, model=model), together[1], atol=2e-6)
+    np.testing.assert_allclose(api.embed(streams[0], model=model), together[0], atol=2e-6)
+
+
 def test_trainable_parts_by_stage() -> None:
     model = SplatEncoder(replace(TINY, vit=replace(TINY.vit, layers=3)))
     stage1 = {id(p) for p in model.trainable(1)}
@@ -182,7 +208,7 @@ def test_training_end_to_end(tiny_train: Path, tmp_path: Path) -> None:
     common = ["--data", str(tiny_train), "--teacher", str(teacher), "--streams", str(tmp_path / "streams"),
               "--qualities", "20", "--batch", "4", "--log-every", "1", "--warmup", "1"]
     splat = tmp_path / "splat"
-    stem = ["--stem-dim", "32", "--latents", "8", "--resampler-layers", "1"]
+    stem = ["--stem-dim", "32", "--latents", "16", "--resampler-layers", "1"]  # a 4 x 4 grid: locality
     run_training("distill", "--out", str(splat), *stem, *common, "--steps", "3")
     run_training("distill", "--out", str(tmp_path / "thumb"), "--student", "thumbnail", *common, "--steps", "3")
     log = (splat / "log.txt").read_text().splitlines()
@@ -228,7 +254,7 @@ def test_clip_student_end_to_end(tiny_train: Path, tiny_clip: Path, tmp_path: Pa
     streams = tmp_path / "streams"
     run_training("distill", "--data", str(tiny_train), "--clip", str(tiny_clip), "--streams", str(streams),
                  "--qualities", "20", "--steps", "2", "--batch", "4", "--warmup", "1", "--stem-dim", "32",
-                 "--latents", "8", "--resampler-layers", "1", "--out", str(tmp_path / "stage1"))
+                 "--latents", "16", "--resampler-layers", "1", "--out", str(tmp_path / "stage1"))
     captions = ["a red disc", "blue waves", "green field", "a dark circle"]
     (streams / "q20" / "pairs.tsv").write_text("".join(f"im{i:02d}.gsc\t{c}\n" for i, c in enumerate(captions)))
     run_training("contrastive", "--init", str(tmp_path / "stage1"), "--clip", str(tiny_clip), "--pairs",

@@ -269,7 +269,8 @@ def build_student(args: argparse.Namespace, teacher: VisionTransformer) -> torch
         student = VisionTransformer(teacher.config)
     else:
         student = SplatEncoder(EmbedConfig(stem_dim=args.stem_dim, latents=args.latents,
-                                           resampler_layers=args.resampler_layers, vit=teacher.config))
+                                           resampler_layers=args.resampler_layers, locality=args.locality,
+                                           vit=teacher.config))
     target = student if args.student == "thumbnail" else student.vit
     target.load_state_dict(teacher.state_dict())
     return student
@@ -531,6 +532,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     d.add_argument("--stem-dim", type=int, default=128)
     d.add_argument("--latents", type=int, default=64)
     d.add_argument("--resampler-layers", type=int, default=2)
+    d.add_argument("--locality", action=argparse.BooleanOptionalAction, default=True,
+                   help="bias each latent's attention towards the splats over its grid cell (needs a square "
+                        "number of latents)")
     d.add_argument("--token-weight", type=float, default=1.0,
                    help="weight of the token loss: the student's tokens against the teacher's input tokens "
                         "(patch embeddings with positions), when it has as many latents as the teacher patches")
