@@ -313,3 +313,20 @@ def test_rate_reports_the_miss_and_the_quality(image_dir: Path, tmp_path: Path) 
     assert row["miss"] == pytest.approx(row["reached"] - 25) and 0 <= row["quality"] <= 100
     assert report["summary"]["target_bpp"]["0.8"]["images"] == 2
     assert report["summary"]["target_psnr"]["25.0"]["images"] == 2
+
+
+def test_bits_by_attribute_add_up_to_the_file(image_dir: Path, tmp_path: Path) -> None:
+    from bench import bits
+
+    out = tmp_path / "bits.json"
+    assert bits.main(["--dataset", str(image_dir), "--qualities", "30", "80", "--effort", "0", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    for q in ("30", "80"):
+        row = report["per_image"][q]["img0"]
+        parts = sum(row[n] for n in [*bits.GROUPS, "other"])
+        assert parts == pytest.approx(row["bpp"] * H * W) and row["splats"] > 0
+        assert all(row[n] > 0 for n in ("counts", "offsets", "scales", "Y"))
+        # the header and GEND (48 bytes); per layer its chunk framing and parameters (66) and the last word
+        assert 8 * (48 + 66 * row["layers"]) <= row["other"] <= 8 * (48 + 70 * row["layers"])
+        assert sum(report["summary"][q]["share"].values()) == pytest.approx(1)
+    assert report["summary"]["80"]["bpp"] > report["summary"]["30"]["bpp"]

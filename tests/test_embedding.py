@@ -166,6 +166,25 @@ def test_locality_keeps_order_and_padding_invariance() -> None:
     np.testing.assert_allclose(api.embed(streams[0], model=model), together[0], atol=2e-6)
 
 
+def test_a_colour_change_is_the_same_on_pixels_and_splats() -> None:
+    import random
+
+    from gscodec.format.color import YCBCR_TO_RGB
+    from training.embed import change_pixels, change_splat_colours, colour_change
+
+    to_rgb = torch.from_numpy(YCBCR_TO_RGB).float()
+    rng = random.Random(3)
+    background, amplitude = torch.tensor([0.45, 0.02, -0.03]), torch.tensor([0.1, -0.03, 0.05])
+    weights = torch.linspace(0, 1, 7)  # a splat's footprint at seven pixels
+    for _ in range(5):
+        change = colour_change(rng)
+        pixels = (to_rgb @ (background[:, None] + amplitude[:, None] * weights)).reshape(3, 7, 1)
+        features = torch.cat([torch.zeros(1, FEATURES - 3), amplitude[None]], 1)
+        changed, new_background = change_splat_colours(features, background, change)
+        splats = to_rgb @ (new_background[:, None] + changed[0, -3:, None] * weights)
+        torch.testing.assert_close(splats.reshape(3, 7, 1), change_pixels(pixels, change), atol=1e-5, rtol=0)
+
+
 def test_trainable_parts_by_stage() -> None:
     model = SplatEncoder(replace(TINY, vit=replace(TINY.vit, layers=3)))
     stage1 = {id(p) for p in model.trainable(1)}

@@ -17,7 +17,8 @@ progress bar and stops cleanly after ``--cpu-minutes``.
   takes its place with ``distill --clip PATH``.
 - ``distill`` (GaussianVision's stage 1): the student's splat stem learns to give, through
   the teacher's frozen blocks, the teacher's embedding of the same view. A view is a random
-  crop (or the whole image) and a flip; the teacher sees its pixels resized to its input
+  crop (or the whole image), a flip and (``--colour-changes``, 4 views in 5) an affine colour
+  change, made alike to the pixels and, in YCbCr, to the splats; the teacher sees its pixels resized to its input
   size, the student the splats whose centres lie in the crop, of the image's .gsc stream
   (made once by ``gscodec convert`` at each ``--qualities``, effort 0, into ``--streams``).
   Loss: (1 - cosine) + the squared error relative to the teacher's norm, on the embedding;
@@ -60,6 +61,7 @@ from gscodec.embedding.network import EmbedConfig, SplatEncoder
 from gscodec.embedding.tokens import pad_tokens, splat_features
 from gscodec.embedding.vit import VisionTransformer, VitConfig, prepare_pixels
 from gscodec.format.codec import decode_splats
+from gscodec.format.color import RGB_TO_YCBCR
 from training.data import default_train_dir, list_train_images
 from training.loop import CpuBudget, RunLog, cosine_lr, save_atomic, set_lr
 
@@ -110,6 +112,34 @@ def jitter(x: torch.Tensor, rng: random.Random) -> torch.Tensor:
     grey = x.mean(0, keepdim=True)
     x = grey + (x - grey) * (0.0 if rng.random() < 0.2 else rng.uniform(0.7, 1.3))
     return x.clamp(0, 1)
+
+
+def colour_change(rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random affine colour change rgb -> A rgb + t: brightness and contrast (around mid grey)
+    x0.8-1.25 each, saturation x0.7-1.3 or grey. Unlike `jitter` it can be applied exactly to
+    splats too (`change_splat_colours`), so the teacher and the student see the same change."""
+    grey = torch.full((3, 3), 1 / 3)
+    saturation = 0.0 if rng.random() < 0.1 else rng.uniform(0.7, 1.3)
+    brightness, contrast = rng.uniform(0.8, 1.25), rng.uniform(0.8, 1.25)
+    a = brightness * contrast * (saturation * torch.eye(3) + (1 - saturation) * grey)
+    return a, torch.full((3,), brightness * (1 - contrast) * 0.5)
+
+
+def change_pixels(rgb: torch.Tensor, change: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """[3, H, W] RGB in [0, 1] under ``change``, clipped to [0, 1]."""
+    a, t = change
+    return (torch.einsum("rc,chw->rhw", a, rgb) + t[:, None, None]).clamp(0, 1)
+
+
+def change_splat_colours(features: torch.Tensor, background: torch.Tensor,
+                         change: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Splat features (their last three entries the YCbCr amplitudes) and the background under
+    ``change``: amplitudes take its linear part, the background all of it (YCbCr is linear in RGB)."""
+    a, t = change
+    to_ycc = torch.from_numpy(RGB_TO_YCBCR).float()
+    linear = to_ycc @ a @ torch.linalg.inv(to_ycc)
+    features = torch.cat([features[:, :-3], features[:, -3:] @ linear.T], 1)
+    return features, linear @ background + to_ycc @ t
 
 
 class Images:
@@ -270,7 +300,7 @@ def build_student(args: argparse.Namespace, teacher: VisionTransformer) -> torch
     else:
         student = SplatEncoder(EmbedConfig(stem_dim=args.stem_dim, latents=args.latents,
                                            resampler_layers=args.resampler_layers, locality=args.locality,
-                                           vit=teacher.config))
+                                           token_mlp=args.token_mlp, vit=teacher.config))
     target = student if args.student == "thumbnail" else student.vit
     target.load_state_dict(teacher.state_dict())
     return student
@@ -324,13 +354,19 @@ def train_distill(args: argparse.Namespace) -> int:
             s = streams[rng.randrange(len(streams))][i]
             box = random_box(rng, *images.sizes[i], 0.35)
             flip = rng.random() < 0.5
-            views.append(images.view(i, box, flip, size))
+            change = colour_change(rng) if args.colour_changes and rng.random() < 0.8 else None
+            view = images.view(i, box, flip, size)
+            views.append(view if change is None else change_pixels(view, change))
             feats, share = splat_view(s, box, flip, MAX_SPLATS)
             if args.student == "thumbnail":
                 crop = crop_pixels(images.rgb[i], box)
+                crop = crop if change is None else change_pixels(crop, change)
                 inputs.append(thumbnail(crop.flip(2) if flip else crop, share * s["bytes"], size))
             else:
-                inputs.append((feats, s["background"]))
+                background = s["background"].float()
+                if change is not None:
+                    feats, background = change_splat_colours(feats, background, change)
+                inputs.append((feats, background))
         target, target_tokens = distill_targets(teacher, torch.stack(views))
         if args.student == "thumbnail":
             tokens = student.patch_tokens(prepare_pixels(torch.stack(inputs), size))
@@ -535,6 +571,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     d.add_argument("--locality", action=argparse.BooleanOptionalAction, default=True,
                    help="bias each latent's attention towards the splats over its grid cell (needs a square "
                         "number of latents)")
+    d.add_argument("--token-mlp", action=argparse.BooleanOptionalAction, default=True,
+                   help="make each splat's token with an MLP rather than a linear map")
+    d.add_argument("--colour-changes", action=argparse.BooleanOptionalAction, default=True,
+                   help="change the colours of a view (the same change for the teacher's pixels and the splats)")
     d.add_argument("--token-weight", type=float, default=1.0,
                    help="weight of the token loss: the student's tokens against the teacher's input tokens "
                         "(patch embeddings with positions), when it has as many latents as the teacher patches")

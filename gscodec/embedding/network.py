@@ -1,6 +1,6 @@
 """The splat encoder (after GaussianVision, arXiv 2509.22615): splats -> one embedding.
 
-    splat features [B, N, FEATURES] --linear--> tokens [B, N, d]   (+ one background token)
+    splat features [B, N, FEATURES] --linear or MLP--> tokens [B, N, d]   (+ one background token)
     learned latents [M, d] --Perceiver resampler (cross-attention to tokens and latents,
     then an MLP; ``resampler_layers`` times)--> [B, M, d] --norm, linear--> [B, M, width]
     --> a ViT's blocks with a class token (`VisionTransformer.embed_tokens`) --> [B, D]
@@ -45,6 +45,7 @@ class EmbedConfig:
     resampler_layers: int = 2
     resampler_heads: int = 4
     locality: bool = False  # False: the models trained before the bias existed
+    token_mlp: bool = False  # a splat's token from its features by an MLP, not a linear map (same)
     vit: VitConfig = field(default_factory=VitConfig)
 
     def to_dict(self) -> dict:
@@ -107,7 +108,10 @@ class SplatEncoder(nn.Module):
         super().__init__()
         self.config = config
         d = config.stem_dim
-        self.token = nn.Linear(FEATURES, d)
+        # an MLP lets a token mix a splat's colour with its shape and place (a pixel patch's
+        # embedding sees colour times footprint); a linear map only adds them
+        self.token = (nn.Sequential(nn.Linear(FEATURES, d), nn.GELU(), nn.Linear(d, d)) if config.token_mlp
+                      else nn.Linear(FEATURES, d))
         self.background = nn.Linear(3, d)
         self.latents = nn.Parameter(0.02 * torch.randn(config.latents, d))
         self.resampler = nn.ModuleList(ResamplerLayer(d, config.resampler_heads, config.locality)
