@@ -1,11 +1,11 @@
 """Train the splat embedding model (gscodec/embedding) on ../shared/data/train.
 
     python -m training.embed teacher --out training/runs/embed-teacher
-    python -m training.embed distill --teacher training/runs/embed-teacher --out training/runs/embed-splat
+    python -m training.embed distill --teacher training/runs/embed-teacher --out training/runs/embed-splat-v2
     python -m training.embed distill --teacher training/runs/embed-teacher --student thumbnail \\
         --out training/runs/embed-thumbnail
     python -m training.embed contrastive --init RUN --clip CLIP.pt --pairs PAIRS.tsv --out RUN2
-    python -m training.embed export --run training/runs/embed-splat --to gscodec/embedding/weights
+    python -m training.embed export --run training/runs/embed-splat-v2 --to gscodec/embedding/weights
 
 Every subcommand resumes from OUT/checkpoint.pt (``--resume``), logs to OUT/log.txt, shows a
 progress bar and stops cleanly after ``--cpu-minutes``.

@@ -15,7 +15,7 @@ the cell of a g x g grid over the image (row-major, as a ViT's patches), and eac
 cross-attention logits get a bias -r_h d^2, d the distance in cells from a splat's centre to
 the cell's centre, r_h learned per head and layer (initialised from sharp to wide). A latent
 thus starts out reading the splats over its own patch, as the RGB stem does, instead of
-having to find them through the position features; measured in training/runs/embed-splat*.
+having to find them through the position features (measured: bench/README.md, embeddings).
 
 Invariance: nothing sees the splats' order (the tokens carry no index; attention sums over
 them), so a permutation changes the output by float rounding only. Cost: the cross-attention
