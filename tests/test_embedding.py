@@ -83,9 +83,13 @@ def test_a_batch_with_padding_gives_each_stream_its_own_result(tiny_model) -> No
     assert feats.shape == (3, 400, FEATURES) and pad.sum().item() == 2 * 400 - 5 - 37
 
 
+@pytest.mark.parametrize("shipped_layout", [False, True])
 @pytest.mark.parametrize("n", [0, 1, 100_000])
-def test_any_number_of_splats(tiny_model, n: int) -> None:
-    vector = api.embed(random_splats(n, width=2048, height=1536), model=tiny_model)
+def test_any_number_of_splats(tiny_model, n: int, shipped_layout: bool) -> None:
+    # shipped_layout: the shipped model's options (MLP tokens, the locality bias), at tiny sizes
+    model = SplatEncoder(replace(TINY, latents=16, locality=True, token_mlp=True)).eval() if shipped_layout \
+        else tiny_model
+    vector = api.embed(random_splats(n, width=2048, height=1536), model=model)
     assert vector.shape == (16,) and np.isfinite(vector).all()
     assert abs(np.linalg.norm(vector) - 1) < 1e-5
 
