@@ -39,7 +39,7 @@ from training.embed import thumbnail
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "embed"
-THUMBNAIL_RUN = ROOT.parent / "training" / "runs" / "embed-thumbnail"
+THUMBNAIL_RUN = ROOT.parent / "training" / "runs" / "embed-thumbnail-v2"
 
 
 def load_thumbnail_student(run: Path) -> VisionTransformer:

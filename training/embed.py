@@ -3,7 +3,7 @@
     python -m training.embed teacher --out training/runs/embed-teacher
     python -m training.embed distill --teacher training/runs/embed-teacher --out training/runs/embed-splat-v2
     python -m training.embed distill --teacher training/runs/embed-teacher --student thumbnail \\
-        --out training/runs/embed-thumbnail
+        --out training/runs/embed-thumbnail-v2
     python -m training.embed contrastive --init RUN --clip CLIP.pt --pairs PAIRS.tsv --out RUN2
     python -m training.embed export --run training/runs/embed-splat-v2 --to gscodec/embedding/weights
 
