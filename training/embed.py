@@ -18,8 +18,8 @@ progress bar and stops cleanly after ``--cpu-minutes``.
 - ``distill`` (GaussianVision's stage 1): the student's splat stem learns to give, through
   the teacher's frozen blocks, the teacher's embedding of the same view. A view is a random
   crop (or the whole image), a flip and (``--colour-changes``, 4 views in 5) an affine colour
-  change, made alike to the pixels and, in YCbCr, to the splats; the teacher sees its pixels resized to its input
-  size, the student the splats whose centres lie in the crop, of the image's .gsc stream
+  change, made alike to the pixels and, in YCbCr, to the splats; the teacher sees its pixels
+  resized to its input size, the student the splats whose centres lie in the crop, of the image's .gsc stream
   (made once by ``gscodec convert`` at each ``--qualities``, effort 0, into ``--streams``).
   Loss: (1 - cosine) + the squared error relative to the teacher's norm, on the embedding;
   plus ``--token-weight`` times a token loss that GaussianVision does not use: when the
