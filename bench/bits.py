@@ -50,10 +50,7 @@ def stream_bits(data: bytes) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.bits", description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="kodak", help="kodak or a folder of images")
-    datasets.add_data_dir_option(ap)
-    ap.add_argument("--images", nargs="+", help="names or globs (kodim01, 'kodim0*'); default all")
-    ap.add_argument("--limit", type=int)
+    datasets.add_selection_options(ap)
     ap.add_argument("--qualities", nargs="+", type=float, default=[20.0, 50.0, 80.0])
     ap.add_argument("--effort", type=int, default=gscodec.DEFAULT_EFFORT)
     ap.add_argument("--out", type=Path, help="default: bench/results/kodak/bits-e<effort>.json")

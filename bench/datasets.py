@@ -38,6 +38,15 @@ def add_data_dir_option(parser: argparse.ArgumentParser) -> None:
                                            "beside the checkout)")
 
 
+def add_selection_options(parser: argparse.ArgumentParser) -> None:
+    """``--dataset``, ``--data-dir``, ``--images`` and ``--limit``: which images a Kodak tool reads
+    (`select` takes them)."""
+    parser.add_argument("--dataset", default="kodak", help="kodak or a folder of images")
+    add_data_dir_option(parser)
+    parser.add_argument("--images", nargs="+", help="names or globs (kodim01, 'kodim0*'); default all")
+    parser.add_argument("--limit", type=int)
+
+
 def data_roots(data_dir: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
     """The candidate data folders in the order they are tried, each with where it came from."""
     roots = []

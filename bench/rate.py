@@ -29,10 +29,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "kodak"
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.rate", description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="kodak", help="kodak or a folder of images")
-    datasets.add_data_dir_option(ap)
-    ap.add_argument("--images", nargs="+", help="names or globs (kodim01, 'kodim0*'); default all")
-    ap.add_argument("--limit", type=int)
+    datasets.add_selection_options(ap)
     ap.add_argument("--targets", nargs="*", type=float, default=[0.25, 0.5, 1.0], help="target_bpp values")
     ap.add_argument("--psnr-targets", nargs="*", type=float, default=[], help="target_psnr values (dB)")
     ap.add_argument("--effort", type=int, default=gscodec.DEFAULT_EFFORT)

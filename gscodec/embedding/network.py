@@ -61,7 +61,6 @@ class ResamplerLayer(nn.Module):
 
     def __init__(self, dim: int, heads: int, locality: bool) -> None:
         super().__init__()
-        self.heads = heads
         # per head, log r of the locality bias -r d^2: r from 1 (a cell's neighbours at -1) to 0.03
         self.reach = nn.Parameter(torch.linspace(0.0, math.log(0.03), heads)) if locality else None
         self.norm_latents = nn.LayerNorm(dim)
@@ -75,7 +74,7 @@ class ResamplerLayer(nn.Module):
         """``places``: the locality bias's terms (`SplatEncoder.places`), for a layer that has one."""
         q_in = self.norm_latents(latents)
         kv = torch.cat([self.norm_tokens(tokens), q_in], 1)
-        B, M, T, H = q_in.shape[0], q_in.shape[1], tokens.shape[1], self.heads
+        B, M, T, H = q_in.shape[0], q_in.shape[1], tokens.shape[1], self.attn.num_heads
         E = q_in.shape[2] // H
         # nn.MultiheadAttention's own weights, applied here so that the bias can ride in the
         # dot products: -r d^2 = r (2 c.u - |u|^2 - |c|^2) is the product of [2c, -1, -|c|^2]
