@@ -165,6 +165,45 @@ def test_colour_solve_fits_the_known_ring(stream: bytes) -> None:
     assert errors[1] < errors[0]
 
 
+def test_smooth_fill_keeps_the_known_pixels_and_stays_within_their_range() -> None:
+    rng = np.random.default_rng(3)
+    for h, w in ((37, 53), (64, 64), (5, 3)):
+        image = torch.from_numpy(rng.normal(size=(2, h, w))).float()
+        known = torch.from_numpy(rng.random((h, w)) < 0.3)
+        known[0, 0] = True
+        out = problem.smooth_fill(image, known)
+        assert torch.equal(out[:, known], image[:, known])
+        lo, hi = image[:, known].min(1).values, image[:, known].max(1).values
+        assert bool(((out >= lo[:, None, None] - 1e-5) & (out <= hi[:, None, None] + 1e-5)).all())
+    flat = torch.full((3, 40, 60), 0.25)
+    known = torch.ones(40, 60, dtype=torch.bool)
+    known[10:30, 5:50] = False
+    assert torch.allclose(problem.smooth_fill(flat, known), flat)
+    # a left-to-right ramp with a hole across its middle: the fill runs from one side to the other
+    ramp = torch.linspace(0, 1, 60).expand(1, 40, 60)
+    known = torch.ones(40, 60, dtype=torch.bool)
+    known[:, 20:40] = False
+    row = problem.smooth_fill(ramp, known)[0, 20, 20:40]
+    assert bool((row[1:] >= row[:-1] - 1e-6).all()) and row[0] < 0.45 < 0.55 < row[-1]
+
+
+def test_colour_solve_fills_the_hole_smoothly(stream: bytes) -> None:
+    from gscodec.inpainting import fill
+
+    hole = box_mask(14, 32, 20, 50)
+    decoded = torch.from_numpy(gscodec.decode(stream)).permute(2, 0, 1).float()
+    smooth = problem.smooth_fill(decoded, torch.from_numpy(~hole)).permute(1, 2, 0).numpy()
+    errors = []
+    for weight in (0.0, fill.HOLE_WEIGHT):
+        saved, fill.HOLE_WEIGHT = fill.HOLE_WEIGHT, weight
+        try:
+            out = gscodec.render_image(inpaint(stream, hole, weights=tiny())).astype(float)
+        finally:
+            fill.HOLE_WEIGHT = saved
+        errors.append(((out - smooth)[hole] ** 2).mean())
+    assert fill.HOLE_WEIGHT > 0 and errors[1] < 0.5 * errors[0], errors
+
+
 def test_random_masks_cover_their_class_and_are_seeded() -> None:
     for kind in KINDS:
         lo, hi = COVERAGE[kind]

@@ -74,6 +74,27 @@ def network_input(decoded: torch.Tensor, kept: torch.Tensor, hole: torch.Tensor,
     return out
 
 
+def smooth_fill(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """[C, H, W] ``image`` with the pixels where ``known`` ([H, W], 0 or 1) is 0 filled smoothly
+    from the known ones (push-pull): known-weighted means on a pyramid of halvings, then, from
+    the coarsest level up, each level's mean where it has known pixels, blended into the
+    bilinear upsampling of the level above by the share of its pixels that are known (all of
+    it from a quarter on). Known pixels come back unchanged. O(pixels); on Kodak masks a
+    better hole fill than scikit-image's biharmonic in medium and thick holes."""
+    known = known.to(image.dtype)
+    levels = [(image * known, known[None])]
+    while min(levels[-1][0].shape[-2:]) > 2:
+        x, w = levels[-1]
+        levels.append((F.avg_pool2d(x[None], 2, ceil_mode=True)[0], F.avg_pool2d(w[None], 2, ceil_mode=True)[0]))
+    x, w = levels[-1]
+    out = x / w.clamp(min=1e-12)
+    for x, w in reversed(levels[:-1]):
+        up = F.interpolate(out[None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
+        share = (4 * w).clamp(max=1)
+        out = share * x / w.clamp(min=1e-12) + (1 - share) * up
+    return torch.where(known.bool(), image, out)
+
+
 def to_rgb(ycc: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
     """[B, 3, H, W] YCbCr without background -> RGB clamped to [0, 1]."""
     m = torch.from_numpy(YCBCR_TO_RGB).to(ycc)
