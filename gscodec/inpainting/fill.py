@@ -10,16 +10,15 @@
    the patch side follows the density of the removed splats (4, 8 or 16 pixels).
 4. The new splats' colours are solved by least squares (``solve_colors``, on by default):
    to the known pixels of the region (outside the hole), to a smooth fill of the hole
-   (`problem.smooth_fill`, push-pull from the known pixels; weight `HOLE_WEIGHT` per pixel),
-   and pulled towards the network's colours. The fill target, measured on 8 Kodak images
-   (kodim01, 04, ..., 22; quality 50, effort 0; the benchmark's masks): hole PSNR
-   20.41 -> 20.84 / 19.41 -> 20.34 / 16.94 -> 18.18 dB (thin / medium / thick) against the
-   known pixels alone, in the same time (0.7-0.8 s a call); a hole weight of 0.3 or 3
-   changed it by at most 0.05 dB. Earlier, without the fill, with a model trained for 250
-   steps on the two DIV2K sample images: the solve gave +1.7 / +2.3 / +0.7 dB in the hole,
-   and a pull of 0.1 or 0.01 instead of 1 changed PSNR by at most 0.1 dB; Adam steps on all
-   the new splats' parameters after the solve raised PSNR over the whole image by 0.0-0.4
-   dB for 2-3 times the time of the whole call: not kept.
+   (`problem.smooth_fill`, about the harmonic fill of the known pixels; weight `HOLE_WEIGHT`
+   per pixel), and pulled towards the network's colours. On Kodak (bench/README.md, the
+   benchmark's masks) the fill target took hole PSNR from 20.21 / 18.76 / 15.93 dB to
+   20.99 / 20.34 / 18.29 (thin / medium / thick); a hole weight of 0.3 or 3 instead of 1
+   changed it by at most 0.05 dB (push-pull target, 8 images). Earlier, without the fill,
+   with a model trained for 250 steps on the two DIV2K sample images: the solve gave +1.7 /
+   +2.3 / +0.7 dB in the hole, and a pull of 0.1 or 0.01 instead of 1 changed PSNR by at
+   most 0.1 dB; Adam steps on all the new splats' parameters after the solve raised PSNR
+   over the whole image by 0.0-0.4 dB for 2-3 times the time of the whole call: not kept.
 5. The new splats form one new layer (so ``decode(..., layers=k)`` still shows the old
    stream for k up to its layer count); `gscodec.encode_splats` writes the result.
 """
@@ -156,20 +155,20 @@ def _solve_colors(means, scales, angles, colors, target, weight, origin, iterati
     iterations = SOLVE_ITERATIONS if iterations is None else iterations
     pull = SOLVE_PULL if pull is None else pull
 
-    def adjoint(image: torch.Tensor) -> torch.Tensor:
-        c = torch.zeros_like(colors, requires_grad=True)
+    def adjoint(c: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        """W^T image for the colour operator W (rendering is linear in the colours, so the
+        renderer's backward is the adjoint); ``image=None`` means weight * W c, which gives
+        the normal operator from one render and one backward pass."""
         with torch.enable_grad():
+            c = c.detach().requires_grad_(True)
             out = problem.render(means, scales, angles, c, h, w, origin)
-            (g,) = torch.autograd.grad((out * image).sum(), c)
+            (g,) = torch.autograd.grad(out, c, weight * (out.detach() if image is None else image))
         return g
 
-    def forward(c: torch.Tensor) -> torch.Tensor:
-        return problem.render(means, scales, angles, c, h, w, origin)
-
     def normal(c: torch.Tensor) -> torch.Tensor:
-        return adjoint(weight * forward(c)) + pull * c
+        return adjoint(c) + pull * c
 
-    b = adjoint(weight * target) + pull * colors
+    b = adjoint(torch.zeros_like(colors), target) + pull * colors
     x = colors.clone()
     r = b - normal(x)
     p = r.clone()

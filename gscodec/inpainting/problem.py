@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 
+import numba
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -74,25 +76,53 @@ def network_input(decoded: torch.Tensor, kept: torch.Tensor, hole: torch.Tensor,
     return out
 
 
+# Successive over-relaxation of the fill: on 12 training images (random masks of each class,
+# pixels, no codec) the converged harmonic fill scored 23.90 / 21.43 / 19.10 dB in the hole
+# (thin / medium / thick), push-pull alone 22.17 / 19.62 / 17.73, scikit-image's biharmonic
+# 23.67 / 20.20 (thin / medium); these sweeps 23.86 / 21.42 / 19.09 in 21 / 28 / 43 ms per
+# image (50 sweeps at full resolution only: 23.90 / 21.42 / 19.01 in 32 / 40 / 62 ms).
+FILL_SWEEPS = 20  # at every level of the pyramid, on its way back up
+FILL_OMEGA = 1.95
+
+
 def smooth_fill(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-    """[C, H, W] ``image`` with the pixels where ``known`` ([H, W], 0 or 1) is 0 filled smoothly
-    from the known ones (push-pull): known-weighted means on a pyramid of halvings, then, from
-    the coarsest level up, each level's mean where it has known pixels, blended into the
-    bilinear upsampling of the level above by the share of its pixels that are known (all of
-    it from a quarter on). Known pixels come back unchanged. O(pixels); on Kodak masks a
-    better hole fill than scikit-image's biharmonic in medium and thick holes."""
+    """[C, H, W] ``image`` with the pixels where ``known`` ([H, W], 0 or 1) is 0 filled by about
+    the harmonic function of the known ones (Laplace's equation in the hole, mirrored edges),
+    which continues smooth shading into the hole. Push-pull on a pyramid of halvings:
+    known-weighted means on the way down; on the way up, each level's mean where a quarter or
+    more of it is known, the upsampled level above blended in elsewhere, then `FILL_SWEEPS`
+    sweeps of over-relaxed Gauss-Seidel over those pixels (at full resolution, the hole).
+    Known pixels come back unchanged."""
     known = known.to(image.dtype)
     levels = [(image * known, known[None])]
     while min(levels[-1][0].shape[-2:]) > 2:
         x, w = levels[-1]
         levels.append((F.avg_pool2d(x[None], 2, ceil_mode=True)[0], F.avg_pool2d(w[None], 2, ceil_mode=True)[0]))
     x, w = levels[-1]
-    out = x / w.clamp(min=1e-12)
+    out = (x / w.clamp(min=1e-12)).to(torch.float32)
     for x, w in reversed(levels[:-1]):
         up = F.interpolate(out[None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
         share = (4 * w).clamp(max=1)
-        out = share * x / w.clamp(min=1e-12) + (1 - share) * up
-    return torch.where(known.bool(), image, out)
+        out = (share * x / w.clamp(min=1e-12) + (1 - share) * up).to(torch.float32).numpy().copy()
+        ys, xs = np.nonzero(share[0].numpy() < 1)
+        _relax(out, ys.astype(np.int64), xs.astype(np.int64), FILL_SWEEPS, FILL_OMEGA)
+        out = torch.from_numpy(out)
+    return torch.where(known.bool(), image, out.to(image.dtype))
+
+
+@numba.njit(cache=True)
+def _relax(u, ys, xs, iterations, omega):  # pragma: no cover - compiled
+    """``iterations`` sweeps of SOR for Laplace's equation over the pixels (ys, xs) of u [C, H, W],
+    in place; neighbours past the image's edge are the edge pixel itself (zero normal derivative)."""
+    channels, h, w = u.shape
+    for _ in range(iterations):
+        for i in range(len(ys)):
+            y, x = ys[i], xs[i]
+            up, down = max(y - 1, 0), min(y + 1, h - 1)
+            left, right = max(x - 1, 0), min(x + 1, w - 1)
+            for c in range(channels):
+                mean = 0.25 * (u[c, up, x] + u[c, down, x] + u[c, y, left] + u[c, y, right])
+                u[c, y, x] += omega * (mean - u[c, y, x])
 
 
 def to_rgb(ycc: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
