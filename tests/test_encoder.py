@@ -52,6 +52,28 @@ def test_adjoint_is_the_transpose() -> None:
     torch.testing.assert_close(enc._adjoint(s, c), enc._adjoint(s, torch.zeros_like(c), wc))  # W^T W c
 
 
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_removal_costs_are_what_removing_each_splat_costs(backend: str) -> None:
+    """`Encoder.removal_costs` (two adjoints) against removing each splat and rendering again
+    (within 6 %: the squared weights come from a half-covariance render, whose footprint cut
+    leaves out the squared weights below 1/255, and whose smallest splats are widened)."""
+    enc, s = synthetic(backend)
+    g = torch.Generator().manual_seed(2)
+    s = SplatTensors(s.means, s.scales, s.angles, s.colors + 0.05 * torch.randn(60, 3, generator=g))
+    costs, total = enc.removal_costs(s)
+    rgb = torch.from_numpy(YCBCR_TO_RGB).float().T
+
+    def squared_error(t: SplatTensors) -> float:
+        img = render_splats(t.means, t.scales, t.angles, t.colors, H, W, backend="torch")
+        return float(((img - enc.target) @ rgb).square().sum())
+
+    assert total == pytest.approx(squared_error(s), rel=1e-4)
+    for i in range(60):
+        keep = torch.arange(60) != i
+        without = SplatTensors(s.means[keep], s.scales[keep], s.angles[keep], s.colors[keep])
+        assert costs[i].item() == pytest.approx(squared_error(without) - total, rel=0.06, abs=1e-3)
+
+
 def test_backends_fit_alike(monkeypatch: pytest.MonkeyPatch) -> None:
     """Placement, colour solves, refinement and relocation on the torch reference match the
     numba kernels: the same losses, and the same splats but for a few that Adam (which

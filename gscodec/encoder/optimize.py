@@ -164,6 +164,19 @@ class Encoder:
         ones = torch.ones(len(s.means), 1, device=self.device)
         return self._adjoint(half, ones, torch.ones(self.h * self.w, 1, device=self.device))[:, 0]
 
+    def removal_costs(self, s: SplatTensors) -> tuple[torch.Tensor, float]:
+        """Per splat, how much the squared RGB error (summed over pixels and channels) would
+        grow if that splat alone were removed, and the squared error now. Removing splat i
+        (colour c_i, weights w_i) changes the error e by -c_i w_i: the growth is
+        |c_i|^2 sum w_i^2 - 2 c_i . sum w_i e, both through the renderer's adjoint."""
+        with torch.no_grad():
+            img = render_splats(s.means, s.scales, s.angles, s.colors, self.h, self.w, backend=self.backend)
+            error = img - self.target
+            pulled = self._adjoint(s, torch.zeros_like(s.colors), error.reshape(-1, 3)) @ self.rgb
+            colors = s.colors @ self.rgb
+            costs = colors.square().sum(1) * self._squared_weight_sums(s) - 2 * (colors * pulled).sum(1)
+            return costs, float((error @ self.rgb).square().sum())
+
     # ---- refinement ------------------------------------------------------------------
     def loss(self, s: SplatTensors) -> torch.Tensor:
         img = render_splats(s.means, s.scales, s.angles, s.colors, self.h, self.w, backend=self.backend)

@@ -30,6 +30,13 @@ POLISH_FRACTION, POLISH_MIN, POLISH_MAX = 0.1, 10, 50
 # at effort 0 (no refinement) the solve dominates an encode: on kodim05 at quality 50 with the
 # predictor, 8 steps gave 20.67 dB in 0.84 s, 30 steps 20.85 dB in 1.88 s (2 busy cores)
 COLOR_ITERATIONS_EFFORT0 = 8
+# Rate-distortion pruning after refinement (`pipeline.prune`; 0 turns it off). BD-rate against
+# no pruning on 8 training crops (512 x 384) at qualities 20 / 50 / 80 with the predictor's
+# start: strength 0.5 / 1 / 2 / 3 / 4 at effort 1 -3.8 / -5.6 / -7.8 / -7.9 / -6.3 %; strength
+# 2 at effort 4 -3.1 % (11.0 -> 10.1 s an encode there); strength 2 with no refinement or
+# polishing (effort 1's quantizer steps) -10.1 %. On Kodak at the default: -4.8 %
+# (bench/README.md, "Rate-distortion pruning").
+PRUNE = 2.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ class Plan:
     iterations: int
     color_iterations: int = COLOR_ITERATIONS
     polish_steps: int = 0  # Adam steps after each snap to the quantizer's grid (`pipeline.fit_image`)
+    prune: float = PRUNE  # strength of the rate-distortion pruning (`pipeline.prune`)
 
 
 def plan_for(quality: float, effort: int, height: int, width: int) -> Plan:
