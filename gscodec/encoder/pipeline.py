@@ -135,14 +135,15 @@ EXACT_PSNR = 200.0  # dB: what the PSNR search counts an exact decode (a flat im
 # What refinement at each effort adds to an effort-0 encode of the same quality, at the
 # qualities EFFORT_CHANGE_QUALITIES: the log of the ratio of file sizes, and dB of PSNR-RGB.
 # Means over 8 training images (centre crops of at most 512 x 384), measured by
-# `python -m training.effort_priors` on 2026-12-01; between images they spread by 0.013-0.038
-# in log rate (sd) and 0.42-0.85 dB. Efforts above 4 use effort 4's.
+# `python -m training.effort_priors` on 2026-12-02 with rate-distortion pruning (which
+# prunes effort-0 encodes hardest); between images they spread by 0.12-0.19 in log rate
+# (sd; 0.013-0.038 before pruning) and 0.48-0.80 dB. Efforts above 4 use effort 4's.
 EFFORT_CHANGE_QUALITIES = (10.0, 30.0, 50.0, 70.0, 90.0)
 EFFORT_CHANGE = {
-    1: ((0.278, 0.224, 0.194, 0.199, 0.233), (1.55, 1.91, 2.51, 3.27, 4.15)),
-    2: ((0.310, 0.248, 0.210, 0.217, 0.255), (1.82, 2.18, 2.93, 3.84, 5.00)),
-    3: ((0.335, 0.266, 0.224, 0.232, 0.271), (2.00, 2.37, 3.26, 4.27, 5.62)),
-    4: ((0.357, 0.283, 0.236, 0.243, 0.283), (2.15, 2.53, 3.53, 4.67, 6.16)),
+    1: ((0.608, 0.792, 0.849, 0.840, 0.809), (2.52, 3.01, 3.81, 4.61, 5.19)),
+    2: ((0.708, 0.883, 0.921, 0.902, 0.899), (2.92, 3.40, 4.31, 5.23, 6.11)),
+    3: ((0.768, 0.930, 0.958, 0.932, 0.939), (3.16, 3.64, 4.67, 5.68, 6.78)),
+    4: ((0.815, 0.972, 0.990, 0.959, 0.968), (3.33, 3.82, 4.97, 6.10, 7.33)),
 }
 
 
