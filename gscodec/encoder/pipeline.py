@@ -86,7 +86,7 @@ def prune(enc: Encoder, s: SplatTensors, layer: torch.Tensor, strength: float
         return s, layer
     costs, total = enc.removal_costs(s)
     keep = costs >= strength * SQUARED_ERROR_PER_BIT * total / len(costs)
-    keep[torch.argmax(costs)] = True  # never all: an image keeps its most useful splat
+    keep[torch.argmax(costs)] = True  # never prune every splat: the most useful one stays
     kept = SplatTensors(s.means[keep], s.scales[keep], s.angles[keep], s.colors[keep])
     colors = enc.solve_colors(kept, 5, kept.colors)
     return SplatTensors(kept.means, kept.scales, kept.angles, colors), layer[keep.to(layer.device)]

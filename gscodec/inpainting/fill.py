@@ -58,7 +58,7 @@ def inpaint(stream: bytes | Splats, mask: object, /, *, weights: str | os.PathLi
     exported weights (default: the shipped ones), or a loaded `InpaintNet`.
     extractor_checkpoint: the local DINOv2 checkpoint of a model trained with one.
     solve_colors: refit the new splats' colours to the known pixels around the hole and a
-    smooth fill of the hole (push-pull).
+    smooth fill of the hole (about the harmonic fill, `problem.smooth_fill`).
 
     Returns the kept splats unchanged (same order, layers and values) followed by the new
     splats in one new layer (or, when the stream already has MAX_LAYERS layers, in its last
