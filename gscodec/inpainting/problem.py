@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 import numba
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -103,10 +102,9 @@ def smooth_fill(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     for x, w in reversed(levels[:-1]):
         up = F.interpolate(out[None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
         share = (4 * w).clamp(max=1)
-        out = (share * x / w.clamp(min=1e-12) + (1 - share) * up).to(torch.float32).numpy().copy()
-        ys, xs = np.nonzero(share[0].numpy() < 1)
-        _relax(out, ys.astype(np.int64), xs.astype(np.int64), FILL_SWEEPS, FILL_OMEGA)
-        out = torch.from_numpy(out)
+        out = (share * x / w.clamp(min=1e-12) + (1 - share) * up).to(torch.float32).contiguous()
+        ys, xs = torch.nonzero(share[0] < 1, as_tuple=True)
+        _relax(out.numpy(), ys.numpy(), xs.numpy(), FILL_SWEEPS, FILL_OMEGA)  # in place, on out's memory
     return torch.where(known.bool(), image, out.to(image.dtype))
 
 
