@@ -2,7 +2,7 @@
 
     python -m bench.rate [--targets 0.25 0.5 1.0] [--psnr-targets 28 31 34] [--effort 4] [--images ...] [--limit N]
 
-Per image and target: an encode with ``target_bpp`` (`gscodec.encoder.pipeline.search_rate`)
+Per image and target: an encode with ``target_bpp`` (`gscodec.encoder.rate.search_rate`)
 or ``target_psnr`` (`search_psnr`), what ``gscodec.encode(image, target_bpp=..., effort=...)``
 runs; what it reached, its miss (bpp / target - 1 for a rate, dB - target for a PSNR), the
 quality it chose, and its time against one encode at that quality and effort. Results go to
@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 import gscodec
 from bench import datasets
-from gscodec.encoder.pipeline import PSNR_TOLERANCE, RATE_TOLERANCE, encode_image, search_psnr, search_rate
+from gscodec.encoder.pipeline import encode_image
+from gscodec.encoder.rate import PSNR_TOLERANCE, RATE_TOLERANCE, search_psnr, search_rate
 from gscodec.metrics import psnr
 
 RESULTS = Path(__file__).resolve().parent / "results" / "kodak"

@@ -50,8 +50,9 @@ def encode(
     (encode time grows about linearly). target_bpp: search quality for this rate
     instead (bits per pixel, from the file size); target_psnr: search quality for this
     PSNR-RGB of the 8-bit decode (dB). Either search runs quick effort-0 encodes, then one or
-    two encodes at ``effort`` (`gscodec.encoder.pipeline.search_quality`) and logs the quality
-    chosen at INFO level. progress: called with 0..1.
+    two refinements at ``effort``, each finished with a few quantizer step sizes
+    (`gscodec.encoder.rate`), and logs the quality chosen at INFO level. progress: called
+    with 0..1.
     device: where the splats are fitted: "cpu", "cuda" / "cuda:N" (needs CuPy and a
     GPU: ``pip install gscodec[cuda]``) or "auto" (CUDA when `gscodec.has_cuda`, else
     the CPU). Devices round differently, so their files differ slightly; any decoder
@@ -68,12 +69,12 @@ def encode(
     rgb = to_rgb_float(image, drop_alpha=drop_alpha)
     check_size(rgb.shape[1], rgb.shape[0])
     dev = resolve_device(device)
-    from .encoder import pipeline
+    from .encoder import pipeline, rate
 
     if target_bpp is not None:
-        return pipeline.encode_to_rate(rgb, float(target_bpp), effort, progress, seed, dev, init)
+        return rate.encode_to_rate(rgb, float(target_bpp), effort, progress, seed, dev, init)
     if target_psnr is not None:
-        return pipeline.encode_to_psnr(rgb, float(target_psnr), effort, progress, seed, dev, init)
+        return rate.encode_to_psnr(rgb, float(target_psnr), effort, progress, seed, dev, init)
     return pipeline.encode_image(rgb, quality, effort, progress, seed, dev, init)
 
 

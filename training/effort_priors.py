@@ -2,7 +2,7 @@
 
     python -m training.effort_priors [--images 8] [--qualities 10 30 50 70 90] [--efforts 1 2 3 4]
 
-`gscodec.encoder.pipeline.search_quality` searches quality with quick (effort-0) encodes,
+`gscodec.encoder.rate.search` searches quality with quick (effort-0) encodes,
 which are smaller and worse than the final encode at the user's effort. It aims those quick
 encodes at the target less this change, so that the first encode at the user's effort
 lands more often. This script measures the change on a seeded sample of

@@ -9,10 +9,11 @@ seeded sample of ../shared/data/train (never a test set; ``--crop``: their centr
 512 x 384): mean bpp and PSNR-RGB per quality, the BD-rate of each candidate against the
 first, and per quality the trade against the first in dB per bit per pixel. Candidates:
 shares of the later stages (`gscodec.predictor.initializer.STAGE_SHARES`); log2 factors on
-the policy's steps for position, scale, angle, luma and chroma (`gscodec.quant.policy.adapt`,
-for every image alike, replacing `UNREFINED_STEP_FACTORS` at effort 0: what an
-image-adaptive quantizer could do at most without seeing the image); or factors on the
-splat budget of `gscodec.encoder.plan.plan_for`.
+the image's quantizer steps for position, scale, angle, luma and chroma (`gscodec.quant.policy.adapt`
+on top of the steps the encoder would use, for every image alike: what a change of the policy
+would do; each image and quality is refined once and finished with every candidate's steps,
+`gscodec.encoder.pipeline.finish`); or factors on the splat budget of
+`gscodec.encoder.plan.plan_for`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from gscodec.encoder.pipeline import encode_image
 from gscodec.encoder.plan import Plan, patch_for
 from gscodec.metrics import psnr
 from gscodec.predictor import initializer
-from gscodec.quant.policy import adapt, steps_for_quality
+from gscodec.quant.policy import adapt
+from gscodec.quant.stream import encode_splats
 from training.data import centre_crop, default_train_dir, list_train_images
 
 
@@ -45,6 +47,55 @@ def budget_plan(plan: Plan, factor: float, pixels: int) -> Plan:
     """``plan`` with ``factor`` times its splats, in patches of about one splat each."""
     n = max(1, round(factor * plan.n_splats))
     return dataclasses.replace(plan, n_splats=n, patch_size=patch_for(n, pixels))
+
+
+def point(rgb: np.ndarray, data: bytes) -> tuple[float, float]:
+    """(bpp, PSNR-RGB) of ``data``, an encode of the 8-bit image ``rgb``."""
+    return 8 * len(data) / (rgb.shape[0] * rgb.shape[1]), psnr(gscodec.decode(data), rgb)
+
+
+def step_factor_curves(images: list[np.ndarray], qualities: list[float], effort: int,
+                       candidates: list[tuple[float, ...]]) -> dict[tuple[float, ...], np.ndarray]:
+    """Mean (bpp, PSNR) per quality of each candidate's log2 step factors: every image and
+    quality refined once, then finished with each candidate's steps."""
+    points = np.zeros((len(candidates), len(qualities), len(images), 2))
+    with tqdm(total=len(qualities) * len(images) * (1 + len(candidates)), desc="refine + finishes") as bar:
+        for j, q in enumerate(qualities):
+            for k, rgb in enumerate(images):
+                refined = pipeline.refine_image(rgb.astype(np.float32) / 255, q, effort, init="predictor")
+                bar.update()
+                for i, factors in enumerate(candidates):
+                    splats, steps = pipeline.finish(refined, steps=adapt(pipeline.default_steps(refined), factors))
+                    points[i, j, k] = point(rgb, encode_splats(splats, steps=steps))
+                    bar.update()
+    return {c: points[i].mean(1) for i, c in enumerate(candidates)}
+
+
+def encode_curves(images: list[np.ndarray], qualities: list[float], effort: int, candidates: list[tuple[float, ...]],
+                  shares: bool) -> dict[tuple[float, ...], np.ndarray]:
+    """Mean (bpp, PSNR) per quality of each candidate's stage shares (``shares``) or splat
+    budget factor."""
+    original = initializer.STAGE_SHARES, pipeline.plan_for
+    curves = {}
+    try:
+        with tqdm(total=len(candidates) * len(qualities) * len(images), desc="encodes") as bar:
+            for values in candidates:
+                if shares:
+                    initializer.STAGE_SHARES = values
+                else:
+                    pipeline.plan_for = lambda q, e, h, w, f=values[0]: budget_plan(original[1](q, e, h, w), f, h * w)
+                points = []
+                for q in qualities:
+                    results = []
+                    for rgb in images:
+                        data = encode_image(rgb.astype(np.float32) / 255, q, effort, init="predictor")
+                        results.append(point(rgb, data))
+                        bar.update()
+                    points.append(np.mean(results, 0))
+                curves[values] = np.array(points)
+    finally:
+        initializer.STAGE_SHARES, pipeline.plan_for = original
+    return curves
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,30 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.crop:
         images = [centre_crop(image) for image in images]
     candidates = [tuple(float(v) for v in s.split(",")) for s in args.shares or args.step_factors or args.budgets]
-    original = initializer.STAGE_SHARES, initializer.quantizer_steps, pipeline.plan_for
-    curves = {}
-    try:
-        with tqdm(total=len(candidates) * len(args.qualities) * len(images), desc="encodes") as bar:
-            for values in candidates:
-                if args.shares:
-                    initializer.STAGE_SHARES = values
-                elif args.budgets:
-                    pipeline.plan_for = lambda q, e, h, w, f=values[0]: budget_plan(original[2](q, e, h, w), f, h * w)
-                else:
-                    initializer.quantizer_steps = (
-                        lambda _s, q, _m=None, refined=True, f=values: adapt(steps_for_quality(q), f))
-                points = []
-                for q in args.qualities:
-                    results = []
-                    for rgb in images:
-                        data = encode_image(rgb.astype(np.float32) / 255, q, args.effort, init="predictor")
-                        results.append((8 * len(data) / (rgb.shape[0] * rgb.shape[1]),
-                                       psnr(gscodec.decode(data), rgb)))
-                        bar.update()
-                    points.append(np.mean(results, 0))
-                curves[values] = np.array(points)
-    finally:
-        initializer.STAGE_SHARES, initializer.quantizer_steps, pipeline.plan_for = original
+    if args.step_factors:
+        curves = step_factor_curves(images, args.qualities, args.effort, candidates)
+    else:
+        curves = encode_curves(images, args.qualities, args.effort, candidates, bool(args.shares))
     reference = curves[candidates[0]]
     print(f"{len(images)} training images{' (centre crops)' if args.crop else ''}, predictor, effort {args.effort}; "
           "mean bpp / PSNR-RGB per quality")

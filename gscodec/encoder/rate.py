@@ -1,0 +1,243 @@
+"""Rate control: the encode that lands on a target rate (``target_bpp``) or PSNR
+(``target_psnr``).
+
+Refinement is most of an encode's time and its result does not depend on the quantizer's
+steps, so the search spends at most two refinements and tunes the rest after them:
+
+1. Quick effort-0 encodes find the quality whose quick encode, plus what refinement at the
+   user's effort typically adds (`EFFORT_CHANGE`), measures the target (a secant search in
+   quality, `solve`).
+2. That quality is refined once at the user's effort (`pipeline.refine_image`); the refined
+   splats are then finished (`pipeline.finish`) with position and colour steps scaled by
+   2**shift, the shift searched so that the finished encode measures the target: each try
+   costs the finish only (about a fifth of an encode at effort 4).
+3. If no shift within `MAX_SHIFT` reaches the target (the prior was off by more than the
+   steps can make up), the quality is searched again with the prior corrected by this
+   image's own miss, refined there and finished as in 2; the closer of the two is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from ..errors import GscError
+from ..format.codec import decode_splats
+from ..metrics import psnr
+from ..quant.policy import adapt
+from ..quant.stream import encode_splats
+from ..render.numba.decode import render_rgb
+from . import pipeline
+from .pipeline import Progress, Refined
+from .plan import DEFAULT_INIT
+
+log = logging.getLogger(__name__)
+
+RATE_TOLERANCE = 0.03  # a final encode within 3 % of the target rate is kept
+PSNR_TOLERANCE = 0.1  # dB: a final encode this close to the target PSNR is kept
+EXACT_PSNR = 200.0  # dB: what the PSNR search counts an exact decode (a flat image, say) as
+# The step shift of the finish (`encode_refined`) is kept within +-MAX_SHIFT octaves
+MAX_SHIFT = 1.5
+QUICK_ENCODES = 6  # at most, per quality search
+FINISHES = 3  # at most, per refinement
+# What refinement at each effort adds to an effort-0 encode of the same quality, at the
+# qualities EFFORT_CHANGE_QUALITIES: the log of the ratio of file sizes, and dB of PSNR-RGB.
+# Means over 8 training images (centre crops of at most 512 x 384), measured by
+# `python -m training.effort_priors` on 2026-12-02 with rate-distortion pruning (which
+# prunes effort-0 encodes hardest); between images they spread by 0.12-0.19 in log rate
+# (sd; 0.013-0.038 before pruning) and 0.48-0.80 dB. Efforts above 4 use effort 4's.
+EFFORT_CHANGE_QUALITIES = (10.0, 30.0, 50.0, 70.0, 90.0)
+EFFORT_CHANGE = {
+    1: ((0.608, 0.792, 0.849, 0.840, 0.809), (2.52, 3.01, 3.81, 4.61, 5.19)),
+    2: ((0.708, 0.883, 0.921, 0.902, 0.899), (2.92, 3.40, 4.31, 5.23, 6.11)),
+    3: ((0.768, 0.930, 0.958, 0.932, 0.939), (3.16, 3.64, 4.67, 5.68, 6.78)),
+    4: ((0.815, 0.972, 0.990, 0.959, 0.968), (3.33, 3.82, 4.97, 6.10, 7.33)),
+}
+
+
+def effort_change(effort: int, quality: float) -> tuple[float, float]:
+    """(log rate ratio, dB) that refinement at ``effort`` typically adds to an effort-0 encode
+    at ``quality`` (`EFFORT_CHANGE`, interpolated)."""
+    if effort <= 0:
+        return 0.0, 0.0
+    log_rate, db = EFFORT_CHANGE[min(effort, max(EFFORT_CHANGE))]
+    return (float(np.interp(quality, EFFORT_CHANGE_QUALITIES, log_rate)),
+            float(np.interp(quality, EFFORT_CHANGE_QUALITIES, db)))
+
+
+class Measure:
+    """What a search measures of an encode's bytes, in additive units that grow with quality
+    and with finer steps, and how fast it typically grows (to aim the first tries)."""
+
+    def __init__(self, of: Callable[[bytes], float], per_quality: float, per_shift: float, prior: int) -> None:
+        self.of = of
+        self.per_quality = per_quality  # growth per quality point
+        self.per_shift = per_shift  # change per octave of coarser steps (negative)
+        self.prior = prior  # which of `effort_change`'s pair this measure follows
+
+
+def rate_measure(pixels: int) -> Measure:
+    # Kodak at the default: 0.10 bpp at quality 0, 1.44 at 80; steps one octave coarser:
+    # about -14 % rate
+    return Measure(lambda data: math.log(8 * len(data) / pixels), math.log(14.0) / 80, -0.15, 0)
+
+
+def psnr_measure(rgb: np.ndarray) -> Measure:
+    reference = np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+
+    def decoded_psnr(data: bytes) -> float:  # finite, so that misses and shifts stay numbers
+        splats = decode_splats(data)
+        return min(psnr(reference, render_rgb(splats, splats.height, splats.width)), EXACT_PSNR)
+
+    # Kodak at the default: 25.2 dB at quality 0, 34.9 at 80; steps one octave coarser: about -2 dB
+    return Measure(decoded_psnr, 9.7 / 80, -2.0, 1)
+
+
+def encode_to_rate(rgb: np.ndarray, target_bpp: float, effort: int, progress: Progress | None = None, seed: int = 0,
+                   device: str = "cpu", init: str = DEFAULT_INIT) -> bytes:
+    """.gsc bytes at about ``target_bpp`` bits per pixel (`search_rate`)."""
+    return search_rate(rgb, target_bpp, effort, progress, seed, device, init)[0]
+
+
+def search_rate(rgb: np.ndarray, target_bpp: float, effort: int, progress: Progress | None = None, seed: int = 0,
+                device: str = "cpu", init: str = DEFAULT_INIT) -> tuple[bytes, float]:
+    """.gsc bytes at about ``target_bpp`` bits per pixel, and the quality they were encoded at
+    (`search`, on the log of the rate, landing within `RATE_TOLERANCE`)."""
+    if not (isinstance(target_bpp, (int, float)) and 0 < target_bpp < math.inf):
+        raise GscError(f"target_bpp must be a positive number, got {target_bpp!r}")
+    data, quality, shift, value = search(rgb, rate_measure(rgb.shape[0] * rgb.shape[1]), math.log(target_bpp),
+                                         math.log1p(RATE_TOLERANCE), effort, progress, seed, device, init)
+    log.info("target %.4f bpp: quality %.2f with steps x%.2f gave %.4f bpp", target_bpp, quality, 2 ** shift,
+             math.exp(value))
+    return data, quality
+
+
+def encode_to_psnr(rgb: np.ndarray, target_psnr: float, effort: int, progress: Progress | None = None, seed: int = 0,
+                   device: str = "cpu", init: str = DEFAULT_INIT) -> bytes:
+    """.gsc bytes whose decode has about ``target_psnr`` dB PSNR-RGB (`search_psnr`)."""
+    return search_psnr(rgb, target_psnr, effort, progress, seed, device, init)[0]
+
+
+def search_psnr(rgb: np.ndarray, target_psnr: float, effort: int, progress: Progress | None = None, seed: int = 0,
+                device: str = "cpu", init: str = DEFAULT_INIT) -> tuple[bytes, float]:
+    """.gsc bytes whose 8-bit decode has about ``target_psnr`` dB PSNR-RGB against ``rgb``
+    rounded to 8 bits, and the quality they were encoded at (`search`, landing within
+    `PSNR_TOLERANCE`). A target beyond what quality 100 reaches gives about quality 100's encode."""
+    if not (isinstance(target_psnr, (int, float)) and 0 < target_psnr < math.inf):
+        raise GscError(f"target_psnr must be a positive number of dB, got {target_psnr!r}")
+    data, quality, shift, value = search(rgb, psnr_measure(rgb), target_psnr, PSNR_TOLERANCE, effort, progress,
+                                         seed, device, init)
+    log.info("target %.2f dB: quality %.2f with steps x%.2f gave %.2f dB", target_psnr, quality, 2 ** shift, value)
+    return data, quality
+
+
+def encode_refined(refined: Refined, shift: float = 0.0) -> bytes:
+    """.gsc bytes of ``refined`` finished (`pipeline.finish`) with position and colour steps
+    2**shift times the usual."""
+    steps = pipeline.default_steps(refined)
+    if shift:
+        steps = adapt(steps, (shift, 0.0, 0.0, shift, shift))
+    splats, steps = pipeline.finish(refined, steps=steps)
+    return encode_splats(splats, steps=steps)
+
+
+def solve(f: Callable[[float], float], x: float, slope: float, lo: float, hi: float, tolerance: float,
+          budget: int) -> dict[float, float]:
+    """Tries x in [lo, hi] for a root of ``f`` (increasing in x, about ``slope`` per unit),
+    starting at ``x``: secant steps, regula falsi (Illinois) once the root is bracketed; stops
+    within ``tolerance``, after ``budget`` tries, or when the root lies beyond a bound already
+    tried. Returns every x tried and its f."""
+    tried: dict[float, float] = {}
+    below = above = None  # the nearest tries with f < 0 and f > 0
+    side = 0  # Illinois: halve the weight of an end kept twice in a row
+    while len(tried) < budget:
+        x = float(np.clip(x, lo, hi))
+        if x in tried:  # a bound again: the root lies beyond it
+            break
+        y = tried[x] = f(x)
+        if abs(y) <= tolerance:
+            break
+        if y < 0:
+            below, side = (x, y), (side - 1 if side < 0 else -1)
+        else:
+            above, side = (x, y), (side + 1 if side > 0 else 1)
+        if below and above:
+            (xa, ya), (xb, yb) = below, above
+            ya, yb = (ya / 2, yb) if side >= 2 else (ya, yb / 2) if side <= -2 else (ya, yb)
+            x = xa - ya * (xb - xa) / (yb - ya)
+        else:
+            last = sorted(tried.items(), key=lambda p: abs(p[1]))[:2]
+            measured = (last[0][1] - last[1][1]) / (last[0][0] - last[1][0]) if len(last) == 2 else 0.0
+            # the measured slope unless noise made it flat or negative, else the typical one
+            step_slope = measured if measured > 0 else slope
+            x = x - y / step_slope
+    return tried
+
+
+def search(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, effort: int,
+           progress: Progress | None = None, seed: int = 0, device: str = "cpu", init: str = DEFAULT_INIT,
+           ) -> tuple[bytes, float, float, float]:
+    """The encode whose measure comes closest to ``target`` (see the module's docstring): its
+    bytes, quality, step shift (log2 of the factor on position and colour steps) and measure.
+    At most 2 x `QUICK_ENCODES` quick encodes and two refinements at ``effort`` with
+    `FINISHES` finishes each."""
+    report = progress or (lambda _: None)
+    quick: dict[float, tuple[bytes, float]] = {}  # quality -> its effort-0 encode and measure
+
+    def quick_measure(quality: float) -> float:
+        if quality not in quick:
+            data = pipeline.encode_image(rgb, quality, 0, None, seed, device, init)
+            quick[quality] = data, measure.of(data)
+        return quick[quality][1]
+
+    def prior(quality: float) -> float:
+        return effort_change(effort, quality)[measure.prior]
+
+    def aim(offset: float, start: float, lo: float, hi: float) -> float:
+        """The quality whose quick measure plus prior plus ``offset`` is closest to the target;
+        of equally close ones, the lowest (the smallest file)."""
+        def miss(q: float) -> float:
+            return quick_measure(q) + prior(q) + offset - target
+        tried = solve(miss, start, measure.per_quality, lo, hi, tolerance, QUICK_ENCODES)
+        return min(tried, key=lambda q: (abs(tried[q]), q))
+
+    quality = aim(0.0, 50.0, 0.0, 100.0)
+    if effort == 0:
+        report(1.0)
+        return quick[quality][0], quality, 0.0, quick[quality][1]
+    report(0.15)
+    best = finished(rgb, measure, target, tolerance, quality, effort, seed, device, init,
+                    lambda f: report(0.15 + 0.4 * f))
+    if abs(best[3] - target) > tolerance:
+        # this image's miss of the prior, at the usual steps
+        offset = best[4] - quick_measure(quality) - prior(quality)
+        lo, hi = (max(0.0, quality - 25.0), quality) if best[3] > target else (quality, min(100.0, quality + 25.0))
+        again = aim(offset, quality + (target - best[3]) / measure.per_quality, lo, hi)
+        if again != quality:
+            second = finished(rgb, measure, target, tolerance, again, effort, seed, device, init,
+                              lambda f: report(0.6 + 0.4 * f))
+            best = min(best, second, key=lambda b: abs(b[3] - target))
+    report(1.0)
+    return best[:4]
+
+
+def finished(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, quality: float, effort: int,
+             seed: int, device: str, init: str, progress: Progress) -> tuple[bytes, float, float, float, float]:
+    """The image refined at ``quality`` and ``effort``, finished with the step shift (`solve`)
+    that brings its measure closest to ``target``: bytes, quality, shift, measure, and the
+    measure at the usual steps (shift 0)."""
+    refined = pipeline.refine_image(rgb, quality, effort, lambda f: progress(0.8 * f), seed, device, init)
+    encodes: dict[float, tuple[bytes, float]] = {}
+
+    def miss(finer: float) -> float:  # finer: octaves finer steps (the measure grows with it)
+        data = encode_refined(refined, -finer)
+        encodes[finer] = data, measure.of(data)
+        return encodes[finer][1] - target
+
+    tried = solve(miss, 0.0, -measure.per_shift, -MAX_SHIFT, MAX_SHIFT, tolerance, FINISHES)
+    progress(1.0)
+    finer = min(tried, key=lambda x: (abs(tried[x]), x))  # of equally close ones, the coarser steps
+    return encodes[finer][0], quality, -finer, encodes[finer][1], encodes[0.0][1]
