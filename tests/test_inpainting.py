@@ -98,6 +98,7 @@ def test_kept_splats_unchanged_and_new_layer(stream: bytes) -> None:
         assert np.array_equal(getattr(first, f), getattr(kept, f)), f
     assert out.patch_sizes[:-1] == splats.patch_sizes and out.patch_sizes[-1] in (4, 8, 16)
     assert (out.layer[n:] == len(splats.patch_sizes)).all() and len(out) > n
+    assert len(out) - n <= removed.sum()  # no more new splats than removed ones: the size stays
     new = out.select(np.arange(n, len(out)))
     assert (new.means >= 0).all() and (new.means[:, 0] < W).all() and (new.means[:, 1] < H).all()
     assert np.isfinite(new.colors).all()
@@ -239,6 +240,13 @@ def test_touching_and_support() -> None:
     assert region.numpy().tolist() == (((x - 5) ** 2 + (y - 5) ** 2) <= 2 * np.log(255)).tolist()
     assert problem.density_patch(10, 640) == 8 and problem.density_patch(10, 639) == 4
     assert problem.density_patch(1, 10_000) == 16 and problem.density_patch(100, 10) == 4
+    # a 32 x 32 block: 64 / 16 / 4 patches of side 4 / 8 / 16 (and a thin line touching many)
+    block = torch.zeros(64, 64, dtype=torch.bool)
+    block[16:48, 16:48] = True
+    assert [problem.count_patch(block, r) for r in (100, 64, 32, 20, 4, 1)] == [4, 4, 8, 8, 16, 16]
+    line = torch.zeros(64, 64, dtype=torch.bool)
+    line[20, :] = True  # 16 / 8 / 4 patches
+    assert [problem.count_patch(line, r) for r in (16, 8, 6, 4)] == [4, 8, 8, 16]
 
 
 def test_tiles_give_the_features_of_one_pass() -> None:

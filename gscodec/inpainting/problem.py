@@ -54,13 +54,23 @@ def render(means, scales, angles, colors, height: int, width: int, origin: tuple
 
 
 def density_patch(removed: int, area: int) -> int:
-    """The new layer's patch side: one splat per patch, at least as dense as the removed splats
-    over the region (the largest of PATCH_SIZES whose square is at most area / removed, else
+    """A patch side for training (inference: `count_patch`): one splat per patch, at least as
+    dense as the removed splats over the region (the largest of PATCH_SIZES whose square is at most area / removed, else
     the smallest). Uniformly placed splats do less per splat than the encoder's adaptively
     placed ones, so rounding down, not to the nearest side."""
     side = math.sqrt(area / max(removed, 1))
     fitting = [p for p in PATCH_SIZES if p <= side]
     return max(fitting) if fitting else min(PATCH_SIZES)
+
+
+def count_patch(region: torch.Tensor, removed: int) -> int:
+    """The new layer's patch side at inference: of PATCH_SIZES, the one whose count of patches
+    holding region pixels ([H, W], multiples of the largest side) is nearest ``removed`` in
+    ratio (of two equally near, the larger side), so that the new layer has about as many
+    splats as were removed."""
+    def miss(patch: int) -> float:
+        return abs(math.log(max(int(patches_in(region, patch).sum()), 1) / max(removed, 1)))
+    return min(sorted(PATCH_SIZES, reverse=True), key=miss)
 
 
 def network_input(decoded: torch.Tensor, kept: torch.Tensor, hole: torch.Tensor, region: torch.Tensor,
