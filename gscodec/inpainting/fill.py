@@ -21,13 +21,14 @@
    most 0.1 dB; Adam steps on all the new splats' parameters after the solve raised PSNR
    over the whole image by 0.0-0.4 dB for 2-3 times the time of the whole call: not kept.
    If there are more new splats than removed ones (a sparse stream's splats are larger than
-   even 16-pixel patches), those whose removal costs least (`_energies`) are dropped and the
-   colours of the rest solved again, so the output is about the input's size. On 8 training
+   even 16-pixel patches), those whose removal would cost least at the network's colours
+   (`_energies`) are dropped first, so the output is about the input's size. On 8 training
    images (quality 50, effort 0, the generator's masks) this took the output from x1.49 /
    1.50 / 1.77 the input's size (thin / medium / thick; patch side from the density, rounded
-   down) to x0.98 / 0.99 / 0.93 (at most 1.06 / 1.08 / 1.11), for hole PSNR 20.06 / 18.68
-   / 16.89 -> 19.48 / 18.58 / 16.84 dB; with the density's patch side and the same cap it
-   fell 1-2 dB (the grid loses its cover).
+   down) to x0.98 / 0.99 / 0.93 (at most 1.06 / 1.08 / 1.11 when dropping after a first
+   solve, below), for hole PSNR 20.06 / 18.68 / 16.89 -> 19.47 / 18.57 / 16.80 dB; with the
+   density's patch side and the same cap it fell 1-2 dB (the grid loses its cover). Dropping after a first solve, then solving
+   again, kept 0.01-0.04 dB more for 20-30 % more time.
 5. The new splats form one new layer (so ``decode(..., layers=k)`` still shows the old
    stream for k up to its layer count); `gscodec.encode_splats` writes the result.
 """
@@ -152,12 +153,11 @@ def _new_splats(model: InpaintNet, splats: Splats, hole: torch.Tensor, solve: bo
             filled = problem.smooth_fill(decoded[:, crop[0], crop[1]], (~hole)[crop])
             target = torch.where(hole[crop], filled - kept_render[:, crop[0], crop[1]], target)
             weight = weight + HOLE_WEIGHT * hole[crop].float()
-        colors = _solve_colors(means, scales, angles, colors, target, weight, (y0, x0))
         budget = max(int(removed.sum()), 1)
         if len(means) > budget:  # no more splats than were removed: keep those worth most
             keep = torch.topk(_energies(means, scales, angles, colors, weight, (y0, x0)), budget).indices.sort().values
             means, scales, angles, colors = means[keep], scales[keep], angles[keep], colors[keep]
-            colors = _solve_colors(means, scales, angles, colors, target, weight, (y0, x0))
+        colors = _solve_colors(means, scales, angles, colors, target, weight, (y0, x0))
     return (means, scales, angles, colors, removed.numpy()), patch
 
 
@@ -203,9 +203,10 @@ def _solve_colors(means, scales, angles, colors, target, weight, origin, iterati
 
 def _energies(means, scales, angles, colors, weight, origin) -> torch.Tensor:
     """Per splat, what removing it alone would add to the weighted squared error of a
-    least-squares fit: |c|^2 sum(weight w^2), w its weights (the cross term with the residual
-    vanishes at the optimum). w^2 is the splat with its scales over sqrt 2; the sum comes
-    from the renderer's backward, as in `_solve_colors`."""
+    least-squares fit with colours ``colors``: |c|^2 sum(weight w^2), w its weights (the cross
+    term with the residual vanishes at the optimum; the network's colours are near it). w^2
+    is the splat with its scales over sqrt 2; the sum comes from the renderer's backward, as
+    in `_solve_colors`."""
     h, w = weight.shape
     with torch.enable_grad():
         ones = torch.ones(len(means), 1, requires_grad=True)
