@@ -25,13 +25,18 @@ class Steps:
 def steps_for_quality(quality: float) -> Steps:
     """Quantizer steps for ``quality`` in [0, 100].
 
-    Finer steps as quality rises; chroma twice as coarse as luma. Measured on a
-    training crop at quality 50 (the curve's slope there is about 0.04 dB per 1 % of
-    rate): chroma step = luma step gave +0.09 dB for +5.4 % rate, 3x luma gave
-    -0.15 dB for -2.9 %; 2x is the better trade of the three. Re-tuning every step and the
-    splat budget at effort 4 on training crops (`python -m training.tune_plan --effort 4 ...`,
-    bench/README.md) found scale and luma 2x coarser at -3.7 % BD-rate there, but -0.4 % on
-    Kodak: not adopted.
+    Finer steps as quality rises; chroma as fine as luma. The chroma ratio was 2 (measured
+    then on one training crop at quality 50 as the better trade); re-measured with
+    rate-distortion pruning and the quantization-aware finish, by
+    `python -m training.tune_plan --effort 4 --images 8 --crop --step-factors ...` (every
+    image refined once and finished with each candidate's steps), chroma as fine as luma gave
+    BD-rate -2.6 % over qualities 20/50/80 and -3.5 % over 10/35/65 against twice as
+    coarse; 4x finer chroma, finer position and luma, or coarser luma with finer chroma all
+    did worse (bench/README.md, "Quantizer steps after pruning"). Unrefined splats keep
+    chroma twice as coarse (`gscodec.predictor.initializer.UNREFINED_STEP_FACTORS`): at
+    effort 0 the finer chroma cost +3.7 %. An earlier re-tuning of every step and the splat
+    budget (`--effort 4` without pruning) found scale and luma 2x coarser at -3.7 % BD-rate
+    on training crops, but -0.4 % on Kodak: not adopted.
     """
     t = min(max(quality, 0.0), 100.0) / 100.0
     y_step = 2.0 ** (-5.5 - 2.0 * t)
@@ -39,7 +44,7 @@ def steps_for_quality(quality: float) -> Steps:
         pos_step=0.5 if t >= 0.35 else 1.0,
         scale_den=4 if t < 0.5 else 6,
         angle_levels=32 if t < 0.5 else 64,
-        color_step=(y_step, 2 * y_step, 2 * y_step),
+        color_step=(y_step, y_step, y_step),
     )
 
 
