@@ -27,8 +27,8 @@
    1.50 / 1.77 the input's size (thin / medium / thick; patch side from the density, rounded
    down) to x0.98 / 0.99 / 0.93 (at most 1.06 / 1.08 / 1.11 when dropping after a first
    solve, below), for hole PSNR 20.06 / 18.68 / 16.89 -> 19.47 / 18.57 / 16.80 dB; with the
-   density's patch side and the same cap it fell 1-2 dB (the grid loses its cover). Dropping after a first solve, then solving
-   again, kept 0.01-0.04 dB more for 20-30 % more time.
+   density's patch side and the same cap it fell 1-2 dB (the grid loses its cover). Dropping
+   after a first solve, then solving again, kept 0.01-0.04 dB more for 20-30 % more time.
 5. The new splats form one new layer (so ``decode(..., layers=k)`` still shows the old
    stream for k up to its layer count); `gscodec.encode_splats` writes the result.
 """
