@@ -58,9 +58,8 @@ def refine_image(
     return Refined(enc, plan, start, s, background, quality)
 
 
-def finish(refined: Refined, prune_strength: float | None = None, steps: Steps | None = None,
-           progress: Progress | None = None) -> tuple[Splats, Steps]:
-    """Pruning at ``prune_strength`` (default: the plan's), then the quantization-aware finish
+def finish(refined: Refined, steps: Steps | None = None, progress: Progress | None = None) -> tuple[Splats, Steps]:
+    """Pruning at the plan's strength, then the quantization-aware finish
     on the grid of ``steps`` (default: the initializer's, else the policy's for the quality):
     each geometry attribute moved onto the quantizer's grid in turn, the others polished to
     make up for it, then the colours solved for the final geometry. Returns the splats and the
@@ -70,9 +69,8 @@ def finish(refined: Refined, prune_strength: float | None = None, steps: Steps |
     h, w = enc.h, enc.w
     report = progress or (lambda _: None)
     steps = steps or default_steps(refined)
-    strength = plan.prune if prune_strength is None else prune_strength
-    s, layer = prune(enc, refined.splats, start.layer, strength)
-    weight = 2 * plan.polish_steps + 5  # pruning and the final solve count as 5 steps
+    s, layer = prune(enc, refined.splats, start.layer, plan.prune)
+    weight = finish_weight(plan)
     s, layer = snap(s, layer, start.patch_sizes, steps, w, h, ("means",))
     s = enc.polish(s, plan.polish_steps, ("scales", "angles", "colors"))
     report((2 + plan.polish_steps) / weight)
@@ -85,6 +83,12 @@ def finish(refined: Refined, prune_strength: float | None = None, steps: Steps |
     means, scales, angles = (t.cpu().numpy() for t in (s.means, s.scales, s.angles))
     return Splats(w, h, means, scales, angles, colors, refined.background, layer=layer.cpu().numpy(),
                   patch_sizes=start.patch_sizes), steps
+
+
+def finish_weight(plan: Plan) -> int:
+    """`finish`'s work in refinement steps, for progress: its polishing, and pruning and the
+    final solve as 5."""
+    return 2 * plan.polish_steps + 5
 
 
 def default_steps(refined: Refined) -> Steps:
@@ -105,7 +109,7 @@ def fit_image(
     plan = plan_for(quality, effort, *rgb.shape[:2])
     # progress in steps: refinement (with the initial placement as 5), then the finish
     first = 5 + plan.iterations
-    total = first + 2 * plan.polish_steps + 5
+    total = first + finish_weight(plan)
     refined = refine_image(rgb, quality, effort, lambda f: report(f * first / total), seed, device, init)
     return finish(refined, progress=lambda f: report((first + f * (total - first)) / total))
 

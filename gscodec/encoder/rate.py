@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -96,6 +97,17 @@ def psnr_measure(rgb: np.ndarray) -> Measure:
 
     # the same crops: 25.09 dB at quality 20, 32.73 at 80; steps one octave coarser: about -2 dB
     return Measure(decoded_psnr, (32.73 - 25.09) / 60, -2.0, 1)
+
+
+class Found(NamedTuple):
+    """A finished encode of the search: its bytes, quality, step shift (log2 of the factor on
+    position and colour steps), measure, and the measure of its refinement at shift 0."""
+
+    data: bytes
+    quality: float
+    shift: float
+    value: float
+    usual: float
 
 
 def encode_to_rate(rgb: np.ndarray, target_bpp: float, effort: int, progress: Progress | None = None, seed: int = 0,
@@ -213,24 +225,23 @@ def search(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, e
     report(0.15)
     best = finished(rgb, measure, target, tolerance, quality, effort, seed, device, init,
                     lambda f: report(0.15 + 0.4 * f))
-    if abs(best[3] - target) > tolerance:
+    if abs(best.value - target) > tolerance:
         # this image's miss of the prior, at the usual steps
-        offset = best[4] - quick_measure(quality) - prior(quality)
-        lo, hi = (max(0.0, quality - 25.0), quality) if best[3] > target else (quality, min(100.0, quality + 25.0))
-        again = aim(offset, quality + (target - best[3]) / measure.per_quality, lo, hi)
+        offset = best.usual - quick_measure(quality) - prior(quality)
+        lo, hi = (max(0.0, quality - 25.0), quality) if best.value > target else (quality, min(100.0, quality + 25.0))
+        again = aim(offset, quality + (target - best.value) / measure.per_quality, lo, hi)
         if again != quality:
             second = finished(rgb, measure, target, tolerance, again, effort, seed, device, init,
                               lambda f: report(0.6 + 0.4 * f))
-            best = min(best, second, key=lambda b: abs(b[3] - target))
+            best = min(best, second, key=lambda b: abs(b.value - target))
     report(1.0)
-    return best[:4]
+    return best.data, best.quality, best.shift, best.value
 
 
 def finished(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, quality: float, effort: int,
-             seed: int, device: str, init: str, progress: Progress) -> tuple[bytes, float, float, float, float]:
+             seed: int, device: str, init: str, progress: Progress) -> Found:
     """The image refined at ``quality`` and ``effort``, finished with the step shift (`solve`)
-    that brings its measure closest to ``target``: bytes, quality, shift, measure, and the
-    measure at the usual steps (shift 0)."""
+    that brings its measure closest to ``target``."""
     refined = pipeline.refine_image(rgb, quality, effort, lambda f: progress(0.8 * f), seed, device, init)
     encodes: dict[float, tuple[bytes, float]] = {}
 
@@ -242,4 +253,4 @@ def finished(rgb: np.ndarray, measure: Measure, target: float, tolerance: float,
     tried = solve(miss, 0.0, -measure.per_shift, -MAX_SHIFT, MAX_SHIFT, tolerance, FINISHES)
     progress(1.0)
     finer = min(tried, key=lambda x: (abs(tried[x]), x))  # of equally close ones, the coarser steps
-    return encodes[finer][0], quality, -finer, encodes[finer][1], encodes[0.0][1]
+    return Found(encodes[finer][0], quality, -finer, encodes[finer][1], encodes[0.0][1])
