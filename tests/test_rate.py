@@ -19,8 +19,11 @@ def quick_bpp(quality: float) -> float:  # 0.1 to 2 bpp, geometric in quality
 
 
 class ModelCodec:
-    """Quick encodes at ``quick_bpp``; a refinement multiplies that by ``gain``, and steps
-    2**shift times coarser take 15 % of the rate per octave. Counts what was run."""
+    """Quick encodes at ``quick_bpp``; a refinement multiplies that by ``gain``, and position
+    and colour steps 2**shift times coarser take `PER_SHIFT` of the log rate per octave.
+    Counts what was run."""
+
+    PER_SHIFT = 0.15
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, gain: float) -> None:
         self.gain = gain
@@ -42,9 +45,9 @@ class ModelCodec:
         self.calls.append("refine")
         return quality  # stands for the refined splats
 
-    def encode_refined(self, refined: float, shift: float = 0.0) -> bytes:
+    def encode_refined(self, refined: float, shift: float = 0.0, shifted: tuple[float, ...] = ()) -> bytes:
         self.calls.append("finish")
-        return self.bytes_for(quick_bpp(refined) * self.gain * math.exp(-0.15 * shift))
+        return self.bytes_for(quick_bpp(refined) * self.gain * math.exp(-self.PER_SHIFT * shift))
 
 
 def bpp(data: bytes) -> float:
@@ -90,7 +93,7 @@ def test_an_unreachable_target_gives_the_nearest_encode(monkeypatch: pytest.Monk
     spending no more than its budget, and returns the largest encode it made."""
     codec = ModelCodec(monkeypatch, gain=3.0)
     data = rate.encode_to_rate(np.zeros((H, W, 3), np.float32), 50.0, 4)
-    assert bpp(data) == pytest.approx(quick_bpp(100) * 3.0 * math.exp(0.15 * rate.MAX_SHIFT), rel=0.01)
+    assert bpp(data) == pytest.approx(quick_bpp(100) * 3.0 * math.exp(ModelCodec.PER_SHIFT * rate.MAX_SHIFT), rel=0.01)
     assert codec.calls.count("refine") == 1
 
 
@@ -110,3 +113,82 @@ def test_solve_finds_a_root_whatever_the_slope_it_was_told(slope: float, root: f
 def test_solve_stops_at_a_bound_beyond_which_the_root_lies() -> None:
     tried = rate.solve(lambda x: x - 5.0, 0.0, 1.0, -1.0, 1.0, 1e-3, 8)
     assert set(tried) == {0.0, 1.0}
+
+
+class PsnrModelCodec(ModelCodec):
+    """PSNR instead of rate (written into the bytes' length, read back by the measure): quick
+    encodes at ``quick_db``, refinement adds what the prior expects plus ``gain`` dB, colour
+    steps 2**shift coarser take 0.3 dB per octave finer than usual and 1.2 dB per octave
+    coarser (about kodim02's)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, gain: float) -> None:
+        super().__init__(monkeypatch, gain)
+        measure = rate.psnr_measure(np.zeros((H, W, 3), np.float32))
+        measure.of = lambda data: len(data) / 1000
+        monkeypatch.setattr(rate, "psnr_measure", lambda rgb: measure)
+        self.shifts: list[tuple[float, ...]] = []
+
+    @staticmethod
+    def quick_db(quality: float) -> float:  # 22 to 38 dB at quality 0 to 100
+        return 22 + 0.16 * quality
+
+    def encode_image(self, rgb, quality, effort, *args, **kwargs) -> bytes:
+        self.calls.append("quick")
+        return bytes(round(1000 * self.quick_db(quality)))
+
+    def encode_refined(self, refined: float, shift: float = 0.0, shifted: tuple[float, ...] = ()) -> bytes:
+        self.calls.append("finish")
+        self.shifts.append(shifted)
+        prior = rate.effort_change(4, refined)[1]
+        return bytes(round(1000 * (self.quick_db(refined) + prior + self.gain - self.loss(shift))))
+
+    @staticmethod
+    def loss(shift: float) -> float:
+        """dB lost to colour steps 2**shift coarser than usual."""
+        return 1.2 * shift if shift > 0 else 0.3 * shift
+
+
+@pytest.mark.parametrize("target", [28.0, 31.0, 34.0])
+@pytest.mark.parametrize("gain", [-0.3, 0.0, 0.4])  # the prior's miss, dB
+def test_a_psnr_prior_off_by_a_little_lands_in_one_refinement(
+        monkeypatch: pytest.MonkeyPatch, target: float, gain: float) -> None:
+    """Refinement adding 0.3 dB less to 0.4 dB more than the prior expects: the refinement is
+    aimed above the target, and colour steps (no position steps) bring it there."""
+    codec = PsnrModelCodec(monkeypatch, gain)
+    data = rate.encode_to_psnr(np.zeros((H, W, 3), np.float32), target, 4)
+    assert abs(len(data) / 1000 - target) <= rate.PSNR_TOLERANCE
+    assert codec.calls.count("refine") == 1
+    assert set(codec.shifts) == {(0.0, 0.0, 0.0, 1.0, 1.0)}
+
+
+@pytest.mark.parametrize("target", [28.0, 31.0, 34.0])
+@pytest.mark.parametrize("gain", [-1.0, 1.2])
+def test_a_psnr_prior_off_by_more_refines_again_instead_of_shifting_far(
+        monkeypatch: pytest.MonkeyPatch, target: float, gain: float) -> None:
+    """Refinement adding 1 dB less or 1.2 dB more than the prior expects: colour steps move at
+    most `MAX_PSNR_SHIFT` octaves (further costs bits for the PSNR), so a second refinement,
+    aimed with this image's miss, lands."""
+    codec = PsnrModelCodec(monkeypatch, gain)
+    data = rate.encode_to_psnr(np.zeros((H, W, 3), np.float32), target, 4)
+    assert abs(len(data) / 1000 - target) <= rate.PSNR_TOLERANCE
+    assert codec.calls.count("refine") == 2
+
+
+def test_a_psnr_search_at_effort_0_aims_at_the_target_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No refinement, so no headroom: the quick encode that is returned lands on the target."""
+    codec = PsnrModelCodec(monkeypatch, 0.0)
+    data = rate.encode_to_psnr(np.zeros((H, W, 3), np.float32), 30.0, 0)
+    assert abs(len(data) / 1000 - 30.0) <= rate.PSNR_TOLERANCE
+    assert set(codec.calls) == {"quick"}
+
+
+def test_a_second_psnr_refinement_goes_the_way_the_usual_steps_miss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Colour steps that cost nothing until 0.45 octaves coarser, then 0.45 dB: at the usual
+    steps the refinement lands 0.3 dB above the target (the prior's headroom and 0.1 dB), the
+    coarsest 0.15 dB below. Aimed at a lower quality (where the usual steps land), a
+    second refinement reaches the target."""
+    codec = PsnrModelCodec(monkeypatch, 0.1)
+    monkeypatch.setattr(codec, "loss", lambda shift: 0.45 if shift > 0.45 else 0.0)
+    data = rate.encode_to_psnr(np.zeros((H, W, 3), np.float32), 30.0, 4)
+    assert abs(len(data) / 1000 - 30.0) <= rate.PSNR_TOLERANCE
+    assert codec.calls.count("refine") == 2

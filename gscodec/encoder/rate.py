@@ -8,11 +8,20 @@ steps, so the search spends at most two refinements and tunes the rest after the
    user's effort typically adds (`EFFORT_CHANGE`), measures the target (a secant search in
    quality, `solve`).
 2. That quality is refined once at the user's effort (`pipeline.refine_image`); the refined
-   splats are then finished (`pipeline.finish`) with position and colour steps scaled by
-   2**shift, the shift searched so that the finished encode measures the target: each try
-   costs the finish only (about a fifth of an encode at effort 4).
-3. If no shift within `MAX_SHIFT` reaches the target (the prior was off by more than the
-   steps can make up), the quality is searched again with the prior corrected by this
+   splats are then finished (`pipeline.finish`) with steps scaled by 2**shift, the shift
+   searched so that the finished encode measures the target: each try costs the finish only
+   (about a fifth of an encode at effort 4). For a rate, position and colour steps move
+   together (the most reach); for a PSNR, colour steps alone: they are integers in 1/65536
+   units, so PSNR follows them smoothly, while the position step is a power of two of the
+   patch (`pos_bits`) and jumps an octave at a time (kodim02, quality 29, effort 4: position
+   and colour steps 2**0.25 and 2**0.5 coarser gave 31.32 and 29.99 dB, colour steps alone
+   31.32 and 31.16 dB). Colour steps far from the usual ones cost bits for the PSNR they
+   give (kodim02 at 33 dB: 1.36 octaves coarser landed at 0.645 bpp, where refining the
+   right quality gave 0.459), so the PSNR search shifts them at most half an octave and
+   aims its refinement `headroom` above the target: coarser steps reach further down
+   (-0.3 dB at +0.5 octave) than finer ones reach up (+0.1 dB).
+3. If no shift within the measure's `max_shift` reaches the target (the prior was off by
+   more than the steps can make up), the quality is searched again with the prior corrected by this
    image's own miss, refined there and finished as in 2; the closer of the two is kept.
 """
 
@@ -40,10 +49,12 @@ log = logging.getLogger(__name__)
 RATE_TOLERANCE = 0.03  # a final encode within 3 % of the target rate is kept
 PSNR_TOLERANCE = 0.1  # dB: a final encode this close to the target PSNR is kept
 EXACT_PSNR = 200.0  # dB: what the PSNR search counts an exact decode (a flat image, say) as
-# The step shift of the finish (`encode_refined`) is kept within +-MAX_SHIFT octaves
+# The step shift of the finish (`encode_refined`) is kept within +-MAX_SHIFT octaves for a
+# rate, +-MAX_PSNR_SHIFT for a PSNR (see the module's docstring)
 MAX_SHIFT = 1.5
+MAX_PSNR_SHIFT = 0.5
 QUICK_ENCODES = 6  # at most, per quality search
-FINISHES = 3  # at most, per refinement
+FINISHES = 4  # at most, per refinement
 # What refinement at each effort adds to an effort-0 encode of the same quality, at the
 # qualities EFFORT_CHANGE_QUALITIES: the log of the ratio of file sizes, and dB of PSNR-RGB.
 # Means over 8 training images (centre crops of at most 512 x 384), measured by
@@ -75,17 +86,22 @@ class Measure:
     """What a search measures of an encode's bytes, in additive units that grow with quality
     and with finer steps, and how fast it typically grows (to aim the first tries)."""
 
-    def __init__(self, of: Callable[[bytes], float], per_quality: float, per_shift: float, prior: int) -> None:
+    def __init__(self, of: Callable[[bytes], float], per_quality: float, shifted: tuple[float, ...],
+                 per_shift: float, prior: int, max_shift: float = MAX_SHIFT, headroom: float = 0.0) -> None:
         self.of = of
         self.per_quality = per_quality  # growth per quality point
+        self.shifted = shifted  # which steps a shift scales: log2 factors per octave (`adapt`'s order)
         self.per_shift = per_shift  # change per octave of coarser steps (negative)
         self.prior = prior  # which of `effort_change`'s pair this measure follows
+        self.max_shift = max_shift  # octaves either way
+        self.headroom = headroom  # how far above the target the refinement is aimed
 
 
 def rate_measure(pixels: int) -> Measure:
     # 8 training crops at the default (`python -m training.tune_plan --effort 4 ...`): 0.214 bpp
     # at quality 20, 1.475 at 80; position and colour steps one octave coarser: about -14 %
-    return Measure(lambda data: math.log(8 * len(data) / pixels), math.log(1.475 / 0.214) / 60, -0.15, 0)
+    return Measure(lambda data: math.log(8 * len(data) / pixels), math.log(1.475 / 0.214) / 60,
+                   (1.0, 0.0, 0.0, 1.0, 1.0), -0.15, 0)
 
 
 def psnr_measure(rgb: np.ndarray) -> Measure:
@@ -95,13 +111,16 @@ def psnr_measure(rgb: np.ndarray) -> Measure:
         splats = decode_splats(data)
         return min(psnr(reference, render_rgb(splats, splats.height, splats.width)), EXACT_PSNR)
 
-    # the same crops: 25.09 dB at quality 20, 32.73 at 80; steps one octave coarser: about -2 dB
-    return Measure(decoded_psnr, (32.73 - 25.09) / 60, -2.0, 1)
+    # the same crops: 25.09 dB at quality 20, 32.73 at 80; colour steps one octave coarser:
+    # -0.3 dB at half an octave, -1.7 dB at 1.5 octaves (kodim02, quality 29); the headroom
+    # is what half an octave coarser takes there, less the tolerance
+    return Measure(decoded_psnr, (32.73 - 25.09) / 60, (0.0, 0.0, 0.0, 1.0, 1.0), -0.6, 1,
+                   max_shift=MAX_PSNR_SHIFT, headroom=0.2)
 
 
 class Found(NamedTuple):
-    """A finished encode of the search: its bytes, quality, step shift (log2 of the factor on
-    position and colour steps), measure, and the measure of its refinement at shift 0."""
+    """A finished encode of the search: its bytes, quality, step shift (octaves coarser, of the
+    steps the measure shifts), measure, and the measure of its refinement at shift 0."""
 
     data: bytes
     quality: float
@@ -148,12 +167,13 @@ def search_psnr(rgb: np.ndarray, target_psnr: float, effort: int, progress: Prog
     return data, quality
 
 
-def encode_refined(refined: Refined, shift: float = 0.0) -> bytes:
-    """.gsc bytes of ``refined`` finished (`pipeline.finish`) with position and colour steps
-    2**shift times the usual."""
+def encode_refined(refined: Refined, shift: float = 0.0, shifted: tuple[float, ...] = (1.0, 0.0, 0.0, 1.0, 1.0)
+                   ) -> bytes:
+    """.gsc bytes of ``refined`` finished (`pipeline.finish`) with steps 2**(shift * shifted)
+    times the usual (log2 factors per attribute in `adapt`'s order; default: position and colour)."""
     steps = pipeline.default_steps(refined)
     if shift:
-        steps = adapt(steps, (shift, 0.0, 0.0, shift, shift))
+        steps = adapt(steps, tuple(shift * f for f in shifted))
     splats, steps = pipeline.finish(refined, steps=steps)
     return encode_splats(splats, steps=steps)
 
@@ -195,7 +215,7 @@ def search(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, e
            progress: Progress | None = None, seed: int = 0, device: str = "cpu", init: str = DEFAULT_INIT,
            ) -> tuple[bytes, float, float, float]:
     """The encode whose measure comes closest to ``target`` (see the module's docstring): its
-    bytes, quality, step shift (log2 of the factor on position and colour steps) and measure.
+    bytes, quality, step shift (octaves coarser) and measure.
     At most 2 x `QUICK_ENCODES` quick encodes and two refinements at ``effort`` with
     `FINISHES` finishes each."""
     report = progress or (lambda _: None)
@@ -218,7 +238,7 @@ def search(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, e
         tried = solve(miss, start, measure.per_quality, lo, hi, tolerance, QUICK_ENCODES)
         return min(tried, key=lambda q: (abs(tried[q]), q))
 
-    quality = aim(0.0, 50.0, 0.0, 100.0)
+    quality = aim(-measure.headroom if effort else 0.0, 50.0, 0.0, 100.0)
     if effort == 0:
         report(1.0)
         return quick[quality][0], quality, 0.0, quick[quality][1]
@@ -226,10 +246,11 @@ def search(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, e
     best = finished(rgb, measure, target, tolerance, quality, effort, seed, device, init,
                     lambda f: report(0.15 + 0.4 * f))
     if abs(best.value - target) > tolerance:
-        # this image's miss of the prior, at the usual steps
+        # this image's miss of the prior, at the usual steps; the next quality is aimed so that
+        # the usual steps land (the best shifted finish may lie on the other side of the target)
         offset = best.usual - quick_measure(quality) - prior(quality)
-        lo, hi = (max(0.0, quality - 25.0), quality) if best.value > target else (quality, min(100.0, quality + 25.0))
-        again = aim(offset, quality + (target - best.value) / measure.per_quality, lo, hi)
+        lo, hi = (max(0.0, quality - 25.0), quality) if best.usual > target else (quality, min(100.0, quality + 25.0))
+        again = aim(offset, quality + (target - best.usual) / measure.per_quality, lo, hi)
         if again != quality:
             second = finished(rgb, measure, target, tolerance, again, effort, seed, device, init,
                               lambda f: report(0.6 + 0.4 * f))
@@ -246,11 +267,11 @@ def finished(rgb: np.ndarray, measure: Measure, target: float, tolerance: float,
     encodes: dict[float, tuple[bytes, float]] = {}
 
     def miss(finer: float) -> float:  # finer: octaves finer steps (the measure grows with it)
-        data = encode_refined(refined, -finer)
+        data = encode_refined(refined, -finer, measure.shifted)
         encodes[finer] = data, measure.of(data)
         return encodes[finer][1] - target
 
-    tried = solve(miss, 0.0, -measure.per_shift, -MAX_SHIFT, MAX_SHIFT, tolerance, FINISHES)
+    tried = solve(miss, 0.0, -measure.per_shift, -measure.max_shift, measure.max_shift, tolerance, FINISHES)
     progress(1.0)
     finer = min(tried, key=lambda x: (abs(tried[x]), x))  # of equally close ones, the coarser steps
     return Found(encodes[finer][0], quality, -finer, encodes[finer][1], encodes[0.0][1])
