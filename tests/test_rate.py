@@ -45,7 +45,7 @@ class ModelCodec:
         self.calls.append("refine")
         return quality  # stands for the refined splats
 
-    def encode_refined(self, refined: float, shift: float = 0.0, shifted: tuple[float, ...] = ()) -> bytes:
+    def encode_refined(self, refined: float, shift: float, shifted: tuple[float, ...]) -> bytes:
         self.calls.append("finish")
         return self.bytes_for(quick_bpp(refined) * self.gain * math.exp(-self.PER_SHIFT * shift))
 
@@ -136,7 +136,7 @@ class PsnrModelCodec(ModelCodec):
         self.calls.append("quick")
         return bytes(round(1000 * self.quick_db(quality)))
 
-    def encode_refined(self, refined: float, shift: float = 0.0, shifted: tuple[float, ...] = ()) -> bytes:
+    def encode_refined(self, refined: float, shift: float, shifted: tuple[float, ...]) -> bytes:
         self.calls.append("finish")
         self.shifts.append(shifted)
         prior = rate.effort_change(4, refined)[1]

@@ -55,6 +55,10 @@ EXACT_PSNR = 200.0  # dB: what the PSNR search counts an exact decode (a flat im
 # rate, +-MAX_PSNR_SHIFT for a PSNR (see the module's docstring)
 MAX_SHIFT = 1.5
 MAX_PSNR_SHIFT = 0.5
+# Which steps a shift scales, as log2 factors per octave in `adapt`'s order (position, scale,
+# angle, luma, chroma): a rate search moves position and colour steps, a PSNR search colour only
+POSITION_AND_COLOUR = (1.0, 0.0, 0.0, 1.0, 1.0)
+COLOUR = (0.0, 0.0, 0.0, 1.0, 1.0)
 QUICK_ENCODES = 6  # at most, per quality search
 FINISHES = 4  # at most, per refinement
 # What refinement at each effort adds to an effort-0 encode of the same quality, at the
@@ -92,7 +96,7 @@ class Measure:
                  per_shift: float, prior: int, max_shift: float = MAX_SHIFT, headroom: float = 0.0) -> None:
         self.of = of
         self.per_quality = per_quality  # growth per quality point
-        self.shifted = shifted  # which steps a shift scales: log2 factors per octave (`adapt`'s order)
+        self.shifted = shifted  # which steps a shift scales (`POSITION_AND_COLOUR`, `COLOUR`)
         self.per_shift = per_shift  # change per octave of coarser steps (negative)
         self.prior = prior  # which of `effort_change`'s pair this measure follows
         self.max_shift = max_shift  # octaves either way
@@ -103,7 +107,7 @@ def rate_measure(pixels: int) -> Measure:
     # 8 training crops at the default (`python -m training.tune_plan --effort 4 ...`): 0.214 bpp
     # at quality 20, 1.475 at 80; position and colour steps one octave coarser: about -14 %
     return Measure(lambda data: math.log(8 * len(data) / pixels), math.log(1.475 / 0.214) / 60,
-                   (1.0, 0.0, 0.0, 1.0, 1.0), -0.15, 0)
+                   POSITION_AND_COLOUR, -0.15, 0)
 
 
 def psnr_measure(rgb: np.ndarray) -> Measure:
@@ -116,8 +120,7 @@ def psnr_measure(rgb: np.ndarray) -> Measure:
     # the same crops: 25.09 dB at quality 20, 32.73 at 80. Colour steps half an octave coarser
     # take 0.02-0.19 dB (mean 0.09), half an octave finer give 0.02-0.10 dB (mean 0.05): 3 of
     # the crops, qualities 30 and 60, effort 4
-    return Measure(decoded_psnr, (32.73 - 25.09) / 60, (0.0, 0.0, 0.0, 1.0, 1.0), -0.2, 1,
-                   max_shift=MAX_PSNR_SHIFT, headroom=0.05)
+    return Measure(decoded_psnr, (32.73 - 25.09) / 60, COLOUR, -0.2, 1, max_shift=MAX_PSNR_SHIFT, headroom=0.05)
 
 
 class Found(NamedTuple):
@@ -169,10 +172,9 @@ def search_psnr(rgb: np.ndarray, target_psnr: float, effort: int, progress: Prog
     return data, quality
 
 
-def encode_refined(refined: Refined, shift: float = 0.0, shifted: tuple[float, ...] = (1.0, 0.0, 0.0, 1.0, 1.0)
-                   ) -> bytes:
+def encode_refined(refined: Refined, shift: float, shifted: tuple[float, ...]) -> bytes:
     """.gsc bytes of ``refined`` finished (`pipeline.finish`) with steps 2**(shift * shifted)
-    times the usual (log2 factors per attribute in `adapt`'s order; default: position and colour)."""
+    times the usual (``shifted``: `POSITION_AND_COLOUR` or `COLOUR`)."""
     steps = pipeline.default_steps(refined)
     if shift:
         steps = adapt(steps, tuple(shift * f for f in shifted))

@@ -56,8 +56,8 @@ def render(means, scales, angles, colors, height: int, width: int, origin: tuple
 def density_patch(removed: int, area: int) -> int:
     """A patch side for training (inference: `count_patch`): one splat per patch, at least as
     dense as the removed splats over the region (the largest of PATCH_SIZES whose square is at
-    most area / removed, else the smallest). Uniformly placed splats do less per splat than the encoder's adaptively
-    placed ones, so rounding down, not to the nearest side."""
+    most area / removed, else the smallest). Uniformly placed splats do less per splat than
+    the encoder's adaptively placed ones, so rounding down, not to the nearest side."""
     side = math.sqrt(area / max(removed, 1))
     fitting = [p for p in PATCH_SIZES if p <= side]
     return max(fitting) if fitting else min(PATCH_SIZES)
