@@ -211,6 +211,48 @@ def test_colour_solve_fills_the_hole_smoothly(stream: bytes) -> None:
     assert fill.HOLE_WEIGHT > 0 and errors[1] < 0.5 * errors[0], errors
 
 
+def test_polish_lowers_the_weighted_error_within_bounds() -> None:
+    from gscodec.inpainting import fill
+
+    torch.manual_seed(0)
+    n, h, w = 12, 24, 32
+    means = torch.rand(n, 2) * torch.tensor([w, h])
+    scales, angles, colors = torch.full((n, 2), 2.0), torch.rand(n), 0.1 * torch.randn(n, 3)
+    target = problem.render(means + 1.5, scales * 1.3, angles + 0.3, colors, h, w)
+    weight = torch.ones(h, w)
+    weight[:, : w // 2] = 3.0  # the hole's weight differs from the known pixels'
+
+    def error(m, s, a, c) -> float:
+        return float((weight * (problem.render(m, s, a, c, h, w) - target).square()).sum())
+
+    before = error(means, scales, angles, colors)
+    m, s, a, c = fill._polish(means, scales, angles, colors, target, weight, (0, 0), (h, w), steps=10)
+    assert error(m, s, a, c) < 0.5 * before
+    assert bool((m[:, 0] >= 0).all() and (m[:, 0] < w).all() and (m[:, 1] >= 0).all() and (m[:, 1] < h).all())
+    assert bool((s >= 0.3 - 1e-6).all() and (s <= 0.5 * w + 1e-4).all())
+    assert all(x is y for x, y in zip(fill._polish(means, scales, angles, colors, target, weight, (0, 0), (h, w),
+                                                   steps=0), (means, scales, angles, colors), strict=True))
+
+
+def test_polish_brings_the_fill_closer_to_its_target(stream: bytes) -> None:
+    """Through `inpaint`: the new splats after the polish render closer to what the solve aims
+    at (the decoded image on known pixels, the smooth fill in the hole) than before it."""
+    from gscodec.inpainting import fill
+
+    hole = box_mask(14, 32, 20, 50)
+    decoded = torch.from_numpy(gscodec.decode(stream)).permute(2, 0, 1).float()
+    aim = problem.smooth_fill(decoded, torch.from_numpy(~hole)).permute(1, 2, 0).numpy()
+    errors = []
+    for steps in (0, fill.POLISH_STEPS):
+        saved, fill.POLISH_STEPS = fill.POLISH_STEPS, steps
+        try:
+            out = gscodec.render_image(inpaint(stream, hole, weights=tiny())).astype(float)
+        finally:
+            fill.POLISH_STEPS = saved
+        errors.append(((out - aim) ** 2).mean())
+    assert fill.POLISH_STEPS > 0 and errors[1] < errors[0], errors
+
+
 def test_random_masks_cover_their_class_and_are_seeded() -> None:
     for kind in KINDS:
         lo, hi = COVERAGE[kind]
