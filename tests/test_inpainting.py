@@ -179,19 +179,36 @@ def test_smooth_fill_keeps_the_known_pixels_and_continues_shading() -> None:
     known = torch.ones(40, 60, dtype=torch.bool)
     known[10:30, 5:50] = False
     assert torch.allclose(problem.smooth_fill(flat, known), flat)
-    # a plane is harmonic: a hole in a shaded plane is filled with the plane
+    # a plane is harmonic and biharmonic: a hole in a shaded plane is filled with the plane
     y, x = torch.meshgrid(torch.arange(40.0), torch.arange(60.0), indexing="ij")
     plane = (0.2 + 0.01 * x - 0.004 * y)[None]
     known = torch.ones(40, 60, dtype=torch.bool)
     known[12:28, 20:40] = False
     out = problem.smooth_fill(plane, known)
     assert float((out - plane).abs().max()) < 2e-3
+    # a bowl (x^2 + y^2, 0.016 deep over the hole) is biharmonic, not harmonic: the biharmonic
+    # half of the fill continues its curvature (errors 0.006 with it, 0.014 without)
+    bowl = (0.2 + 1e-4 * ((x - 30) ** 2 + (y - 20) ** 2))[None]
+
+    def bowl_error(**sweeps: int) -> float:
+        saved = {name: getattr(problem, name) for name in sweeps}
+        for name, value in sweeps.items():
+            setattr(problem, name, value)
+        try:
+            return float((problem.smooth_fill(bowl, known) - bowl).abs().max())
+        finally:
+            for name, value in saved.items():
+                setattr(problem, name, value)
+
+    assert bowl_error() < 0.6 * bowl_error(BIHARMONIC_SWEEPS=0)
     # push-pull alone (no sweeps) is flatter: the sweeps are what continue the shading
-    saved, problem.FILL_SWEEPS = problem.FILL_SWEEPS, 0
+    assert bowl_error(FILL_SWEEPS=0, BIHARMONIC_SWEEPS=0) > 1.2 * bowl_error(BIHARMONIC_SWEEPS=0)
+    saved = problem.FILL_SWEEPS, problem.BIHARMONIC_SWEEPS
+    problem.FILL_SWEEPS = problem.BIHARMONIC_SWEEPS = 0
     try:
         assert float((problem.smooth_fill(plane, known) - plane).abs().max()) > 5e-3
     finally:
-        problem.FILL_SWEEPS = saved
+        problem.FILL_SWEEPS, problem.BIHARMONIC_SWEEPS = saved
 
 
 def test_colour_solve_fills_the_hole_smoothly(stream: bytes) -> None:

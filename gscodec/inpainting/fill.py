@@ -12,18 +12,20 @@
 4. The new splats' colours are solved by least squares (``solve_colors``, on by default):
    to every known pixel of the window (in the region, what the removed splats drew there;
    beyond it, nothing, so that new splats do not spill onto kept pixels), to a smooth fill
-   of the hole (`problem.smooth_fill`, about the harmonic fill of the known pixels; weight
-   `HOLE_WEIGHT` per pixel), and pulled towards the network's colours; then `POLISH_STEPS`
-   Adam steps move all the new splats' parameters towards the same target (`_polish`).
-   On 12 training images (quality 50, effort 0, the generator's medium / thick masks) the
-   solve to the region's known pixels alone gave 19.86 / 18.02 dB in the hole and the
-   pixels farther than 32 from it 0.21 / 0.30 dB below the input's decode; with the whole
-   window's known pixels, 2 solve steps instead of 8 and 10 polish steps, 20.20 / 18.18 dB
-   and 0.07 / 0.07 dB below (6 steps: 20.12 / 18.11; without the window's pixels the
-   polish spilled: 0.16 / 0.22 dB below). On Kodak (bench/README.md) the fill target had
-   taken hole PSNR from 20.21 / 18.76 / 15.93 dB to 20.99 / 20.34 / 18.29 (thin / medium /
-   thick; before rate-distortion pruning made the streams sparser); a hole weight of 0.3 or
-   3 instead of 1 changed it by at most 0.05 dB (push-pull target, 8 images). Earlier,
+   of the hole (`problem.smooth_fill`: the mean of about the harmonic and the biharmonic
+   fills of the known pixels; weight `HOLE_WEIGHT` per pixel), and pulled towards the
+   network's colours; then `POLISH_STEPS` Adam steps move all the new splats' parameters
+   towards the same target (`_polish`). On 12 training images (quality 50, effort 0, the
+   generator's medium / thick masks) the solve to the region's known pixels alone gave
+   19.86 / 18.02 dB in the hole and the pixels farther than 32 from it 0.21 / 0.30 dB below
+   the input's decode; with the whole window's known pixels, 2 solve steps instead of 8 and
+   10 polish steps, 20.20 / 18.18 dB and 0.07 / 0.07 dB below (6 steps: 20.12 / 18.11;
+   without the window's pixels the polish spilled: 0.16 / 0.22 dB below); with the mean of
+   the harmonic and biharmonic fills as the target instead of the harmonic fill, 20.41 /
+   18.39 dB (the biharmonic fill alone: 20.47 / 18.16). On Kodak (bench/README.md) the fill
+   target had taken hole PSNR from 20.21 / 18.76 / 15.93 dB to 20.99 / 20.34 / 18.29 (thin /
+   medium / thick; before rate-distortion pruning made the streams sparser); a hole weight
+   of 0.3 or 3 instead of 1 changed it by at most 0.05 dB (push-pull target, 8 images). Earlier,
    without the fill, with a model trained for 250 steps on the two DIV2K sample images: the
    solve gave +1.7 / +2.3 / +0.7 dB in the hole, and a pull of 0.1 or 0.01 instead of 1
    changed PSNR by at most 0.1 dB.
@@ -78,7 +80,7 @@ def inpaint(stream: bytes | Splats, mask: object, /, *, weights: str | os.PathLi
     exported weights (default: the shipped ones), or a loaded `InpaintNet`.
     extractor_checkpoint: the local DINOv2 checkpoint of a model trained with one.
     solve_colors: refit the new splats' colours to the known pixels around the hole and a
-    smooth fill of the hole (about the harmonic fill, `problem.smooth_fill`), then polish all
+    smooth fill of the hole (`problem.smooth_fill`), then polish all
     their parameters towards the same (`POLISH_STEPS`).
 
     Returns the kept splats unchanged (same order, layers and values) followed by the new
