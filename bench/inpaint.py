@@ -18,10 +18,10 @@ makes a hole, and every method fills the same hole from the same decoded pixels:
 Scores against the original image (8-bit RGB): PSNR and SSIM (scikit-image, data range 255,
 the mean of the SSIM map) inside the hole and over the whole image, and the seconds per
 image each fill took (the encode and one untimed first fill per method not counted; the
-table prints the median). Results go to
-``--out`` (bench/results/inpaint/kodak.json: means per method and class, the median and
-largest time, per image, and the machine with its load average), with a figure (grid.png:
-masked input, each method, original; one row per class).
+table prints the median). Results go to ``--out`` (bench/results/inpaint/kodak.json: means
+per method and class, the median and largest time, per image, and the machine with its
+load average), with a figure (grid.png: masked input, each method, original; one row per
+class).
 """
 
 from __future__ import annotations

@@ -25,10 +25,10 @@
    18.39 dB (the biharmonic fill alone: 20.47 / 18.16). On Kodak (bench/README.md) the fill
    target had taken hole PSNR from 20.21 / 18.76 / 15.93 dB to 20.99 / 20.34 / 18.29 (thin /
    medium / thick; before rate-distortion pruning made the streams sparser); a hole weight
-   of 0.3 or 3 instead of 1 changed it by at most 0.05 dB (push-pull target, 8 images). Earlier,
-   without the fill, with a model trained for 250 steps on the two DIV2K sample images: the
-   solve gave +1.7 / +2.3 / +0.7 dB in the hole, and a pull of 0.1 or 0.01 instead of 1
-   changed PSNR by at most 0.1 dB.
+   of 0.3 or 3 instead of 1 changed it by at most 0.05 dB (push-pull target, 8 images).
+   Earlier, without the fill, with a model trained for 250 steps on the two DIV2K sample
+   images: the solve gave +1.7 / +2.3 / +0.7 dB in the hole, and a pull of 0.1 or 0.01
+   instead of 1 changed PSNR by at most 0.1 dB.
    If there are more new splats than removed ones (a sparse stream's splats are larger than
    even 16-pixel patches), those whose removal would cost least at the network's colours
    (`_energies`) are dropped first, so the output is about the input's size. On 8 training
@@ -50,7 +50,6 @@ import os
 import numpy as np
 import torch
 
-from ..encoder.optimize import LRS
 from ..errors import GscError
 from ..format.codec import as_bytes, decode_splats
 from ..format.constants import COLOR_UNIT, MAX_LAYERS
@@ -67,6 +66,9 @@ CONTEXT = 64  # pixels of known image around the region that the network reads
 TILE = 1024  # windows larger than this run in tiles (`network.trunk_tiled`)
 SOLVE_ITERATIONS = 2  # conjugate-gradient steps of the colour solve (the polish goes on from it)
 POLISH_STEPS = 10  # Adam steps on the new splats after the solve (`_polish`)
+# its Adam rates (means, log-scales, angles, colours): the encoder's refinement's starting rates
+# (`encoder.optimize.LRS`, which inpainting sits beside and does not import)
+POLISH_LRS = (0.3, 0.08, 0.1, 0.008)
 SOLVE_PULL = 1.0  # weight of the pull towards the network's colours, per splat
 HOLE_WEIGHT = 1.0  # weight of the smooth fill's pixels in the solve (known pixels weigh 1)
 
@@ -80,8 +82,8 @@ def inpaint(stream: bytes | Splats, mask: object, /, *, weights: str | os.PathLi
     exported weights (default: the shipped ones), or a loaded `InpaintNet`.
     extractor_checkpoint: the local DINOv2 checkpoint of a model trained with one.
     solve_colors: refit the new splats' colours to the known pixels around the hole and a
-    smooth fill of the hole (`problem.smooth_fill`), then polish all
-    their parameters towards the same (`POLISH_STEPS`).
+    smooth fill of the hole (`problem.smooth_fill`), then polish all their parameters towards
+    the same (`POLISH_STEPS`).
 
     Returns the kept splats unchanged (same order, layers and values) followed by the new
     splats in one new layer (or, when the stream already has MAX_LAYERS layers, in its last
@@ -218,11 +220,10 @@ def _solve_colors(means, scales, angles, colors, target, weight, origin, iterati
 
 
 def _polish(means, scales, angles, colors, target, weight, origin, size, steps: int | None = None):
-    """`POLISH_STEPS` Adam steps on all the new splats' parameters (the refinement's rates,
-    `encoder.optimize.LRS`, and its bounds on scales and centres) against the weighted
-    squared error over the window (YCbCr, as the solve: by RGB error, 0.02-0.03 dB less in the
-    hole on training images, and more spill): the solve fits colours only, at the network's
-    places and shapes."""
+    """`POLISH_STEPS` Adam steps on all the new splats' parameters (at `POLISH_LRS`, within the
+    refinement's bounds on scales and centres) against the weighted squared error over the
+    window (YCbCr, as the solve: by RGB error, 0.02-0.03 dB less in the hole on training
+    images, and more spill): the solve fits colours only, at the network's places and shapes."""
     steps = POLISH_STEPS if steps is None else steps
     if not steps:
         return means, scales, angles, colors
@@ -231,7 +232,7 @@ def _polish(means, scales, angles, colors, target, weight, origin, size, steps: 
     with torch.enable_grad():
         for p in params:
             p.requires_grad_(True)
-        opt = torch.optim.Adam([{"params": [p], "lr": lr} for p, lr in zip(params, LRS, strict=True)])
+        opt = torch.optim.Adam([{"params": [p], "lr": lr} for p, lr in zip(params, POLISH_LRS, strict=True)])
         scale = 2 / weight.sum().clamp(min=1)
         for _ in range(steps):
             out = problem.render(params[0], params[1].exp(), params[2], params[3], h, w, origin)

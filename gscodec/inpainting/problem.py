@@ -90,7 +90,7 @@ def network_input(decoded: torch.Tensor, kept: torch.Tensor, hole: torch.Tensor,
 # quality 50, effort 0, with the generator's masks (pixels, no splats), hole PSNR thin /
 # medium / thick: 8 Sun-Hays crops of Kodak's size (768 x 512): the harmonic fill alone 23.41
 # / 20.69 / 18.42 dB, the biharmonic alone (30 sweeps) 23.82 / 20.80 / 18.05, scikit-image's
-# inpaint_biharmonic 23.84 / 20.74 / 17.72 (in 3-14 times the time), the mean 23.76 / 20.91 /
+# inpaint_biharmonic 23.84 / 20.74 / 17.72 (in 4-15 times the mean's time), the mean 23.76 / 20.91 /
 # 18.43 (23.78 / 20.95 / 18.44 with 30 biharmonic sweeps); 12 smaller images (mostly BSDS,
 # 481 x 321): harmonic 23.15 / 20.87 / 17.90, biharmonic 23.73 / 21.36 / 18.07, the mean 23.56
 # / 21.30 / 18.19. The biharmonic fill alone, in place of the harmonic one, lost 0.42 dB in
