@@ -12,6 +12,8 @@ background removed, the space the splats' colours live in.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 
 import numba
 import torch
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 
 from ..format.color import YCBCR_TO_RGB
 from ..render.backends import render_splats
+from ..render.numba.kernels import run_threads
 from .network import IN_CHANNELS, PATCH_SIZES
 
 
@@ -122,9 +125,21 @@ def smooth_fill(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
         ys, xs = (v.numpy() for v in torch.nonzero(share[0] < 1, as_tuple=True))
         mean = share * x / w.clamp(min=1e-12)
         harmonic, biharmonic = _pull(harmonic, mean, share), _pull(biharmonic, mean, share)
-        _relax(harmonic.numpy(), ys, xs, FILL_SWEEPS, FILL_OMEGA)  # in place, on the tensors' memory
-        _relax_biharmonic(biharmonic.numpy(), ys, xs, BIHARMONIC_SWEEPS, BIHARMONIC_OMEGA)
+        _in_parallel(  # in place, on the tensors' memory; the two fills are independent
+            partial(_relax, harmonic.numpy(), ys, xs, FILL_SWEEPS, FILL_OMEGA),
+            partial(_relax_biharmonic, biharmonic.numpy(), ys, xs, BIHARMONIC_SWEEPS, BIHARMONIC_OMEGA))
     return torch.where(known.bool(), image, (0.5 * (harmonic + biharmonic)).to(image.dtype))
+
+
+def _in_parallel(*jobs: Callable[[], object]) -> None:
+    """Run the jobs (compiled without the GIL) on the renderer's threads, each once."""
+    def worker(take: Callable[[], int]) -> None:
+        i = take()
+        while i < len(jobs):
+            jobs[i]()
+            i = take()
+
+    run_threads(worker, len(jobs))
 
 
 def _pull(coarser: torch.Tensor, mean: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
@@ -133,7 +148,7 @@ def _pull(coarser: torch.Tensor, mean: torch.Tensor, share: torch.Tensor) -> tor
     return (mean + (1 - share) * up).to(torch.float32).contiguous()
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _relax(u, ys, xs, iterations, omega):  # pragma: no cover - compiled
     """``iterations`` sweeps of SOR for Laplace's equation over the pixels (ys, xs) of u [C, H, W],
     in place; neighbours past the image's edge are the edge pixel itself (zero normal derivative)."""
@@ -148,7 +163,7 @@ def _relax(u, ys, xs, iterations, omega):  # pragma: no cover - compiled
                 u[c, y, x] += omega * (mean - u[c, y, x])
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _relax_biharmonic(u, ys, xs, iterations, omega):  # pragma: no cover - compiled
     """``iterations`` sweeps of SOR for the biharmonic equation (its 13-point stencil: 20 u = 8 *
     the 4 nearest - 2 * the 4 diagonal - the 4 two steps away) over the pixels (ys, xs) of
