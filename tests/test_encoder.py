@@ -103,6 +103,19 @@ def test_refine_zero_steps_is_identity() -> None:
     assert enc.refine(truth, 0) is truth
 
 
+@pytest.mark.parametrize(("relocations", "expected"), [(0, 0), (2, 1), (12, 3)])
+def test_refine_relocates_as_often_as_asked(relocations: int, expected: int, monkeypatch) -> None:
+    """40 steps: every 40 // relocations steps, at least 10 apart, in the first 3/4 only
+    (2: after step 20; 12: after steps 10, 20, 30)."""
+    enc, truth = synthetic()
+    calls = []
+    original = enc.relocate
+    monkeypatch.setattr(enc, "relocate", lambda s, k: calls.append(k) or original(s, k))
+    out = enc.refine(truth, 40, relocations=relocations)
+    assert len(calls) == expected
+    assert out.means.shape == truth.means.shape
+
+
 def test_rgb_mse_matches_the_torch_expression() -> None:
     g = torch.Generator().manual_seed(0)
     img, target = torch.randn(37, 41, 3, generator=g), torch.randn(37, 41, 3, generator=g)

@@ -3,6 +3,7 @@
     python -m training.tune_plan [--images 16] [--qualities 20 50 80] --shares 0.4,0.3,0.3 0.5,0.25,0.25 ...
     python -m training.tune_plan --step-factors 0,0,0,0,0 1,0,0,0,0 0,1,0,0,0 ...
     python -m training.tune_plan --effort 4 --images 6 --crop --budgets 1 1.25 ...
+    python -m training.tune_plan --effort 1 --images 6 --schedules 40,12,10,10 20,0,5,6 ...
 
 For each candidate, encodes at ``--effort`` (default 0, the predictor alone) of a fixed,
 seeded sample of ../shared/data/train (never a test set; ``--crop``: their centre
@@ -12,8 +13,10 @@ shares of the later stages (`gscodec.predictor.initializer.STAGE_SHARES`); log2 
 the image's quantizer steps for position, scale, angle, luma and chroma (`gscodec.quant.policy.adapt`
 on top of the steps the encoder would use, for every image alike: what a change of the policy
 would do; each image and quality is refined once and finished with every candidate's steps,
-`gscodec.encoder.pipeline.finish`); or factors on the splat budget of
-`gscodec.encoder.plan.plan_for`.
+`gscodec.encoder.pipeline.finish`); factors on the splat budget of
+`gscodec.encoder.plan.plan_for`; or refinement schedules (Adam steps, relocations, polish
+steps after each snap, final colour-solve steps: the `Plan`'s fields), each with its mean
+encode time (one process, after a warm-up encode: times are comparable within a run only).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import dataclasses
 import random
 import re
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +51,13 @@ def budget_plan(plan: Plan, factor: float, pixels: int) -> Plan:
     """``plan`` with ``factor`` times its splats, in patches of about one splat each."""
     n = max(1, round(factor * plan.n_splats))
     return dataclasses.replace(plan, n_splats=n, patch_size=patch_for(n, pixels))
+
+
+def schedule_plan(plan: Plan, values: tuple[float, ...]) -> Plan:
+    """``plan`` with the schedule (iterations, relocations, polish_steps, color_iterations)."""
+    iterations, relocations, polish, colors = (int(v) for v in values)
+    return dataclasses.replace(plan, iterations=iterations, relocations=relocations, polish_steps=polish,
+                               color_iterations=colors)
 
 
 def point(rgb: np.ndarray, data: bytes) -> tuple[float, float]:
@@ -72,19 +83,22 @@ def step_factor_curves(images: list[np.ndarray], qualities: list[float], effort:
 
 
 def encode_curves(images: list[np.ndarray], qualities: list[float], effort: int, candidates: list[tuple[float, ...]],
-                  shares: bool) -> dict[tuple[float, ...], np.ndarray]:
-    """Mean (bpp, PSNR) per quality of each candidate's stage shares (``shares``) or splat
-    budget factor."""
+                  kind: str) -> tuple[dict[tuple[float, ...], np.ndarray], dict[tuple[float, ...], float]]:
+    """Mean (bpp, PSNR) per quality, and mean seconds per encode, of each candidate's stage
+    shares, splat budget factor or refinement schedule (``kind``: "shares", "budget", "schedule")."""
     original = initializer.STAGE_SHARES, pipeline.plan_for
-    curves = {}
+    curves, seconds = {}, {}
+    encode_image(images[0][:64, :64].astype(np.float32) / 255, qualities[0], effort, init="predictor")  # warm-up
     try:
         with tqdm(total=len(candidates) * len(qualities) * len(images), desc="encodes") as bar:
             for values in candidates:
-                if shares:
+                if kind == "shares":
                     initializer.STAGE_SHARES = values
-                else:
+                elif kind == "budget":
                     pipeline.plan_for = lambda q, e, h, w, f=values[0]: budget_plan(original[1](q, e, h, w), f, h * w)
-                points = []
+                else:
+                    pipeline.plan_for = lambda q, e, h, w, v=values: schedule_plan(original[1](q, e, h, w), v)
+                points, started = [], time.perf_counter()
                 for q in qualities:
                     results = []
                     for rgb in images:
@@ -93,9 +107,10 @@ def encode_curves(images: list[np.ndarray], qualities: list[float], effort: int,
                         bar.update()
                     points.append(np.mean(results, 0))
                 curves[values] = np.array(points)
+                seconds[values] = (time.perf_counter() - started) / (len(qualities) * len(images))
     finally:
         initializer.STAGE_SHARES, pipeline.plan_for = original
-    return curves
+    return curves, seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=16, help="how many training images (seeded sample)")
     ap.add_argument("--qualities", type=float, nargs="+", default=[20, 50, 80])
     ap.add_argument("--effort", type=int, default=0, help="refinement effort of every encode")
-    ap.add_argument("--crop", action="store_true", help="encode the images' centre 512 x 384 (faster)")
+    ap.add_argument("--crop", nargs="?", const="512x384", metavar="WxH",
+                    help="encode the images' centre WxH (default 512x384, faster; 768x512 is Kodak's size)")
+    ap.add_argument("--only", default="", metavar="TEXT", help="sample only images whose path holds TEXT "
+                    "(sun_hays80: images large enough for a 768x512 crop)")
     kind = ap.add_mutually_exclusive_group(required=True)
     kind.add_argument("--shares", nargs="+", metavar="S1,S2,S3",
                       help="candidate shares of stages 1, 2, 3 (the first is the reference)")
@@ -112,28 +130,36 @@ def main(argv: list[str] | None = None) -> int:
                       help="candidate log2 step factors (the first is the reference)")
     kind.add_argument("--budgets", nargs="+", metavar="F",
                       help="candidate factors on the splat budget (the first is the reference)")
+    kind.add_argument("--schedules", nargs="+", metavar="I,R,P,C",
+                      help="candidate refinement schedules: Adam steps, relocations, polish steps, "
+                           "colour-solve steps (the first is the reference)")
     ap.add_argument("--seed", type=int, default=0)
     argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args([" " + a if re.match(r"-\d", a) else a for a in argv])  # -1,0,0,0,0 is a value
-    paths = random.Random(args.seed).sample(list_train_images(args.data), args.images)
+    paths = random.Random(args.seed).sample([p for p in list_train_images(args.data) if args.only in str(p)],
+                                            args.images)
     images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
     if args.crop:
-        images = [centre_crop(image) for image in images]
-    candidates = [tuple(float(v) for v in s.split(",")) for s in args.shares or args.step_factors or args.budgets]
+        width, height = (int(v) for v in args.crop.split("x"))
+        images = [centre_crop(image, height, width) for image in images]
+    listed = args.shares or args.step_factors or args.budgets or args.schedules
+    candidates = [tuple(float(v) for v in s.split(",")) for s in listed]
+    name = "shares" if args.shares else "budget" if args.budgets else "schedule" if args.schedules else "factors"
+    seconds = {}
     if args.step_factors:
         curves = step_factor_curves(images, args.qualities, args.effort, candidates)
     else:
-        curves = encode_curves(images, args.qualities, args.effort, candidates, bool(args.shares))
+        curves, seconds = encode_curves(images, args.qualities, args.effort, candidates, name)
     reference = curves[candidates[0]]
     print(f"{len(images)} training images{' (centre crops)' if args.crop else ''}, predictor, effort {args.effort}; "
           "mean bpp / PSNR-RGB per quality")
-    name = "shares" if args.shares else "budget" if args.budgets else "factors"
     for values, points in curves.items():
         cells = "  ".join(f"q{q:g} {b:.3f} / {p:.2f}" for q, (b, p) in zip(args.qualities, points, strict=True))
         delta = points - reference
         slopes = " ".join(f"{d[1] / d[0]:+.1f}" if abs(d[0]) > 1e-6 else "-" for d in delta)
         bd = bd_rate(reference[:, 0], reference[:, 1], points[:, 0], points[:, 1])
-        print(f"{name} {','.join(f'{v:g}' for v in values):<18} {cells}  BD-rate {bd:+.1f} %  dB/bpp {slopes}")
+        took = f"  {seconds[values]:.2f} s" if values in seconds else ""
+        print(f"{name} {','.join(f'{v:g}' for v in values):<18} {cells}  BD-rate {bd:+.1f} %  dB/bpp {slopes}{took}")
     return 0
 
 

@@ -26,6 +26,7 @@ from ..format.color import YCBCR_TO_RGB
 from ..render.backends import render_splats
 from ..splats import SplatTensors
 from .loss import rgb_mse
+from .plan import RELOCATIONS
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,6 @@ Progress = Callable[[float], None]  # receives the fraction done, 0..1
 KAPPA = 0.3
 MIX = 0.9
 LRS = (0.3, 0.08, 0.1, 0.008)
-RELOCATIONS = 12  # times weak splats are moved during refinement (first 3/4 of it)
 RELOCATE_FRACTION = 0.05
 # Measured on 6 training crops (512 x 384, effort 4, qualities 50 / 80, 30 polish steps per
 # snap): polishing at 0.3 of the starting rates gave +0.03 / +0.10 dB over 0.1 (where
@@ -187,12 +187,14 @@ class Encoder:
             img = render_splats(s.means, s.scales, s.angles, s.colors, self.h, self.w, backend=self.backend)
             return blur(((img - self.target) @ self.rgb).square().sum(-1), 1.0)
 
-    def refine(self, s: SplatTensors, steps: int, progress: Progress | None = None) -> SplatTensors:
-        """Adam on all parameters, with periodic relocation of weak splats and colour solves."""
+    def refine(self, s: SplatTensors, steps: int, progress: Progress | None = None,
+               relocations: int = RELOCATIONS) -> SplatTensors:
+        """Adam on all parameters; every ``steps // relocations`` steps (at least 10) in the
+        first 3/4 of the run, the weak splats are relocated and the colours re-solved (0: never)."""
         if steps <= 0:
             return s
         n = len(s.means)
-        relocate_every = max(10, steps // RELOCATIONS)
+        relocate_every = max(10, steps // relocations) if relocations > 0 else steps + 1
         params = [s.means.clone(), torch.log(s.scales), s.angles.clone(), s.colors.clone()]
         lrs = list(LRS)
         opt = self._adam(params, lrs)

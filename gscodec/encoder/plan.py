@@ -13,6 +13,7 @@ import numpy as np
 EFFORT_ITERATIONS = (0, 40, 80, 150, 300, 450, 600, 900, 1300, 2000)
 DEFAULT_EFFORT = 4
 MAX_EFFORT = len(EFFORT_ITERATIONS) - 1
+RELOCATIONS = 12  # times weak splats are moved during refinement (in its first 3/4)
 INITS = ("detail", "predictor")
 # the trained predictor's start, refined: on Kodak at effort 4 BD-rate -7.7 % (+0.28 dB) against
 # detail placement + the same refinement (bench/results/kodak/gscodec-predictor-e4.json against
@@ -49,6 +50,7 @@ class Plan:
     color_iterations: int = COLOR_ITERATIONS
     polish_steps: int = 0  # Adam steps after each snap to the quantizer's grid (`pipeline.fit_image`)
     prune: float = PRUNE  # strength of the rate-distortion pruning (`pipeline.prune`)
+    relocations: int = RELOCATIONS  # moves of weak splats during refinement (`Encoder.refine`)
 
 
 def plan_for(quality: float, effort: int, height: int, width: int) -> Plan:
