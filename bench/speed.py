@@ -13,6 +13,11 @@ untimed decode per image measures the decode's peak memory (``decode_peak_mib``:
 rise of the process's peak RSS above its RSS before the call, Linux only; the
 maximum over images).
 
+``--streams DIR`` keeps gscodec's streams: an image whose ``DIR/<codec>/<name>.gsc`` exists is not
+encoded (its encode is not timed: ``encoding_time`` null), the others are encoded and their
+streams written there. Decode timings can then be repeated in a minute instead of re-running
+a slow encoder; the streams are whatever encoder wrote them (the report lists the reused ones).
+
 ``--device cuda`` runs gscodec's encoder and decoder on the GPU and adds two
 measurements: rendering alone (the splats already on the GPU, the uint8 image left
 there: the frames-per-second figure GaussianImage reports) next to the CPU's fused
@@ -41,6 +46,7 @@ from bench import datasets, metrics, schema
 from bench.codecs import Codec, codec_names, make_codec
 from bench.progress import Progress
 from bench.rd import BENCH_DIR, DEFAULT_CODECS, parse_qualities
+from gscodec.api import write_atomic
 
 
 def cpu_model() -> str:
@@ -107,22 +113,30 @@ def machine_info(load_before: tuple[float, float, float], **extra: str) -> dict[
 
 def time_codec(
     codec: Codec, images: list[Path], quality: int, repeats: int, encode_repeats: int | None = None,
-    streams: dict[str, bytes] | None = None,
+    streams: dict[str, bytes] | None = None, stream_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Median encode/decode seconds per image; means over images in ms.
+    """Median encode/decode seconds per image; means over images in ms (encode over the
+    images that were encoded).
 
     ``encode_repeats`` (default ``repeats``) lets slow encoders be timed fewer times
-    than their decoder. ``streams``, when given, receives each image's encoded bytes."""
+    than their decoder. ``streams``, when given, receives each image's encoded bytes.
+    ``stream_dir``: streams read from ``<stem>.gsc`` there instead of encoding (not timed),
+    or written there after encoding."""
     encode_repeats = repeats if encode_repeats is None else max(1, encode_repeats)
     per_image: dict[str, dict[str, float]] = {}
     with Progress(len(images), codec.name) as bar:
         for path in images:
             img = datasets.load_rgb(path)
-            data = codec.encode(img, quality)  # warm-up (and first use of lazy back-ends)
+            kept = stream_dir / f"{path.stem}.gsc" if stream_dir else None
+            reuse = kept is not None and kept.is_file()
+            data = kept.read_bytes() if reuse else codec.encode(img, quality)  # warm-up (lazy back-ends)
+            if kept is not None and not reuse:
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(kept, data)
             codec.decode(data)
             enc, dec = [], []
             for i in range(max(repeats, encode_repeats)):
-                if i < encode_repeats:
+                if i < encode_repeats and not reuse:
                     t0 = time.perf_counter()
                     data = codec.encode(img, quality)
                     enc.append(time.perf_counter() - t0)
@@ -135,7 +149,8 @@ def time_codec(
                 streams[path.stem] = data
             per_image[path.stem] = {
                 "bpp": metrics.bpp(len(data), *img.shape[:2]),
-                "encoding_time": statistics.median(enc),
+                "encoding_time": statistics.median(enc) if enc else None,
+                **({"stream_reused": True} if reuse else {}),
                 "decoding_time": statistics.median(dec),
                 "decode_peak_mib": peak,
             }
@@ -145,11 +160,16 @@ def time_codec(
         "quality": quality,
         "description": f"{codec.description}. {codec.version()}",
         "bpp": statistics.fmean(v["bpp"] for v in values),
-        "encode_ms": 1e3 * statistics.fmean(v["encoding_time"] for v in values),
+        "encode_ms": _mean_ms([v["encoding_time"] for v in values]),
         "decode_ms": 1e3 * statistics.fmean(v["decoding_time"] for v in values),
         "decode_peak_mib": _max_or_none([v["decode_peak_mib"] for v in values]),
         "per_image": per_image,
     }
+
+
+def _mean_ms(seconds: list[float | None]) -> float | None:
+    timed = [s for s in seconds if s is not None]
+    return 1e3 * statistics.fmean(timed) if timed else None
 
 
 def _max_or_none(values: list[float | None]) -> float | None:
@@ -243,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=1000, help="frames per image for the GPU rendering speed")
     ap.add_argument("--refine-steps", type=int, default=50, help="Adam steps for the GPU refinement speed")
     ap.add_argument("--out", type=Path, help="output JSON (default bench/results/<dataset>/speed.json)")
+    ap.add_argument("--streams", type=Path, metavar="DIR",
+                    help="gscodec's streams: reused from DIR/<codec>/<image>.gsc where present (encode not timed), "
+                         "else encoded and written there")
     args = ap.parse_args(argv)
     try:
         dataset, images = datasets.select(args.dataset, args.div2k_dir, args.images, args.limit, args.data_dir)
@@ -271,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         (quality,) = parse_qualities(args.quality, codec.name, (codec.speed_quality,))[-1:]
         keep = streams if codec.name == "gscodec" else None
-        results[codec.name] = time_codec(codec, images, quality, args.repeats, args.encode_repeats, keep)
+        kept = args.streams / codec.name if args.streams and codec.name.startswith("gscodec") else None
+        results[codec.name] = time_codec(codec, images, quality, args.repeats, args.encode_repeats, keep, kept)
     for r in results.values():
         for ref in ("jpeg", "webp"):
             if ref in results:
@@ -306,8 +330,9 @@ def main(argv: list[str] | None = None) -> int:
           f" {'dec MiB':>8}")
     for name, r in results.items():
         mib = r["decode_peak_mib"]
+        enc = "reused" if r["encode_ms"] is None else f"{r['encode_ms']:.1f}"
         print(
-            f"{name:<14} {r['quality']:>7} {r['bpp']:7.3f} {r['encode_ms']:9.1f} {r['decode_ms']:8.2f} "
+            f"{name:<14} {r['quality']:>7} {r['bpp']:7.3f} {enc:>9} {r['decode_ms']:8.2f} "
             f"{r.get('decode_vs_jpeg', float('nan')):9.2f} {r.get('decode_vs_webp', float('nan')):9.2f}"
             f" {'n/a' if mib is None else f'{mib:.1f}':>8}"
         )
