@@ -18,6 +18,12 @@ encoded (its encode is not timed: ``encoding_time`` null), the others are encode
 streams written there. Decode timings can then be repeated in a minute instead of re-running
 a slow encoder; the streams are whatever encoder wrote them (the report lists the reused ones).
 
+``--paired N`` adds, for every codec against WebP, decode ratios measured in pairs: per
+image, N rounds of one WebP decode then one decode of the codec, the ratio of each round's
+two times, the median over rounds (``decode_vs_webp_paired``). The codecs' own timings above
+are taken minutes apart, one codec after the other, and on a shared machine their per-image
+ratios moved by up to 0.5 between runs; pairs see the same load.
+
 ``--device cuda`` runs gscodec's encoder and decoder on the GPU and adds two
 measurements: rendering alone (the splats already on the GPU, the uint8 image left
 there: the frames-per-second figure GaussianImage reports) next to the CPU's fused
@@ -167,6 +173,28 @@ def time_codec(
     }
 
 
+def paired_ratios(codec: Codec, reference: Codec, data: dict[str, bytes], ref_data: dict[str, bytes],
+                  rounds: int) -> dict[str, Any]:
+    """Per image, the median over ``rounds`` of (codec's decode time / reference's), the two decodes
+    of a round back to back (the reference first); and the median and largest over images."""
+    per_image = {}
+    with Progress(len(data), f"{codec.name} / {reference.name} paired") as bar:
+        for name, stream in data.items():
+            codec.decode(stream)
+            reference.decode(ref_data[name])
+            ratios = []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                reference.decode(ref_data[name])
+                t1 = time.perf_counter()
+                codec.decode(stream)
+                ratios.append((time.perf_counter() - t1) / (t1 - t0))
+            per_image[name] = statistics.median(ratios)
+            bar.update()
+    values = list(per_image.values())
+    return {"rounds": rounds, "per_image": per_image, "median": statistics.median(values), "max": max(values)}
+
+
 def _mean_ms(seconds: list[float | None]) -> float | None:
     timed = [s for s in seconds if s is not None]
     return 1e3 * statistics.fmean(timed) if timed else None
@@ -263,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=1000, help="frames per image for the GPU rendering speed")
     ap.add_argument("--refine-steps", type=int, default=50, help="Adam steps for the GPU refinement speed")
     ap.add_argument("--out", type=Path, help="output JSON (default bench/results/<dataset>/speed.json)")
+    ap.add_argument("--paired", type=int, metavar="N", help="also decode ratios against WebP in N interleaved "
+                    "rounds per image (see above)")
     ap.add_argument("--streams", type=Path, metavar="DIR",
                     help="gscodec's streams: reused from DIR/<codec>/<image>.gsc where present (encode not timed), "
                          "else encoded and written there")
@@ -287,19 +317,27 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     results: dict[str, Any] = {}
     streams: dict[str, bytes] = {}
+    every: dict[str, dict[str, bytes]] = {}  # every codec's streams, for --paired
     for codec in codecs:
         reason = codec.unavailable()
         if reason:
             print(f"skipping {reason}", file=sys.stderr)
             continue
         (quality,) = parse_qualities(args.quality, codec.name, (codec.speed_quality,))[-1:]
-        keep = streams if codec.name == "gscodec" else None
+        every[codec.name] = streams if codec.name == "gscodec" else {}
         kept = args.streams / codec.name if args.streams and codec.name.startswith("gscodec") else None
-        results[codec.name] = time_codec(codec, images, quality, args.repeats, args.encode_repeats, keep, kept)
+        results[codec.name] = time_codec(codec, images, quality, args.repeats, args.encode_repeats,
+                                         every[codec.name], kept)
     for r in results.values():
         for ref in ("jpeg", "webp"):
             if ref in results:
                 r[f"decode_vs_{ref}"] = r["decode_ms"] / results[ref]["decode_ms"]
+    if args.paired and "webp" in results:
+        webp = next(c for c in codecs if c.name == "webp")
+        for codec in codecs:
+            if codec.name in results and codec.name not in ("jpeg", "webp"):
+                results[codec.name]["decode_vs_webp_paired"] = paired_ratios(
+                    codec, webp, every[codec.name], every["webp"], args.paired)
 
     report = {
         "dataset": dataset,
@@ -346,6 +384,12 @@ def main(argv: list[str] | None = None) -> int:
         rates = ", ".join(f"{name} {v:.1f}" for name, v in r["it_per_s"].items())
         print(f"refinement on {r['image']}, iterations/s: {rates}; cuda = {r['cuda_vs_torch_cpu']:.1f}x the torch "
               f"reference, {r['cuda_vs_numba_cpu']:.1f}x numba (CPU)")
+    for name, r in results.items():
+        if "decode_vs_webp_paired" in r:
+            p = r["decode_vs_webp_paired"]
+            over = sorted(k for k, v in p["per_image"].items() if v > 3)
+            print(f"{name} / WebP decode, paired ({p['rounds']} rounds per image): median {p['median']:.2f}, "
+                  f"largest {p['max']:.2f}; above 3x: {len(over)} of {len(p['per_image'])} {' '.join(over)}")
     print(f"load average (1 min) before/after: {report['machine']['loadavg_1min']}")
     print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -301,7 +301,8 @@ def test_speed_reports_decode_peak_memory(image_dir: Path, tmp_path: Path) -> No
 
 
 def test_speed_reuses_kept_streams(image_dir: Path, tmp_path: Path) -> None:
-    """--streams: the first run encodes and keeps the streams, the second decodes them without encoding."""
+    """--streams: the first run encodes and keeps the streams, the second decodes them without encoding
+    (and measures paired decode ratios against WebP)."""
     from bench import speed
 
     argv = ["--dataset", str(image_dir), "--codecs", "gscodec-predictor-e0", "--quality", "gscodec-predictor-e0=0",
@@ -309,13 +310,17 @@ def test_speed_reuses_kept_streams(image_dir: Path, tmp_path: Path) -> None:
     assert speed.main([*argv, "--out", str(tmp_path / "first.json")]) == 0
     kept = sorted((tmp_path / "streams" / "gscodec-predictor-e0").glob("*.gsc"))
     assert [p.stem for p in kept] == ["img0", "img1"]
-    assert speed.main([*argv, "--out", str(tmp_path / "second.json")]) == 0
+    assert speed.main([*argv, "--out", str(tmp_path / "second.json"), "--paired", "3"]) == 0
     first, second = (json.loads((tmp_path / f"{n}.json").read_text())["codecs"]["gscodec-predictor-e0"]
                      for n in ("first", "second"))
     assert first["encode_ms"] > 0 and second["encode_ms"] is None
     for name, row in second["per_image"].items():
         assert row["stream_reused"] and row["encoding_time"] is None and row["decoding_time"] > 0
         assert row["bpp"] == first["per_image"][name]["bpp"]
+    paired = second["decode_vs_webp_paired"]
+    assert paired["rounds"] == 3 and set(paired["per_image"]) == {"img0", "img1"}
+    assert all(v > 0 for v in paired["per_image"].values()) and paired["max"] == max(paired["per_image"].values())
+    assert "decode_vs_webp_paired" not in first
 
 
 def test_rate_reports_the_miss_and_the_quality(image_dir: Path, tmp_path: Path) -> None:
