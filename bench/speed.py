@@ -316,18 +316,17 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     load_before = os.getloadavg()
     results: dict[str, Any] = {}
-    streams: dict[str, bytes] = {}
-    every: dict[str, dict[str, bytes]] = {}  # every codec's streams, for --paired
+    streams: dict[str, dict[str, bytes]] = {}  # per codec, per image
     for codec in codecs:
         reason = codec.unavailable()
         if reason:
             print(f"skipping {reason}", file=sys.stderr)
             continue
         (quality,) = parse_qualities(args.quality, codec.name, (codec.speed_quality,))[-1:]
-        every[codec.name] = streams if codec.name == "gscodec" else {}
+        streams[codec.name] = {}
         kept = args.streams / codec.name if args.streams and codec.name.startswith("gscodec") else None
         results[codec.name] = time_codec(codec, images, quality, args.repeats, args.encode_repeats,
-                                         every[codec.name], kept)
+                                         streams[codec.name], kept)
     for r in results.values():
         for ref in ("jpeg", "webp"):
             if ref in results:
@@ -337,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         for codec in codecs:
             if codec.name in results and codec.name not in ("jpeg", "webp"):
                 results[codec.name]["decode_vs_webp_paired"] = paired_ratios(
-                    codec, webp, every[codec.name], every["webp"], args.paired)
+                    codec, webp, streams[codec.name], streams["webp"], args.paired)
 
     report = {
         "dataset": dataset,
@@ -349,10 +348,11 @@ def main(argv: list[str] | None = None) -> int:
         "codecs": results,
     }
     out = args.out or BENCH_DIR / "results" / dataset / "speed.json"
-    if on_gpu and streams:
-        report["gpu_render"] = render_speed(streams, args.device, args.frames, args.repeats)
-        first = next(iter(streams))
-        refine = refinement_on_gpu(args.dataset, first, streams[first], args.refine_steps,
+    gsc = streams.get("gscodec", {})
+    if on_gpu and gsc:
+        report["gpu_render"] = render_speed(gsc, args.device, args.frames, args.repeats)
+        first = next(iter(gsc))
+        refine = refinement_on_gpu(args.dataset, first, gsc[first], args.refine_steps,
                                    out.with_name(out.stem + "_refine.json"))
         if refine is not None:
             report["gpu_refinement"] = {

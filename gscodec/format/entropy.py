@@ -106,26 +106,24 @@ def _decode_stream(words, state, alphabet, out):  # pragma: no cover - compiled
     n = len(out)
     hist = np.zeros(alphabet, np.int64)
     cdf = np.empty(alphabet + 1, np.uint64)
-    first = np.empty(1 << 12, np.int64)
+    # the symbol at the start of each of 2^bits equal slices of the quantiles: a search starts
+    # there and steps over the few boundaries inside a slice (branches that a binary search
+    # would mispredict half the time)
+    bits = 4
+    while (1 << bits) < 4 * alphabet and bits < 12:
+        bits += 1
+    shift = np.uint64(PRECISION - bits)
+    first = np.empty(1 << bits, np.int64)
     start = 0
     while start < n:
         stop = min(n, start + min(MAX_BLOCK, max(FIRST_BLOCK, start)))
-        total = 0
-        for k in range(alphabet):
-            total += 2 * hist[k] + 1
+        total = alphabet + 2 * start  # the weights 2 h + 1: every earlier symbol counted once in h
         scale = np.float64((1 << PRECISION) - alphabet) / np.float64(total)  # one binary64 division
         below = 0
         for k in range(alphabet):
             cdf[k] = np.uint64(np.int64(np.float64(below) * scale) + k)  # one binary64 product, truncated
             below += 2 * hist[k] + 1
         cdf[alphabet] = _QUANTILES
-        # the symbol at the start of each of 2^bits equal slices of the quantiles: a search
-        # starts there and steps over the few boundaries inside a slice (branches that a
-        # binary search would mispredict half the time)
-        bits = 4
-        while (1 << bits) < 4 * alphabet and bits < 12:
-            bits += 1
-        shift = np.uint64(PRECISION - bits)
         k = 0
         for j in range(1 << bits):
             while cdf[k + 1] <= np.uint64(j) << shift:
