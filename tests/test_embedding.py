@@ -18,7 +18,7 @@ from gscodec import GscError, Splats
 from gscodec.embedding import api
 from gscodec.embedding import model as model_io
 from gscodec.embedding.network import EmbedConfig, SplatEncoder
-from gscodec.embedding.tokens import FEATURES, features_of, pad_tokens, splat_features
+from gscodec.embedding.tokens import FEATURES, features_of, footprint_of, pad_tokens, splat_features
 from gscodec.embedding.vit import VitConfig
 
 TINY = EmbedConfig(stem_dim=32, latents=8, resampler_layers=2, resampler_heads=2,
@@ -170,6 +170,59 @@ def test_locality_keeps_order_and_padding_invariance() -> None:
     np.testing.assert_allclose(api.embed(streams[0], model=model), together[0], atol=2e-6)
 
 
+FOOTPRINTS = replace(TINY, latents=16, locality=True, token_mlp=True, footprint_grid=8, footprint_dim=4)
+
+
+@pytest.mark.parametrize(("grid", "within"), [(4, 0.25), (16, 0.05)])
+def test_footprints_splat_colours_as_the_decoder_renders_them(grid: int, within: float) -> None:
+    """Colours through the footprints are the render averaged over each cell, on a non-square
+    image: close, not exact (the box is smoothed as a Gaussian, coarser the larger the cells;
+    measured mean error 16 % / 2 % of the cells' spread for 4 / 16 cells a side)."""
+    from gscodec.render.backends import render_splats
+
+    s = random_splats(60, width=96, height=64, seed=4)
+    t = {k: torch.from_numpy(getattr(s, k)).float() for k in ("means", "scales", "angles", "colors")}
+    image = render_splats(t["means"], t["scales"], t["angles"], t["colors"], 64, 96, backend="torch")
+    cells = image.reshape(grid, 64 // grid, grid, 96 // grid, 3).mean((1, 3)).reshape(-1, 3)
+    splat, cell, weight = footprint_of(s, grid)
+    splatted = torch.zeros(grid * grid, 3).index_add_(0, cell, weight[:, None] * t["colors"][splat])
+    assert (splatted - cells).abs().mean() < within * (cells - cells.mean(0)).abs().mean()
+
+
+def test_footprints_start_as_the_model_without_them() -> None:
+    torch.manual_seed(0)
+    plain = SplatEncoder(replace(FOOTPRINTS, footprint_grid=0)).eval()
+    model = SplatEncoder(FOOTPRINTS).eval()
+    missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and {k.split(".")[0] for k in missing} == {"to_footprint", "from_grid"}
+    s = random_splats(80)
+    np.testing.assert_allclose(api.embed(s, model=model), api.embed(s, model=plain), atol=1e-6)
+    with pytest.raises(ValueError, match="footprints"):
+        model(*[x[None] for x in features_of(s)])
+    with pytest.raises(ValueError, match="dividing"):
+        SplatEncoder(replace(FOOTPRINTS, footprint_grid=6))
+
+
+@pytest.mark.parametrize("n", [0, 1, 100_000])
+def test_footprints_keep_order_padding_and_size_invariance(n: int) -> None:
+    torch.manual_seed(0)
+    model = SplatEncoder(FOOTPRINTS).eval()
+    torch.nn.init.normal_(model.from_grid.weight, std=0.5)  # as trained: the footprints count
+    s = random_splats(n, width=2048, height=1536, seed=n)
+    alone = api.embed(s, model=model)
+    assert alone.shape == (16,) and np.isfinite(alone).all()
+    perm = np.random.default_rng(2).permutation(n)
+    shuffled = Splats(s.width, s.height, s.means[perm], s.scales[perm], s.angles[perm], s.colors[perm], s.background)
+    np.testing.assert_allclose(api.embed(shuffled, model=model), alone, atol=2e-6)
+    other = random_splats(30, seed=9)
+    together = api.embed([other, s], model=model, batch_size=2)
+    np.testing.assert_allclose(together[1], alone, atol=2e-6)
+    np.testing.assert_allclose(together[0], api.embed(other, model=model), atol=2e-6)
+    changed = Splats(s.width, s.height, s.means, s.scales * 2, s.angles, s.colors, s.background)
+    if n:  # the footprints see a splat's size
+        assert np.abs(api.embed(changed, model=model) - alone).max() > 1e-4
+
+
 def test_a_colour_change_is_the_same_on_pixels_and_splats() -> None:
     import random
 
@@ -234,6 +287,11 @@ def test_training_end_to_end(tiny_train: Path, tmp_path: Path) -> None:
     stem = ["--stem-dim", "32", "--latents", "16", "--resampler-layers", "1"]  # a 4 x 4 grid: locality
     run_training("distill", "--out", str(splat), *stem, *common, "--steps", "3")
     run_training("distill", "--out", str(tmp_path / "thumb"), "--student", "thumbnail", *common, "--steps", "3")
+    # a student with footprints, started from the plain one
+    run_training("distill", "--out", str(tmp_path / "prints"), *stem, *common, "--steps", "2", "--init", str(splat),
+                 "--footprint-grid", "8", "--footprint-dim", "4")
+    with pytest.raises(SystemExit, match="different stem"):
+        run_training("distill", "--out", str(tmp_path / "other"), *common, "--steps", "1", "--init", str(splat))
     log = (splat / "log.txt").read_text().splitlines()
     assert [line.split()[1] for line in log if line.startswith("step")] == ["1", "2", "3"]
     # resuming continues from the checkpoint

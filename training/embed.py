@@ -58,7 +58,7 @@ from tqdm import tqdm
 
 from gscodec.embedding import model as model_io
 from gscodec.embedding.network import EmbedConfig, SplatEncoder
-from gscodec.embedding.tokens import pad_tokens, splat_features
+from gscodec.embedding.tokens import Footprint, footprints, pad_tokens, splat_features, stack_footprints
 from gscodec.embedding.vit import VisionTransformer, VitConfig, prepare_pixels
 from gscodec.format.codec import decode_splats
 from gscodec.format.color import RGB_TO_YCBCR
@@ -248,9 +248,12 @@ def make_streams(images: Images, streams: Path, qualities: list[float]) -> list[
 
 
 def splat_view(s: dict, box: tuple[float, float, float, float], flip: bool, limit: int | None = None,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, float]:
+               grid: int = 0) -> tuple[torch.Tensor, Footprint | None, float]:
     """The features of the splats centred in ``box`` (positions relative to it, flipped if
-    asked; a random ``limit`` of them if there are more) and their share of the stream's splats."""
+    asked; a random ``limit`` of them if there are more), their footprints on a ``grid`` x
+    ``grid`` grid over the box (if ``grid``; weights scaled up by the inverse of the share
+    kept, so that a subset splats as much as all of them on average) and their share of the
+    stream's splats."""
     x0, y0, w, h = box
     m = s["means"]
     keep = (m[:, 0] >= x0) & (m[:, 0] < x0 + w) & (m[:, 1] >= y0) & (m[:, 1] < y0 + h)
@@ -258,15 +261,20 @@ def splat_view(s: dict, box: tuple[float, float, float, float], flip: bool, limi
         keep[((m - torch.tensor([x0 + w / 2, y0 + h / 2])) ** 2).sum(1).argmin()] = True
     share = float(keep.sum()) / len(m)
     keep = keep.nonzero()[:, 0]
+    inside = len(keep)
     if limit is not None and len(keep) > limit:
-        keep = keep[torch.randperm(len(keep), generator=generator)[:limit]]
+        keep = keep[torch.randperm(len(keep))[:limit]]
     means = m[keep] - torch.tensor([x0, y0])
     angles = s["angles"][keep]
     if flip:
         means = torch.stack([w - means[:, 0], means[:, 1]], 1)
         angles = -angles
     feats = splat_features(means, s["scales"][keep], angles, s["colors"][keep], w, h)
-    return feats, share
+    footprint = None
+    if grid:
+        splat, cell, weight = footprints(means, s["scales"][keep], angles, w, h, grid)
+        footprint = splat, cell, weight * (inside / len(keep))
+    return feats, footprint, share
 
 
 def thumbnail(view_rgb: torch.Tensor, nbytes: float, size: int) -> torch.Tensor:
@@ -300,9 +308,16 @@ def build_student(args: argparse.Namespace, teacher: VisionTransformer) -> torch
     else:
         student = SplatEncoder(EmbedConfig(stem_dim=args.stem_dim, latents=args.latents,
                                            resampler_layers=args.resampler_layers, locality=args.locality,
-                                           token_mlp=args.token_mlp, vit=teacher.config))
+                                           token_mlp=args.token_mlp, footprint_grid=args.footprint_grid,
+                                           footprint_dim=args.footprint_dim, vit=teacher.config))
     target = student if args.student == "thumbnail" else student.vit
     target.load_state_dict(teacher.state_dict())
+    if args.init is not None:  # a trained stem to start from; parts it lacks keep their initialisation
+        start = load_run(args.init).state_dict()
+        mine = student.state_dict()
+        if any(k not in mine or mine[k].shape != v.shape for k, v in start.items()):
+            raise SystemExit(f"{args.init}'s student has a different stem (see its settings)")
+        student.load_state_dict(start, strict=False)
     return student
 
 
@@ -357,7 +372,7 @@ def train_distill(args: argparse.Namespace) -> int:
             change = colour_change(rng) if args.colour_changes and rng.random() < 0.8 else None
             view = images.view(i, box, flip, size)
             views.append(view if change is None else change_pixels(view, change))
-            feats, share = splat_view(s, box, flip, MAX_SPLATS)
+            feats, footprint, share = splat_view(s, box, flip, args.max_splats, args.footprint_grid)
             if args.student == "thumbnail":
                 crop = crop_pixels(images.rgb[i], box)
                 crop = crop if change is None else change_pixels(crop, change)
@@ -366,13 +381,15 @@ def train_distill(args: argparse.Namespace) -> int:
                 background = s["background"].float()
                 if change is not None:
                     feats, background = change_splat_colours(feats, background, change)
-                inputs.append((feats, background))
+                inputs.append((feats, background, footprint))
         target, target_tokens = distill_targets(teacher, torch.stack(views))
         if args.student == "thumbnail":
             tokens = student.patch_tokens(prepare_pixels(torch.stack(inputs), size))
         else:
-            feats, pad = pad_tokens([f for f, _ in inputs])
-            tokens = student.stem(feats, torch.stack([b for _, b in inputs]), pad)
+            feats, pad = pad_tokens([f for f, _, _ in inputs])
+            grid = args.footprint_grid
+            prints = stack_footprints([p for _, _, p in inputs], feats.shape[1], grid) if grid else None
+            tokens = student.stem(feats, torch.stack([b for _, b, _ in inputs]), pad, prints)
         loss, cos = distill_loss(student_vit.embed_tokens(tokens), target)
         token_loss = torch.zeros(())
         if args.token_weight and tokens.shape == target_tokens.shape:
@@ -417,16 +434,19 @@ def train_contrastive(args: argparse.Namespace) -> int:
 
     def one_step() -> list[float]:
         idx = rng.sample(range(len(pairs)), min(args.batch, len(pairs)))
-        feats, backgrounds = [], []
+        feats, backgrounds, prints = [], [], []
+        grid = student.config.footprint_grid
         for i in idx:
             s = splats[i]
             box = (0.0, 0.0, float(s.width), float(s.height))
-            f, _ = splat_view({k: torch.from_numpy(getattr(s, k)) for k in ("means", "scales", "angles", "colors")},
-                              box, False)
+            f, p, _ = splat_view({k: torch.from_numpy(getattr(s, k)) for k in ("means", "scales", "angles", "colors")},
+                                 box, False, grid=grid)
             feats.append(f)
+            prints.append(p)
             backgrounds.append(torch.from_numpy(s.background))
         feats_t, pad = pad_tokens(feats)
-        image = F.normalize(student(feats_t, torch.stack(backgrounds), pad), dim=1)
+        footprints_t = stack_footprints(prints, feats_t.shape[1], grid) if grid else None
+        image = F.normalize(student(feats_t, torch.stack(backgrounds), pad, footprints_t), dim=1)
         logits = scale * image @ captions[idx].T
         target = torch.arange(len(idx))
         loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
@@ -573,6 +593,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "number of latents)")
     d.add_argument("--token-mlp", action=argparse.BooleanOptionalAction, default=True,
                    help="make each splat's token with an MLP rather than a linear map")
+    d.add_argument("--footprint-grid", type=int, default=0, metavar="G",
+                   help="also splat each token onto a G x G grid by its Gaussian (0: off; G a multiple of the "
+                        "latents' grid)")
+    d.add_argument("--footprint-dim", type=int, default=8, help="channels splatted per grid cell")
+    d.add_argument("--max-splats", type=int, default=MAX_SPLATS,
+                   help="a view keeps a random subset of at most this many splats (cost)")
+    d.add_argument("--init", type=Path, default=None,
+                   help="start the student from this splat run's checkpoint (its stem and blocks; new parts "
+                        "start at their initialisation)")
     d.add_argument("--colour-changes", action=argparse.BooleanOptionalAction, default=True,
                    help="change the colours of a view (the same change for the teacher's pixels and the splats)")
     d.add_argument("--token-weight", type=float, default=1.0,

@@ -21,7 +21,7 @@ from ..format.codec import decode_splats
 from ..splats import Splats
 from . import model as model_io
 from .network import SplatEncoder
-from .tokens import features_of, pad_tokens
+from .tokens import features_of, footprint_of, pad_tokens, stack_footprints
 from .vit import prepare_pixels
 
 MAX_BATCH_TOKENS = 200_000
@@ -43,7 +43,9 @@ def embed(x: Stream | Sequence[Stream], /, *, model: str | os.PathLike | SplatEn
     if many and not items:
         raise GscError("embed needs at least one stream")
     net = _model(model)
-    inputs = [features_of(_splats(item)) for item in items]
+    splats = [_splats(item) for item in items]
+    inputs = [features_of(s) for s in splats]
+    grid = net.config.footprint_grid
     out = np.empty((len(items), net.config.vit.output_dim), np.float32)
     order = sorted(range(len(items)), key=lambda i: len(inputs[i][0]))
     with torch.inference_mode():
@@ -57,7 +59,10 @@ def embed(x: Stream | Sequence[Stream], /, *, model: str | os.PathLike | SplatEn
                 stop += 1
             batch = order[start:stop]
             feats, pad = pad_tokens([inputs[i][0] for i in batch])
-            vectors = net(feats, torch.stack([inputs[i][1] for i in batch]), pad if pad.any() else None)
+            footprints = (stack_footprints([footprint_of(splats[i], grid) for i in batch], feats.shape[1], grid)
+                          if grid else None)
+            vectors = net(feats, torch.stack([inputs[i][1] for i in batch]), pad if pad.any() else None,
+                          footprints)
             out[batch] = F.normalize(vectors, dim=1).numpy()
             start = stop
     return out if many else out[0]

@@ -17,6 +17,14 @@ the cell's centre, r_h learned per head and layer (initialised from sharp to wid
 thus starts out reading the splats over its own patch, as the RGB stem does, instead of
 having to find them through the position features (measured: bench/README.md, embeddings).
 
+Footprints (``footprint_grid`` G > 0, an addition of ours): each splat's token, mapped to a few
+channels, is also splatted onto a G x G grid by the splat's own Gaussian (`tokens.footprints`:
+with colours for the channels this is the stream's decode at G x G), and each latent starts
+from its (G / g)^2 cells (a linear map, initialised to zero, so a model trained without them
+starts out unchanged). The resampler's attention picks splats; the footprints say which
+pixels each covers and how much, which attention alone does not see (measured: bench/README.md,
+embeddings).
+
 Invariance: nothing sees the splats' order (the tokens carry no index; attention sums over
 them), so a permutation changes the output by float rounding only. Cost: the cross-attention
 is O(M x N) per layer (M latents, N splats) and everything else O(N) or independent of N,
@@ -46,6 +54,8 @@ class EmbedConfig:
     resampler_heads: int = 4
     locality: bool = False  # False: the models trained before the bias existed
     token_mlp: bool = False  # a splat's token from its features by an MLP, not a linear map (same)
+    footprint_grid: int = 0  # G; 0: no footprints (the models trained before they existed)
+    footprint_dim: int = 8  # channels splatted per cell
     vit: VitConfig = field(default_factory=VitConfig)
 
     def to_dict(self) -> dict:
@@ -118,20 +128,45 @@ class SplatEncoder(nn.Module):
         self.grid = math.isqrt(config.latents)
         if config.locality and self.grid ** 2 != config.latents:
             raise ValueError(f"a locality bias needs a square number of latents, not {config.latents}")
+        G = config.footprint_grid
+        if G and (self.grid ** 2 != config.latents or G % self.grid):
+            raise ValueError(f"a footprint grid needs a square number of latents g^2 with g dividing {G}")
+        if G:
+            self.to_footprint = nn.Linear(d, config.footprint_dim)
+            self.from_grid = nn.Linear((G // self.grid) ** 2 * config.footprint_dim, d)
+            nn.init.zeros_(self.from_grid.weight)
+            nn.init.zeros_(self.from_grid.bias)
         self.to_vit = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, config.vit.width))
         self.vit = VisionTransformer(config.vit)
 
-    def stem(self, features: torch.Tensor, background: torch.Tensor, pad: torch.Tensor | None = None
-             ) -> torch.Tensor:
-        """[B, N, FEATURES], [B, 3], [B, N] (True = padding) -> [B, M, width] tokens for the ViT."""
-        tokens = torch.cat([self.token(features), self.background(background)[:, None]], 1)
+    def stem(self, features: torch.Tensor, background: torch.Tensor, pad: torch.Tensor | None = None,
+             footprints: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, N, FEATURES], [B, 3], [B, N] (True = padding) -> [B, M, width] tokens for the ViT.
+        ``footprints``: a model with a footprint grid needs the splats' (`tokens.stack_footprints`
+        of the batch, N tokens per stream)."""
+        splat_tokens = self.token(features)
+        tokens = torch.cat([splat_tokens, self.background(background)[:, None]], 1)
         if pad is not None:
             pad = torch.cat([pad, pad.new_zeros(pad.shape[0], 1)], 1)
         latents = self.latents.expand(features.shape[0], -1, -1)
+        if self.config.footprint_grid:
+            if footprints is None:
+                raise ValueError("this model reads the splats' footprints too (tokens.stack_footprints)")
+            latents = latents + self.splatted(splat_tokens, footprints)
         places = self.places(features) if self.config.locality else None
         for layer in self.resampler:
             latents = layer(latents, tokens, pad, places)
         return self.to_vit(latents)
+
+    def splatted(self, tokens: torch.Tensor, footprints: torch.Tensor) -> torch.Tensor:
+        """[B, N, d] splat tokens -> [B, M, d]: their channels splatted onto the G x G grid, each
+        latent reading its (G / g)^2 cells."""
+        B, N = tokens.shape[:2]
+        G, g, c = self.config.footprint_grid, self.grid, self.config.footprint_dim
+        k = G // g
+        cells = torch.sparse.mm(footprints, self.to_footprint(tokens).reshape(B * N, c))  # [B G G, c]
+        cells = cells.reshape(B, g, k, g, k, c).permute(0, 1, 3, 2, 4, 5).reshape(B, g * g, k * k * c)
+        return self.from_grid(cells)
 
     def places(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The locality bias's terms: per token [u, |u|^2, 1] ([B, N + 1, 4]; zeros for the
@@ -147,10 +182,10 @@ class SplatEncoder(nn.Module):
         queries = torch.cat([2 * c, -torch.ones_like(c[:, :1]), -(c * c).sum(-1, keepdim=True)], -1)
         return keys, queries
 
-    def forward(self, features: torch.Tensor, background: torch.Tensor, pad: torch.Tensor | None = None
-                ) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, background: torch.Tensor, pad: torch.Tensor | None = None,
+                footprints: torch.Tensor | None = None) -> torch.Tensor:
         """-> [B, output_dim] embeddings (not normalised)."""
-        return self.vit.embed_tokens(self.stem(features, background, pad))
+        return self.vit.embed_tokens(self.stem(features, background, pad, footprints))
 
     def trainable(self, stage: int) -> list[nn.Parameter]:
         """Stage 1: the stem. Stage 2: the stem, the first two blocks and the projection."""
@@ -158,6 +193,8 @@ class SplatEncoder(nn.Module):
         self.requires_grad_(False)
         parts: list[nn.Module | nn.Parameter] = [self.token, self.background, self.latents, self.resampler,
                                                  self.to_vit]
+        if self.config.footprint_grid:
+            parts += [self.to_footprint, self.from_grid]
         if stage == 2:
             parts += [*vit.transformer.resblocks[:2], vit.ln_post, vit.proj]
         params = []
