@@ -78,18 +78,36 @@ def _exp(x):  # pragma: no cover - compiled
     (about 1 ulp) of libm's expf: arithmetic and selects only, so pixel loops vectorize.
 
     Cody-Waite reduction x = n ln2 + r, |r| <= ln2 / 2; Cephes' polynomial for exp(r);
-    then the exact factor 2^n (n in -10..0), built in a float32's exponent field."""
+    then the exact factor 2^n (n in -10..0), built in a float32's exponent field. The
+    reduction and the polynomial are multiply-adds (`_muladd`: fused where the CPU has FMA)."""
     x = max(x, np.float32(-7.0))
-    n = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
-    r = x - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)
-    p = np.float32(1.9875691500e-4)
-    p = p * r + np.float32(1.3981999507e-3)
-    p = p * r + np.float32(8.3334519073e-3)
-    p = p * r + np.float32(4.1665795894e-2)
-    p = p * r + np.float32(1.6666665459e-1)
-    p = p * r + np.float32(5.0000001201e-1)
-    y = p * r * r + r + np.float32(1.0)
+    n = np.floor(_muladd(x, np.float32(1.44269504088896341), np.float32(0.5)))
+    r = _muladd(n, np.float32(-0.693359375), x)
+    r = _muladd(n, np.float32(2.12194440e-4), r)
+    p = _muladd(np.float32(1.9875691500e-4), r, np.float32(1.3981999507e-3))
+    p = _muladd(p, r, np.float32(8.3334519073e-3))
+    p = _muladd(p, r, np.float32(4.1665795894e-2))
+    p = _muladd(p, r, np.float32(1.6666665459e-1))
+    p = _muladd(p, r, np.float32(5.0000001201e-1))
+    y = _muladd(p * r, r, r) + np.float32(1.0)
     return y * _float32_from_bits(np.int32((np.int32(n) + 127) << 23))  # exact: y 2^n, n >= -10
+
+
+@intrinsic
+def _muladd(typingctx, a, b, c):
+    """a b + c in float32 through LLVM's fmuladd: one fused instruction where the CPU has FMA
+    (one rounding), a multiply and an add elsewhere; it vectorizes either way. Used inside
+    `_exp` only, whose accuracy holds both ways; q, whose rounding decides which pixels a
+    splat covers, stays a plain product and sum as the reference computes it."""
+    if not all(isinstance(t, types.Float) and t.bitwidth == 32 for t in (a, b, c)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        fn = builder.module.declare_intrinsic("llvm.fmuladd", [f32], ir.FunctionType(f32, [f32, f32, f32]))
+        return builder.call(fn, args)
+
+    return types.float32(a, b, c), codegen
 
 
 @intrinsic
