@@ -194,8 +194,9 @@ def _build_parser() -> argparse.ArgumentParser:
     inp = sub.add_parser(
         "inpaint", parents=[common], help="fill a region of a .gsc file with new splats (no pixel round trip)",
         usage=f"{PROG} inpaint [options] IN.gsc MASK OUT.gsc",
-        description="Replace the splats of IN.gsc that touch MASK's white pixels with new splats predicted from "
-                    "the rest of the image, and write OUT.gsc; every other splat is kept as it was.",
+        description="Replace the splats of IN.gsc that reach MASK's white pixels (beyond a faint edge) with new "
+                    "splats predicted from the rest of the image, and write OUT.gsc; every other splat is kept "
+                    "as it was.",
     )
     inp.add_argument("input", metavar="IN.gsc")
     inp.add_argument("mask", metavar="MASK", help="an image of IN's size, white (nonzero) where to fill")

@@ -17,7 +17,7 @@ from PIL import Image
 
 import gscodec
 from gscodec import GscError
-from gscodec.inpainting import inpaint, inpaint_stream, problem
+from gscodec.inpainting import fill, inpaint, inpaint_stream, problem
 from gscodec.inpainting import model as model_io
 from gscodec.inpainting.masks import COVERAGE, KINDS, as_mask, random_mask
 from gscodec.inpainting.network import InpaintConfig, InpaintNet, receptive_radius, trunk_tiled
@@ -89,8 +89,10 @@ def test_kept_splats_unchanged_and_new_layer(stream: bytes) -> None:
     hole = box_mask(16, 30, 24, 44)
     out = inpaint(stream, hole, weights=tiny())
     t = splats.tensors()
-    removed = problem.touching(t.means, t.scales, t.angles, torch.from_numpy(hole)).numpy()
+    removed = problem.touching(t.means, t.scales, t.angles, torch.from_numpy(hole), fill.REMOVE_SHARE).numpy()
     assert 0 < removed.sum() < len(splats)
+    # some splats reach into the hole with a faint edge only: they are kept too
+    assert problem.touching(t.means, t.scales, t.angles, torch.from_numpy(hole)).sum() > removed.sum()
     kept = splats.select(~removed)
     n = len(kept)
     first = out.select(np.arange(n))
@@ -294,6 +296,11 @@ def test_touching_and_support() -> None:
     assert problem.touching(means, scales, angles, hole).tolist() == [False, False]
     hole[6, 7] = True  # centre (7.5, 6.5): d = 2.92, inside
     assert problem.touching(means, scales, angles, hole).tolist() == [True, False]
+    # a share of the weight: that pixel holds exp(-2.92^2 / 2) = 0.014 of the splat's 2 pi = 6.28
+    assert problem.touching(means, scales, angles, hole, min_share=0.0015).tolist() == [True, False]
+    assert problem.touching(means, scales, angles, hole, min_share=0.003).tolist() == [False, False]
+    hole[3:8, 3:8] = True  # 25 pixels around the centre: most of the weight
+    assert problem.touching(means, scales, angles, hole, min_share=0.5).tolist() == [True, False]
     region = problem.support(means[:1], scales[:1], angles[:1], 40, 40)
     y, x = np.mgrid[:40, :40] + 0.5
     assert region.numpy().tolist() == (((x - 5) ** 2 + (y - 5) ** 2) <= 2 * np.log(255)).tolist()

@@ -1,7 +1,8 @@
 """What an inpainting task gives the network, shared by `inpaint` and training.
 
 Splats whose support (SPEC 7: the pixels where the splat's weight is at least 1/255)
-touches the hole are removed; the others are kept as they are. The region to redraw is the hole plus
+touches the hole are removed (at inference, only those with more than a small share of
+their weight in it: `fill.REMOVE_SHARE`); the others are kept as they are. The region to redraw is the hole plus
 every pixel a removed splat reached: there the new splats must restore what the removed
 ones drew outside the hole and invent what is inside it.
 
@@ -25,19 +26,21 @@ from ..render.numba.kernels import run_threads
 from .network import IN_CHANNELS, PATCH_SIZES
 
 
-def touching(means: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+def touching(means: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor, hole: torch.Tensor,
+             min_share: float = 0.0) -> torch.Tensor:
     """[N] bool: whether each splat's support (SPEC 7: the pixels where its weight is at least
-    1/255, as the renderer cuts it) holds a hole pixel ([H, W] bool). Computed by the renderer
-    itself: the adjoint of a render with unit colours, applied to the hole, is each splat's
-    summed weight over the hole, positive exactly when the support meets it."""
+    1/255, as the renderer cuts it) holds a hole pixel ([H, W] bool), and more than
+    ``min_share`` of its weight (summed over the image's pixels) lies in the hole. Computed by
+    the renderer itself: the adjoint of a render with unit colours, applied to the hole (and to
+    all pixels), is each splat's summed weight there, positive exactly when the support meets it."""
     h, w = hole.shape
     if not len(means):
         return torch.zeros(0, dtype=torch.bool)
-    ones = torch.ones(len(means), 1, requires_grad=True)
+    ones = torch.ones(len(means), 2, requires_grad=True)
     with torch.enable_grad():
         out = render_splats(means.detach(), scales.detach(), angles.detach(), ones, h, w)
-        (grad,) = torch.autograd.grad((out[..., 0] * hole.to(out.dtype)).sum(), ones)
-    return grad[:, 0] > 0
+        (grad,) = torch.autograd.grad((out[..., 0] * hole.to(out.dtype)).sum() + out[..., 1].sum(), ones)
+    return (grad[:, 0] > 0) & (grad[:, 0] > min_share * grad[:, 1])
 
 
 def support(means: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor, height: int, width: int) -> torch.Tensor:
