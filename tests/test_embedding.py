@@ -15,10 +15,10 @@ from PIL import Image
 
 import gscodec
 from gscodec import GscError, Splats
-from gscodec.embedding import api
+from gscodec.embedding import api, tokens
 from gscodec.embedding import model as model_io
 from gscodec.embedding.network import EmbedConfig, SplatEncoder
-from gscodec.embedding.tokens import FEATURES, features_of, footprint_of, pad_tokens, splat_features
+from gscodec.embedding.tokens import FEATURES, features_of, footprint_of, pad_tokens, splat_features, splat_onto_grid
 from gscodec.embedding.vit import VitConfig
 
 TINY = EmbedConfig(stem_dim=32, latents=8, resampler_layers=2, resampler_heads=2,
@@ -184,9 +184,19 @@ def test_footprints_splat_colours_as_the_decoder_renders_them(grid: int, within:
     t = {k: torch.from_numpy(getattr(s, k)).float() for k in ("means", "scales", "angles", "colors")}
     image = render_splats(t["means"], t["scales"], t["angles"], t["colors"], 64, 96, backend="torch")
     cells = image.reshape(grid, 64 // grid, grid, 96 // grid, 3).mean((1, 3)).reshape(-1, 3)
-    splat, cell, weight = footprint_of(s, grid)
-    splatted = torch.zeros(grid * grid, 3).index_add_(0, cell, weight[:, None] * t["colors"][splat])
+    splatted = splat_onto_grid(t["colors"], footprint_of(s, grid), grid)
     assert (splatted - cells).abs().mean() < within * (cells - cells.mean(0)).abs().mean()
+
+
+def test_footprints_come_in_bounded_chunks(monkeypatch) -> None:
+    s = random_splats(500, width=640, height=480, seed=6)
+    whole = list(footprint_of(s, 32))
+    assert len(whole) == 1
+    monkeypatch.setattr(tokens, "MAX_PAIRS", 100)
+    chunks = list(footprint_of(s, 32))
+    assert len(chunks) > 5 and max(len(c[0]) for c in chunks) <= 100  # (no splat here has 100 cells)
+    for a, b in zip(whole[0], (torch.cat(parts) for parts in zip(*chunks, strict=True)), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_footprints_start_as_the_model_without_them() -> None:

@@ -58,7 +58,7 @@ from tqdm import tqdm
 
 from gscodec.embedding import model as model_io
 from gscodec.embedding.network import EmbedConfig, SplatEncoder
-from gscodec.embedding.tokens import Footprint, footprints, pad_tokens, splat_features, stack_footprints
+from gscodec.embedding.tokens import Footprint, footprints, pad_tokens, splat_features
 from gscodec.embedding.vit import VisionTransformer, VitConfig, prepare_pixels
 from gscodec.format.codec import decode_splats
 from gscodec.format.color import RGB_TO_YCBCR
@@ -248,7 +248,7 @@ def make_streams(images: Images, streams: Path, qualities: list[float]) -> list[
 
 
 def splat_view(s: dict, box: tuple[float, float, float, float], flip: bool, limit: int | None = None,
-               grid: int = 0) -> tuple[torch.Tensor, Footprint | None, float]:
+               grid: int = 0) -> tuple[torch.Tensor, list[Footprint] | None, float]:
     """The features of the splats centred in ``box`` (positions relative to it, flipped if
     asked; a random ``limit`` of them if there are more), their footprints on a ``grid`` x
     ``grid`` grid over the box (if ``grid``; weights scaled up by the inverse of the share
@@ -270,11 +270,11 @@ def splat_view(s: dict, box: tuple[float, float, float, float], flip: bool, limi
         means = torch.stack([w - means[:, 0], means[:, 1]], 1)
         angles = -angles
     feats = splat_features(means, s["scales"][keep], angles, s["colors"][keep], w, h)
-    footprint = None
+    prints = None
     if grid:
-        splat, cell, weight = footprints(means, s["scales"][keep], angles, w, h, grid)
-        footprint = splat, cell, weight * (inside / len(keep))
-    return feats, footprint, share
+        prints = [(splat, cell, weight * (inside / len(keep)))
+                  for splat, cell, weight in footprints(means, s["scales"][keep], angles, w, h, grid)]
+    return feats, prints, share
 
 
 def thumbnail(view_rgb: torch.Tensor, nbytes: float, size: int) -> torch.Tensor:
@@ -387,8 +387,7 @@ def train_distill(args: argparse.Namespace) -> int:
             tokens = student.patch_tokens(prepare_pixels(torch.stack(inputs), size))
         else:
             feats, pad = pad_tokens([f for f, _, _ in inputs])
-            grid = args.footprint_grid
-            prints = stack_footprints([p for _, _, p in inputs], feats.shape[1], grid) if grid else None
+            prints = [p for _, _, p in inputs] if args.footprint_grid else None
             tokens = student.stem(feats, torch.stack([b for _, b, _ in inputs]), pad, prints)
         loss, cos = distill_loss(student_vit.embed_tokens(tokens), target)
         token_loss = torch.zeros(())
@@ -445,8 +444,7 @@ def train_contrastive(args: argparse.Namespace) -> int:
             prints.append(p)
             backgrounds.append(torch.from_numpy(s.background))
         feats_t, pad = pad_tokens(feats)
-        footprints_t = stack_footprints(prints, feats_t.shape[1], grid) if grid else None
-        image = F.normalize(student(feats_t, torch.stack(backgrounds), pad, footprints_t), dim=1)
+        image = F.normalize(student(feats_t, torch.stack(backgrounds), pad, prints if grid else None), dim=1)
         logits = scale * image @ captions[idx].T
         target = torch.arange(len(idx))
         loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2

@@ -21,7 +21,7 @@ from ..format.codec import decode_splats
 from ..splats import Splats
 from . import model as model_io
 from .network import SplatEncoder
-from .tokens import features_of, footprint_of, pad_tokens, stack_footprints
+from .tokens import features_of, footprint_of, pad_tokens
 from .vit import prepare_pixels
 
 MAX_BATCH_TOKENS = 200_000
@@ -59,8 +59,7 @@ def embed(x: Stream | Sequence[Stream], /, *, model: str | os.PathLike | SplatEn
                 stop += 1
             batch = order[start:stop]
             feats, pad = pad_tokens([inputs[i][0] for i in batch])
-            footprints = (stack_footprints([footprint_of(splats[i], grid) for i in batch], feats.shape[1], grid)
-                          if grid else None)
+            footprints = [footprint_of(splats[i], grid) for i in batch] if grid else None
             vectors = net(feats, torch.stack([inputs[i][1] for i in batch]), pad if pad.any() else None,
                           footprints)
             out[batch] = F.normalize(vectors, dim=1).numpy()

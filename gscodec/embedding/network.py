@@ -36,13 +36,14 @@ Padding (`mask`, True = padded) lets a batch hold streams of different sizes.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tokens import FEATURES
+from .tokens import FEATURES, Footprint, splat_onto_grid
 from .vit import VisionTransformer, VitConfig
 
 
@@ -140,10 +141,10 @@ class SplatEncoder(nn.Module):
         self.vit = VisionTransformer(config.vit)
 
     def stem(self, features: torch.Tensor, background: torch.Tensor, pad: torch.Tensor | None = None,
-             footprints: torch.Tensor | None = None) -> torch.Tensor:
+             footprints: Sequence[Iterable[Footprint]] | None = None) -> torch.Tensor:
         """[B, N, FEATURES], [B, 3], [B, N] (True = padding) -> [B, M, width] tokens for the ViT.
-        ``footprints``: a model with a footprint grid needs the splats' (`tokens.stack_footprints`
-        of the batch, N tokens per stream)."""
+        ``footprints``: a model with a footprint grid needs the splats' (per stream, the chunks
+        of `tokens.footprints`)."""
         splat_tokens = self.token(features)
         tokens = torch.cat([splat_tokens, self.background(background)[:, None]], 1)
         if pad is not None:
@@ -151,20 +152,21 @@ class SplatEncoder(nn.Module):
         latents = self.latents.expand(features.shape[0], -1, -1)
         if self.config.footprint_grid:
             if footprints is None:
-                raise ValueError("this model reads the splats' footprints too (tokens.stack_footprints)")
+                raise ValueError("this model reads the splats' footprints too (tokens.footprints)")
             latents = latents + self.splatted(splat_tokens, footprints)
         places = self.places(features) if self.config.locality else None
         for layer in self.resampler:
             latents = layer(latents, tokens, pad, places)
         return self.to_vit(latents)
 
-    def splatted(self, tokens: torch.Tensor, footprints: torch.Tensor) -> torch.Tensor:
+    def splatted(self, tokens: torch.Tensor, footprints: Sequence[Iterable[Footprint]]) -> torch.Tensor:
         """[B, N, d] splat tokens -> [B, M, d]: their channels splatted onto the G x G grid, each
         latent reading its (G / g)^2 cells."""
-        B, N = tokens.shape[:2]
+        B = tokens.shape[0]
         G, g, c = self.config.footprint_grid, self.grid, self.config.footprint_dim
         k = G // g
-        cells = torch.sparse.mm(footprints, self.to_footprint(tokens).reshape(B * N, c))  # [B G G, c]
+        channels = self.to_footprint(tokens)
+        cells = torch.stack([splat_onto_grid(channels[b], footprints[b], G) for b in range(B)])  # [B, G G, c]
         cells = cells.reshape(B, g, k, g, k, c).permute(0, 1, 3, 2, 4, 5).reshape(B, g * g, k * k * c)
         return self.from_grid(cells)
 
@@ -183,7 +185,7 @@ class SplatEncoder(nn.Module):
         return keys, queries
 
     def forward(self, features: torch.Tensor, background: torch.Tensor, pad: torch.Tensor | None = None,
-                footprints: torch.Tensor | None = None) -> torch.Tensor:
+                footprints: Sequence[Iterable[Footprint]] | None = None) -> torch.Tensor:
         """-> [B, output_dim] embeddings (not normalised)."""
         return self.vit.embed_tokens(self.stem(features, background, pad, footprints))
 

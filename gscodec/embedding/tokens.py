@@ -23,6 +23,7 @@ Order does not matter anywhere: each splat's vector depends on that splat alone.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ FEATURES = 2 + 4 * FOURIER + 3 + 3
 LOG_COV_SHIFT, LOG_COV_SCALE = 9.0, 3.0
 
 Footprint = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # [P] splat, [P] cell, [P] weight
+MAX_PAIRS = 1 << 20  # (splat, cell) pairs made at a time (`footprints`): about 40 MB of work arrays
 
 
 def splat_features(means: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor, colors: torch.Tensor,
@@ -62,54 +64,57 @@ def features_of(splats: Splats) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def footprints(means: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor, width: float, height: float,
-               grid: int) -> Footprint:
+               grid: int) -> Iterator[Footprint]:
     """[N] splats of a ``width`` x ``height`` image -> their footprints on a ``grid`` x ``grid``
-    grid: P (splat, cell, weight) triples, cells row-major from the top (pixel units, so a
-    non-square image has non-square cells). A splat's cells are those within 3 standard
-    deviations of its smoothed Gaussian, so P grows with the splats' sizes, at most N grid^2."""
+    grid: (splat, cell, weight) triples, cells row-major from the top (pixel units, so a
+    non-square image has non-square cells), in chunks of whole splats and at most
+    ``MAX_PAIRS`` triples (or one splat's), so that memory stays bounded whatever the splats'
+    number and sizes. A splat's cells are those within 3 standard deviations of its smoothed
+    Gaussian: a few to a few dozen for most splats, at most grid^2."""
     means, scales, angles = means.double(), scales.double(), angles.double()
     cw, ch = width / grid, height / grid
     c, s = torch.cos(angles), torch.sin(angles)
     v1, v2 = scales[:, 0] ** 2, scales[:, 1] ** 2
     sxx, syy, sxy = c * c * v1 + s * s * v2, s * s * v1 + c * c * v2, c * s * (v1 - v2)
     pxx, pyy = sxx + cw * cw / 12, syy + ch * ch / 12
-    det, det_smooth = v1 * v2, pxx * pyy - sxy * sxy
-    ratio = torch.sqrt(det / det_smooth)
+    det_smooth = pxx * pyy - sxy * sxy
+    ratio = torch.sqrt(v1 * v2 / det_smooth)
     # the cells whose centres lie within 3 standard deviations, per axis
     x0 = ((means[:, 0] - 3 * pxx.sqrt()) / cw - 0.5).ceil().clamp(0, grid).long()
     x1 = ((means[:, 0] + 3 * pxx.sqrt()) / cw - 0.5).floor().clamp(-1, grid - 1).long()
     y0 = ((means[:, 1] - 3 * pyy.sqrt()) / ch - 0.5).ceil().clamp(0, grid).long()
     y1 = ((means[:, 1] + 3 * pyy.sqrt()) / ch - 0.5).floor().clamp(-1, grid - 1).long()
     nx, ny = (x1 - x0 + 1).clamp_min(0), (y1 - y0 + 1).clamp_min(0)
-    counts = nx * ny
-    idx = torch.repeat_interleave(torch.arange(len(counts)), counts)
-    local = torch.arange(int(counts.sum())) - (torch.cumsum(counts, 0) - counts)[idx]
-    cx, cy = x0[idx] + local % nx[idx], y0[idx] + local // nx[idx]
-    dx = (cx.double() + 0.5) * cw - means[idx, 0]
-    dy = (cy.double() + 0.5) * ch - means[idx, 1]
-    a, b, d = pyy[idx], -sxy[idx], pxx[idx]  # det_smooth times the inverse
-    q = (a * dx * dx + 2 * b * dx * dy + d * dy * dy) / det_smooth[idx]
-    weight = ratio[idx] * torch.exp(-0.5 * q)
-    return idx, cy * grid + cx, weight.float()
+    ends = torch.cumsum(nx * ny, 0)
+    first = 0
+    while first < len(ends):
+        done = int(ends[first - 1]) if first else 0
+        last = max(first + 1, int(torch.searchsorted(ends, done + MAX_PAIRS, right=True)))
+        k = torch.arange(first, last)
+        counts = nx[k] * ny[k]
+        idx = torch.repeat_interleave(k, counts)
+        local = torch.arange(int(counts.sum())) - (torch.cumsum(counts, 0) - counts)[idx - first]
+        cx, cy = x0[idx] + local % nx[idx], y0[idx] + local // nx[idx]
+        dx = (cx.double() + 0.5) * cw - means[idx, 0]
+        dy = (cy.double() + 0.5) * ch - means[idx, 1]
+        q = (pyy[idx] * dx * dx - 2 * sxy[idx] * dx * dy + pxx[idx] * dy * dy) / det_smooth[idx]
+        yield idx, cy * grid + cx, (ratio[idx] * torch.exp(-0.5 * q)).float()
+        first = last
 
 
-def footprint_of(splats: Splats, grid: int) -> Footprint:
+def footprint_of(splats: Splats, grid: int) -> Iterator[Footprint]:
     """`footprints` of a `Splats` over its whole image."""
     t = {k: torch.from_numpy(np.asarray(getattr(splats, k))) for k in ("means", "scales", "angles")}
     return footprints(t["means"], t["scales"], t["angles"], float(splats.width), float(splats.height), grid)
 
 
-def stack_footprints(parts: list[Footprint], tokens: int, grid: int) -> torch.Tensor:
-    """Per stream footprints -> one sparse [B grid^2, B tokens] matrix: block b maps the
-    tokens of stream b (padded to ``tokens``) to its grid, so one product splats a whole batch."""
-    rows, cols, vals = [], [], []
-    for b, (splat, cell, weight) in enumerate(parts):
-        rows.append(cell + b * grid * grid)
-        cols.append(splat + b * tokens)
-        vals.append(weight)
-    index = torch.stack([torch.cat(rows), torch.cat(cols)])
-    return torch.sparse_coo_tensor(index, torch.cat(vals), (len(parts) * grid * grid, len(parts) * tokens),
-                                   check_invariants=False)  # in range by construction
+def splat_onto_grid(channels: torch.Tensor, parts: Iterable[Footprint], grid: int) -> torch.Tensor:
+    """[N, c] values of N splats -> [grid^2, c]: each cell the sum of the values times the
+    splats' weights there (differentiable in the values)."""
+    cells = channels.new_zeros(grid * grid, channels.shape[1])
+    for splat, cell, weight in parts:
+        cells = cells.index_add(0, cell, weight[:, None] * channels[splat])
+    return cells
 
 
 def pad_tokens(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
