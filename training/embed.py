@@ -27,6 +27,10 @@ progress bar and stops cleanly after ``--cpu-minutes``.
   teacher's input tokens of the view (patch embeddings plus positions), each latent towards
   one patch: a dense signal where the embedding alone gives one vector per view. Measured
   here: see training/runs/embed-splat*/log.txt and bench/README.md.
+  ``--footprint-grid G`` gives the student the splats' footprints on a G x G grid
+  (`gscodec.embedding.network`); a view's subset of splats (``--max-splats``) splats with
+  weights scaled by the inverse of the share kept. ``--init RUN`` starts the student from a
+  splat run's checkpoint (the shipped model: embed-splat-v2, then 2,500 steps with footprints).
   ``--student thumbnail`` is the baseline: the same frozen blocks, its patch stem trained,
   reading a thumbnail of the view with as many bytes (raw RGB) as the view's share of the
   .gsc stream, upsampled to the teacher's input.

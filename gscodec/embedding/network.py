@@ -29,7 +29,9 @@ Invariance: nothing sees the splats' order (the tokens carry no index; attention
 them), so a permutation changes the output by float rounding only. Cost: the cross-attention
 is O(M x N) per layer (M latents, N splats) and everything else O(N) or independent of N,
 so 100,000 splats cost ~100 MB of attention scores at M = 64 (the locality bias adds four
-numbers per splat and head, not a tensor of the scores' size), and one splat works too.
+numbers per splat and head, not a tensor of the scores' size), and one splat works too. The
+footprints add a G x G grid of a few channels per stream and (splat, cell) weights made in
+bounded chunks (`tokens.MAX_PAIRS`).
 Padding (`mask`, True = padded) lets a batch hold streams of different sizes.
 """
 

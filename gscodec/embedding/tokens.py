@@ -37,7 +37,7 @@ FEATURES = 2 + 4 * FOURIER + 3 + 3
 LOG_COV_SHIFT, LOG_COV_SCALE = 9.0, 3.0
 
 Footprint = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # [P] splat, [P] cell, [P] weight
-MAX_PAIRS = 1 << 20  # (splat, cell) pairs made at a time (`footprints`): about 40 MB of work arrays
+MAX_PAIRS = 1 << 20  # (splat, cell) pairs made at a time (`footprints`): some tens of MB of work arrays
 
 
 def splat_features(means: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor, colors: torch.Tensor,

@@ -2,8 +2,8 @@
 
 Splats whose support (SPEC 7: the pixels where the splat's weight is at least 1/255)
 touches the hole are removed (at inference, only those with more than a small share of
-their weight in it: `fill.REMOVE_SHARE`); the others are kept as they are. The region to redraw is the hole plus
-every pixel a removed splat reached: there the new splats must restore what the removed
+their weight in it: `fill.REMOVE_SHARE`); the others are kept as they are. The region to
+redraw is the hole plus every pixel a removed splat reached: there the new splats must restore what the removed
 ones drew outside the hole and invent what is inside it.
 
 All images here are torch tensors [3, H, W] (or [H, W] maps) in YCbCr with the stream's
