@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
+from ..render.reference import box_pairs
 from ..splats import Splats
 
 FOURIER = 6
@@ -85,21 +86,12 @@ def footprints(means: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor, 
     y0 = ((means[:, 1] - 3 * pyy.sqrt()) / ch - 0.5).ceil().clamp(0, grid).long()
     y1 = ((means[:, 1] + 3 * pyy.sqrt()) / ch - 0.5).floor().clamp(-1, grid - 1).long()
     nx, ny = (x1 - x0 + 1).clamp_min(0), (y1 - y0 + 1).clamp_min(0)
-    ends = torch.cumsum(nx * ny, 0)
-    first = 0
-    while first < len(ends):
-        done = int(ends[first - 1]) if first else 0
-        last = max(first + 1, int(torch.searchsorted(ends, done + MAX_PAIRS, right=True)))
-        k = torch.arange(first, last)
-        counts = nx[k] * ny[k]
-        idx = torch.repeat_interleave(k, counts)
-        local = torch.arange(int(counts.sum())) - (torch.cumsum(counts, 0) - counts)[idx - first]
-        cx, cy = x0[idx] + local % nx[idx], y0[idx] + local // nx[idx]
+    for sel, (chunk_idx, cx, cy) in box_pairs(x0, y0, nx, ny, MAX_PAIRS):
+        idx = sel[chunk_idx]
         dx = (cx.double() + 0.5) * cw - means[idx, 0]
         dy = (cy.double() + 0.5) * ch - means[idx, 1]
         q = (pyy[idx] * dx * dx - 2 * sxy[idx] * dx * dy + pxx[idx] * dy * dy) / det_smooth[idx]
         yield idx, cy * grid + cx, (ratio[idx] * torch.exp(-0.5 * q)).float()
-        first = last
 
 
 def footprint_of(splats: Splats, grid: int) -> Iterator[Footprint]:

@@ -36,6 +36,24 @@ def _enumerate_pairs(x0, y0, nx, ny):
     return idx, x0[idx] + local % w, y0[idx] + local // w
 
 
+def box_pairs(x0, y0, nx, ny, max_pairs: int | None = None):
+    """Every (box, x, y) inside the boxes (x0, y0, nx, ny: [N] int64), in chunks of whole boxes
+    and at most ``max_pairs`` pairs (default CHUNK_PAIRS; more only for a box that alone has
+    more): yields ([K] the chunk's box indices, its pairs as `_enumerate_pairs` gives them,
+    box numbers counted within the chunk). Empty boxes are skipped."""
+    limit = CHUNK_PAIRS if max_pairs is None else max_pairs
+    sizes = nx * ny
+    live = torch.nonzero(sizes > 0).squeeze(1)
+    ends = torch.cumsum(sizes[live], 0)
+    lo = 0
+    while lo < len(live):
+        done = int(ends[lo - 1]) if lo else 0
+        hi = max(lo + 1, int(torch.searchsorted(ends, done + limit, right=True)))
+        sel = live[lo:hi]
+        yield sel, _enumerate_pairs(x0[sel], y0[sel], nx[sel], ny[sel])
+        lo = hi
+
+
 class _RasterizeSum(torch.autograd.Function):
     """Sum of Gaussians at pixel centres: [N] splats -> [H*W, C] image (one chunk)."""
 
@@ -70,19 +88,9 @@ class _RasterizeSum(torch.autograd.Function):
 
 def rasterize(means, conic, colors, boxes, height, width):
     """[H * W, C] from splats on the output grid (`preprocess.prepare`): [P]-sized tensors, in chunks
-    of about CHUNK_PAIRS (splat, pixel) pairs."""
-    x0, y0, nx, ny = boxes
+    of at most CHUNK_PAIRS (splat, pixel) pairs (`box_pairs`)."""
     n_pixels = height * width
     out = torch.zeros(n_pixels, colors.shape[1], dtype=colors.dtype, device=colors.device)
-    sizes = nx * ny
-    live = torch.nonzero(sizes > 0).squeeze(1)
-    if len(live):
-        ends = torch.cumsum(sizes[live], 0)
-        marks = torch.arange(CHUNK_PAIRS, max(int(ends[-1]), CHUNK_PAIRS), CHUNK_PAIRS)
-        cuts = torch.searchsorted(ends, marks, right=True).tolist()
-        bounds = [0, *sorted(set(cuts) - {0, len(live)}), len(live)]
-        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-            sel = live[lo:hi]
-            pairs = _enumerate_pairs(x0[sel], y0[sel], nx[sel], ny[sel])
-            out = out + _RasterizeSum.apply(means[sel], conic[sel], colors[sel], pairs, width, n_pixels)
+    for sel, pairs in box_pairs(*boxes):
+        out = out + _RasterizeSum.apply(means[sel], conic[sel], colors[sel], pairs, width, n_pixels)
     return out
