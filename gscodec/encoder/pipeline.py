@@ -12,8 +12,7 @@ import torch
 
 from ..format.color import RGB_TO_YCBCR
 from ..format.constants import BACKGROUND_UNIT
-from ..format.params import dequantize_layer
-from ..quant.layer import canonical_shape, fit_params, quantize_background, quantize_layer
+from ..quant.layer import quantize_background, snap_geometry
 from ..quant.policy import Steps, steps_for_quality
 from ..quant.stream import encode_splats
 from ..splats import Splats, SplatTensors
@@ -140,32 +139,16 @@ def prune(enc: Encoder, s: SplatTensors, layer: torch.Tensor, strength: float
 
 def snap(s: SplatTensors, layer: torch.Tensor, patch_sizes: tuple[int, ...], steps: Steps, width: int, height: int,
          attributes: tuple[str, ...]) -> tuple[SplatTensors, torch.Tensor]:
-    """``s`` with the named geometry attributes ("means", "scales", "angles") moved onto the
-    quantizer's grid, exactly the values a decoder reconstructs, and the others kept (angles
-    folded as the quantizer folds them, to go with canonical scales); splats the quantizer
-    drops (beyond a patch's capacity) are dropped, with their layer entries."""
+    """`gscodec.quant.layer.snap_geometry` on tensors: ``s`` with the named geometry
+    attributes on the quantizer's grid, the colours kept; splats the quantizer drops are
+    dropped, with their layer entries."""
     floating = Splats.from_tensors(s, width=width, height=height, layer=layer.cpu().numpy(), patch_sizes=patch_sizes)
-    out = {k: getattr(floating, k).copy() for k in ("means", "scales", "angles")}
-    kept = []
-    for index, patch in enumerate(patch_sizes):
-        members = np.flatnonzero(floating.layer == index)
-        part = floating.select(members)
-        params = fit_params(part, patch, steps)
-        symbols, order = quantize_layer(part, params)
-        means, scales, angles, _ = dequantize_layer(params, symbols, width, height)
-        rows = members[order]
-        canonical_scales, canonical_angles = canonical_shape(part.scales[order], part.angles[order])
-        out["scales"][rows] = canonical_scales
-        out["angles"][rows] = canonical_angles
-        for name, value in zip(("means", "scales", "angles"), (means, scales, angles), strict=True):
-            if name in attributes:
-                out[name][rows] = value
-        kept.append(rows)
-    keep = np.sort(np.concatenate(kept)) if kept else np.zeros(0, np.int64)
+    snapped, keep = snap_geometry(floating, steps, attributes)
     device = s.means.device
-    tensors = SplatTensors(*(torch.from_numpy(np.ascontiguousarray(out[k][keep])).to(device)
-                             for k in ("means", "scales", "angles")), s.colors[torch.from_numpy(keep).to(device)])
-    return tensors, layer[torch.from_numpy(keep).to(layer.device)]
+    kept = torch.from_numpy(keep).to(device)
+    tensors = SplatTensors(*(torch.from_numpy(getattr(snapped, k)).to(device) for k in ("means", "scales", "angles")),
+                           s.colors[kept])
+    return tensors, layer[kept.to(layer.device)]
 
 
 def encode_image(rgb: np.ndarray, quality: float, effort: int, progress: Progress | None = None, seed: int = 0,

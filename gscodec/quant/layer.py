@@ -6,13 +6,14 @@ this image's values, so no symbol is wasted on values the image does not use.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
 from ..errors import GscError
 from ..format.constants import BACKGROUND_UNIT, COLOR_UNIT, MAX_LEVELS, MAX_PER_PATCH
-from ..format.params import LayerParams, LayerSymbols
+from ..format.params import LayerParams, LayerSymbols, dequantize_layer
 from ..splats import Splats
 from .policy import Steps
 
@@ -113,6 +114,31 @@ def quantize_layer(splats: Splats, params: LayerParams) -> tuple[LayerSymbols, n
     return symbols, order
 
 
+
+
+def snap_geometry(splats: Splats, steps: Steps, attributes: tuple[str, ...] = ("means", "scales", "angles")
+                  ) -> tuple[Splats, np.ndarray]:
+    """``splats`` with the named geometry attributes ("means", "scales", "angles") moved onto
+    the quantizer's grid of ``steps``, exactly the values a decoder reconstructs from what
+    `gscodec.quant.stream.encode_splats` writes, the others kept (scales in canonical form,
+    angles folded to go with them: the same Gaussians). Splats the quantizer drops (beyond a
+    patch's capacity) are dropped; returns the rest, in their order, and their indices."""
+    out = {k: getattr(splats, k).copy() for k in ("means", "scales", "angles")}
+    kept = []
+    for index, patch in enumerate(splats.patch_sizes):
+        members = np.flatnonzero(splats.layer == index)
+        part = splats.select(members)
+        params = fit_params(part, patch, steps)
+        symbols, order = quantize_layer(part, params)
+        means, scales, angles, _ = dequantize_layer(params, symbols, splats.width, splats.height)
+        rows = members[order]
+        out["scales"][rows], out["angles"][rows] = canonical_shape(part.scales[order], part.angles[order])
+        for name, value in zip(("means", "scales", "angles"), (means, scales, angles), strict=True):
+            if name in attributes:
+                out[name][rows] = value
+        kept.append(rows)
+    keep = np.sort(np.concatenate(kept)) if kept else np.zeros(0, np.int64)
+    return dataclasses.replace(splats.select(keep), **{k: v[keep] for k, v in out.items()}), keep
 
 
 def quantize_background(background: np.ndarray) -> tuple[int, int, int]:
