@@ -40,18 +40,6 @@ def test_colour_solve_recovers_the_colours(backend: str) -> None:
     assert enc.loss(SplatTensors(truth.means, truth.scales, truth.angles, colors)) < 1e-7
 
 
-def test_adjoint_is_the_transpose() -> None:
-    """<W c, v> == <c, W^T v> for the operator the colour solve uses."""
-    enc, s = synthetic()
-    g = torch.Generator().manual_seed(5)
-    c, v = torch.randn(60, 3, generator=g), torch.randn(H * W, 3, generator=g)
-    wc = render_splats(s.means, s.scales, s.angles, c, H, W, backend="torch").view(-1, 3)
-    left = (wc * v).sum()
-    right = (c * enc._adjoint(s, torch.zeros_like(c), v)).sum()
-    assert left.item() == pytest.approx(right.item(), rel=1e-4)
-    torch.testing.assert_close(enc._adjoint(s, c), enc._adjoint(s, torch.zeros_like(c), wc))  # W^T W c
-
-
 @pytest.mark.parametrize("backend", ["numba", "torch"])
 def test_removal_costs_are_what_removing_each_splat_costs(backend: str) -> None:
     """`Encoder.removal_costs` (two adjoints) against removing each splat and rendering again

@@ -8,8 +8,9 @@
   the weakest splats to where the error is largest and re-solves the colours.
 
 Every step goes through `render_splats` and its autograd op, so the same code runs on
-any device: the numba kernels on the CPU, the CUDA kernels on a GPU (the colour solves
-use the op's backward as the adjoint). Random placement always samples on the CPU with
+any device: the numba kernels on the CPU, the CUDA kernels on a GPU; the colour solves go
+through `gscodec.render.operator` (on the CPU the splats' weights stored once per solve,
+elsewhere the op's backward as the adjoint). Random placement always samples on the CPU with
 a CPU generator, so a seed gives the same placement on every device.
 """
 
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 
 from ..format.color import YCBCR_TO_RGB
 from ..render.backends import render_splats
+from ..render.operator import color_operator
 from ..splats import SplatTensors
 from .loss import rgb_mse
 from .plan import RELOCATIONS
@@ -122,15 +124,15 @@ class Encoder:
     def solve_colors(self, s: SplatTensors, iterations: int = 40, init: torch.Tensor | None = None) -> torch.Tensor:
         """Least-squares colours for fixed geometry: conjugate gradients on W^T W c = W^T t."""
         n = len(s.means)
+        op = color_operator(s.means, s.scales, s.angles, self.h, self.w, backend=self.backend)
 
         def normal(c: torch.Tensor) -> torch.Tensor:
-            return self._adjoint(s, c) + 1e-6 * c
+            return op.normal(c) + 1e-6 * c
 
-        zeros = torch.zeros(n, 3, device=self.device)
-        b = self._adjoint(s, zeros, self.target.reshape(-1, 3))
+        b = op.adjoint(self.target)
         # Jacobi preconditioner: the diagonal of W^T W, sum of squared weights
-        diag = self._squared_weight_sums(s)[:, None] + 1e-6
-        x = zeros if init is None else init.detach().clone()
+        diag = op.squared_sums()[:, None] + 1e-6
+        x = torch.zeros(n, 3, device=self.device) if init is None else init.detach().clone()
         r = b - normal(x)
         z = r / diag
         p = z.clone()
@@ -146,35 +148,17 @@ class Encoder:
             rz = rz_new
         return x
 
-    def _adjoint(self, s: SplatTensors, colors: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
-        """W^T image for the colour operator W of ``s``'s geometry (rendering is linear in the
-        colours, so the renderer's backward is the adjoint); ``image=None`` means W colors,
-        which gives the normal operator W^T W colors in one forward and one backward."""
-        with torch.enable_grad():
-            c = colors.detach().requires_grad_(True)
-            out = render_splats(s.means.detach(), s.scales.detach(), s.angles.detach(), c, self.h, self.w,
-                                backend=self.backend).view(-1, c.shape[1])
-            (grad,) = torch.autograd.grad(out, c, out.detach() if image is None else image)
-        return grad
-
-    def _squared_weight_sums(self, s: SplatTensors) -> torch.Tensor:
-        """Per splat, the sum over pixels of its squared weight (a Gaussian with half the
-        covariance has the squared weights; its adjoint of ones sums them)."""
-        half = SplatTensors(s.means, s.scales / math.sqrt(2.0), s.angles, s.colors)
-        ones = torch.ones(len(s.means), 1, device=self.device)
-        return self._adjoint(half, ones, torch.ones(self.h * self.w, 1, device=self.device))[:, 0]
-
     def removal_costs(self, s: SplatTensors) -> tuple[torch.Tensor, float]:
         """Per splat, how much the squared RGB error (summed over pixels and channels) would
         grow if that splat alone were removed, and the squared error now. Removing splat i
         (colour c_i, weights w_i) changes the error e by -c_i w_i: the growth is
-        |c_i|^2 sum w_i^2 - 2 c_i . sum w_i e, both through the renderer's adjoint."""
+        |c_i|^2 sum w_i^2 - 2 c_i . sum w_i e, both through the colour operator."""
         with torch.no_grad():
-            img = render_splats(s.means, s.scales, s.angles, s.colors, self.h, self.w, backend=self.backend)
-            error = img - self.target
-            pulled = self._adjoint(s, torch.zeros_like(s.colors), error.reshape(-1, 3)) @ self.rgb
+            op = color_operator(s.means, s.scales, s.angles, self.h, self.w, backend=self.backend)
+            error = op.apply(s.colors) - self.target
+            pulled = op.adjoint(error) @ self.rgb
             colors = s.colors @ self.rgb
-            costs = colors.square().sum(1) * self._squared_weight_sums(s) - 2 * (colors * pulled).sum(1)
+            costs = colors.square().sum(1) * op.squared_sums() - 2 * (colors * pulled).sum(1)
             return costs, float((error @ self.rgb).square().sum())
 
     # ---- refinement ------------------------------------------------------------------

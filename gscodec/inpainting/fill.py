@@ -83,6 +83,7 @@ from ..predictor.network import candidates
 from ..quant.layer import snap_geometry
 from ..quant.policy import Steps
 from ..quant.stream import encode_splats
+from ..render.operator import color_operator
 from ..splats import Splats
 from . import problem
 from .masks import as_mask
@@ -219,26 +220,16 @@ def _new_splats(model: InpaintNet, splats: Splats, hole: torch.Tensor, solve: bo
 def _solve_colors(means, scales, angles, colors, target, weight, origin, iterations: int | None = None,
                   pull: float | None = None) -> torch.Tensor:
     """Colours c minimising sum(weight * |render(c) - target|^2) + pull * |c - colors|^2 over the
-    window ``target`` [3, h, w] at ``origin`` (conjugate gradients; the renderer's backward is
-    the adjoint)."""
+    window ``target`` [3, h, w] at ``origin`` (conjugate gradients on the colour operator)."""
     h, w = target.shape[1:]
     iterations = SOLVE_ITERATIONS if iterations is None else iterations
     pull = SOLVE_PULL if pull is None else pull
-
-    def adjoint(c: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
-        """W^T image for the colour operator W (rendering is linear in the colours, so the
-        renderer's backward is the adjoint); ``image=None`` means weight * W c, which gives
-        the normal operator from one render and one backward pass."""
-        with torch.enable_grad():
-            c = c.detach().requires_grad_(True)
-            out = problem.render(means, scales, angles, c, h, w, origin)
-            (g,) = torch.autograd.grad(out, c, weight * (out.detach() if image is None else image))
-        return g
+    op = color_operator(means, scales, angles, h, w, origin=origin)
 
     def normal(c: torch.Tensor) -> torch.Tensor:
-        return adjoint(c) + pull * c
+        return op.normal(c, weight) + pull * c
 
-    b = adjoint(torch.zeros_like(colors), target) + pull * colors
+    b = op.adjoint((weight * target).permute(1, 2, 0)) + pull * colors
     x = colors.clone()
     r = b - normal(x)
     p = r.clone()
@@ -297,15 +288,9 @@ def _snap(means, scales, angles, patch: int, steps: Steps, width: int, height: i
 def _energies(means, scales, angles, colors, weight, origin) -> torch.Tensor:
     """Per splat, what removing it alone would add to the weighted squared error of a
     least-squares fit with colours ``colors``: |c|^2 sum(weight w^2), w its weights (the cross
-    term with the residual vanishes at the optimum; the network's colours are near it). w^2
-    is the splat with its scales over sqrt 2; the sum comes from the renderer's backward, as
-    in `_solve_colors`."""
+    term with the residual vanishes at the optimum; the network's colours are near it)."""
     h, w = weight.shape
-    with torch.enable_grad():
-        ones = torch.ones(len(means), 1, requires_grad=True)
-        out = problem.render(means, scales / math.sqrt(2.0), angles, ones, h, w, origin)
-        (sums,) = torch.autograd.grad(out, ones, weight[None].expand_as(out))
-    return colors.square().sum(1) * sums[:, 0]
+    return colors.square().sum(1) * color_operator(means, scales, angles, h, w, origin=origin).squared_sums(weight)
 
 
 def _combine(splats: Splats, new, patch: int) -> Splats:
