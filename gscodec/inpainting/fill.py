@@ -60,9 +60,13 @@
    final solve, the polish's rates 1.5 times the encoder's (1 before) and the snap, 23.41 /
    20.92 / 17.48 (without the snap 23.31 / 20.91 / 17.48: the snap pays where splats are
    small); with the distance-weighted fill target (`problem.BLEND_DISTANCE`) then, 23.48 /
-   20.96 / 17.49. 15 polish steps instead of 10 would add +0.12 / +0.04 / -0.01 dB for
-   0.11-0.16 s more a fill. The pixel fill alone (before the blend) gave 21.24 / 17.55 dB
-   medium / thick there: the splats lose most in covering it.
+   20.96 / 17.49. Then, with the solves on stored weights (`gscodec.render.operator`),
+   10 / 12 / 14 polish steps: 23.48 / 23.50 / 23.56, 20.97 / 21.01 / 21.00, 17.49 / 17.50 /
+   17.50 dB, in 0.70 / 0.72 / 0.77 s a thick fill (mean). On Kodak 12 gave +0.06 / 0.00 /
+   0.00 dB over 10 (bench.inpaint), while thick fills of kodim20 and kodim21 took 0.94-0.95 s
+   (median of 7, with the write and the decode): 10 stays, for time. The pixel fill alone
+   (before the blend) gave 21.24 / 17.55 dB medium / thick there: the splats lose most in
+   covering it.
 6. The new splats form one new layer (so ``decode(..., layers=k)`` still shows the old
    stream for k up to its layer count); `gscodec.encode_splats` writes the result.
 """
@@ -115,7 +119,9 @@ def inpaint(stream: bytes | Splats, mask: object, /, *, weights: str | os.PathLi
     extractor_checkpoint: the local DINOv2 checkpoint of a model trained with one.
     solve_colors: refit the new splats' colours to the known pixels around the hole and a
     smooth fill of the hole (`problem.smooth_fill`), then polish all their parameters towards
-    the same (`POLISH_STEPS`).
+    the same (`POLISH_STEPS`). steps: the quantizer steps the result will be written with
+    (default: a stream's own, `stream_steps`; for a `Splats`, none); the new splats' geometry
+    is snapped to their grid and their colours solved again for it.
 
     Returns the kept splats unchanged (same order, layers and values) followed by the new
     splats in one new layer (or, when the stream already has MAX_LAYERS layers, in its last
