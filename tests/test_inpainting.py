@@ -140,6 +140,7 @@ def test_empty_stream_and_full_layer_list() -> None:
     out = inpaint(empty, hole, weights=tiny())
     assert len(out) > 0 and len(out.patch_sizes) == 1 and (out.layer == 0).all()
     gscodec.decode(gscodec.encode_splats(out))
+    assert len(inpaint(gscodec.encode_splats(empty), hole, weights=tiny())) > 0  # no layer, no steps: no snap
     # a stream with the most layers the format allows: the new splats join its last layer of their side
     n = 16
     full = gscodec.Splats(W, H, np.tile([[70.0, 40.0]], (n, 1)), np.ones((n, 2)), np.zeros(n), np.full((n, 3), 0.1),

@@ -41,7 +41,7 @@ class ColorOperator:
         if self.backend == "numba" and len(means):
             from .numba.weights import SplatWeights
 
-            with torch.no_grad():
+            with torch.no_grad():  # the renderer's own preprocessing (any [N, 1] stands in for colours)
                 m, conic, _, boxes = prepare(*self.geometry, means[:, :1], height, width, 1.0, origin)
             arrays = [t.contiguous().numpy() for t in (m, conic)] + [t.contiguous().numpy() for t in boxes]
             if SplatWeights.size(*arrays) <= MAX_WEIGHTS:
