@@ -64,7 +64,12 @@
    10 / 12 / 14 polish steps: 23.48 / 23.50 / 23.56, 20.97 / 21.01 / 21.00, 17.49 / 17.50 /
    17.50 dB, in 0.70 / 0.72 / 0.77 s a thick fill (mean). On Kodak 12 gave +0.06 / 0.00 /
    0.00 dB over 10 (bench.inpaint), while thick fills of kodim20 and kodim21 took 0.94-0.95 s
-   (median of 7, with the write and the decode): 10 stays, for time. The pixel fill alone
+   (median of 7, with the write and the decode): 10 stays, for time. Then the fill's weight
+   `HOLE_WEIGHT` 1 / 1.5 / 2 / 3 (0.7: 20.93 medium): 23.48 / - / 23.55 / 23.59 thin, 20.97 /
+   20.98 / 20.97 / 20.99 medium, 17.49 / - / 17.49 / 17.49 thick. But on Kodak 3 gave +0.07 /
+   0.00 / 0.00 dB in the hole and -0.04 / -0.05 / -0.02 dB over the whole image (the redrawn
+   ring around the hole worse; the far region's worst drop 0.029 / 0.028 / 0.041 dB against
+   0.011 / 0.015 / 0.031): 1 stays. The pixel fill alone
    (before the blend) gave 21.24 / 17.55 dB medium / thick there: the splats lose most in
    covering it.
 6. The new splats form one new layer (so ``decode(..., layers=k)`` still shows the old
@@ -105,7 +110,7 @@ REMOVE_SHARE = 0.02  # a splat touching the hole is removed when more than this 
 # after the polish, the new splats' geometry is snapped to the quantizer's grid of the steps
 # the output will be written with (`_snap`) and their colours solved again, this many steps
 FINAL_SOLVE_ITERATIONS = 3
-HOLE_WEIGHT = 1.0  # weight of the smooth fill's pixels in the solve (known pixels weigh 1)
+HOLE_WEIGHT = 1.0  # weight of the smooth fill's pixels in the solve and polish (known pixels weigh 1)
 
 
 def inpaint(stream: bytes | Splats, mask: object, /, *, weights: str | os.PathLike | InpaintNet | None = None,
