@@ -22,7 +22,8 @@ import torch
 from .backends import _auto_backend, render_splats
 from .preprocess import prepare
 
-# Most weights stored (12 bytes each: 200 MB); beyond, products go through the renderer.
+# Most weights stored (4 bytes each, and 16 per row span: about 100 MB at the limit);
+# beyond, products go through the renderer.
 MAX_WEIGHTS = 1 << 24
 
 
@@ -44,8 +45,7 @@ class ColorOperator:
             with torch.no_grad():  # the renderer's own preprocessing (any [N, 1] stands in for colours)
                 m, conic, _, boxes = prepare(*self.geometry, means[:, :1], height, width, 1.0, origin)
             arrays = [t.contiguous().numpy() for t in (m, conic)] + [t.contiguous().numpy() for t in boxes]
-            if SplatWeights.size(*arrays) <= MAX_WEIGHTS:
-                self.stored = SplatWeights(*arrays, width)
+            self.stored = SplatWeights.build(*arrays, width, MAX_WEIGHTS)
 
     def apply(self, colors: torch.Tensor) -> torch.Tensor:
         """[H, W, C] image of colours [N, C]."""

@@ -120,11 +120,12 @@ def _planes_of_3(image: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
 
 class SplatWeights:
     """The stored weights of a prepared splat set (float32 means [N, 2], conic [N, 3], int64
-    boxes x0, y0, nx, ny) on an image ``width`` pixels wide."""
+    boxes x0, y0, nx, ny) on an image ``width`` pixels wide; ``spans``: their `count_spans`
+    (`build` counts them and checks the size first)."""
 
-    def __init__(self, means, conic, x0, y0, nx, ny, width: int) -> None:
+    def __init__(self, means, conic, x0, y0, nx, ny, width: int, spans: tuple[np.ndarray, np.ndarray]) -> None:
         self.n = len(means)
-        self.rows, starts = count_spans(means, conic, x0, y0, nx, ny)
+        self.rows, starts = spans
         self.offsets = np.empty(int(self.rows[-1]) + 1, np.int64)
         self.offsets[self.rows[:-1]] = starts[:-1]  # each splat's first span; the rest filled below
         self.offsets[-1] = starts[-1]
@@ -140,10 +141,11 @@ class SplatWeights:
 
         run_threads(worker, groups)
 
-    @staticmethod
-    def size(means, conic, x0, y0, nx, ny) -> int:
-        """How many weights the splats would store (to check memory before building)."""
-        return int(count_spans(means, conic, x0, y0, nx, ny)[1][-1])
+    @classmethod
+    def build(cls, means, conic, x0, y0, nx, ny, width: int, max_weights: int) -> SplatWeights | None:
+        """The stored weights, or None when there would be more than ``max_weights`` of them."""
+        spans = count_spans(means, conic, x0, y0, nx, ny)
+        return cls(means, conic, x0, y0, nx, ny, width, spans) if spans[1][-1] <= max_weights else None
 
     def apply(self, colors: np.ndarray, pixels: int, width: int) -> np.ndarray:
         """[C, pixels] float32: the image of colours [N, C], planar (rows ``width`` pixels long)."""
