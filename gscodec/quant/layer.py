@@ -114,8 +114,6 @@ def quantize_layer(splats: Splats, params: LayerParams) -> tuple[LayerSymbols, n
     return symbols, order
 
 
-
-
 def snap_geometry(splats: Splats, steps: Steps, attributes: tuple[str, ...] = ("means", "scales", "angles")
                   ) -> tuple[Splats, np.ndarray]:
     """``splats`` with the named geometry attributes ("means", "scales", "angles") moved onto
