@@ -153,8 +153,8 @@ def inpaint_stream(data: bytes, mask: object, /, **kwargs: object) -> bytes:
     """`inpaint` from .gsc bytes to .gsc bytes, coded with the stream's own quantizer steps, so
     the kept splats decode exactly as before (for the CLI)."""
     data = as_bytes(data)
-    result = inpaint(data, mask, **kwargs)  # type: ignore[arg-type]
-    return encode_splats(result, steps=stream_steps(data))
+    steps = stream_steps(data)
+    return encode_splats(inpaint(data, mask, steps=steps, **kwargs), steps=steps)  # type: ignore[arg-type]
 
 
 def stream_steps(data: bytes) -> Steps:
@@ -221,7 +221,7 @@ def _new_splats(model: InpaintNet, splats: Splats, hole: torch.Tensor, solve: bo
             means, scales, angles, colors = means[keep], scales[keep], angles[keep], colors[keep]
         colors = _solve_colors(means, scales, angles, colors, target, weight, (y0, x0))
         means, scales, angles, colors = _polish(means, scales, angles, colors, target, weight, (y0, x0), (h, w))
-        if steps is not None and len(splats.patch_sizes) < MAX_LAYERS:
+        if steps is not None and len(splats.patch_sizes) < MAX_LAYERS:  # a layer of their own (`_combine`)
             means, scales, angles, keep = _snap(means, scales, angles, patch, steps, w, h)
             colors = colors[keep]
         colors = _solve_colors(means, scales, angles, colors, target, weight, (y0, x0), FINAL_SOLVE_ITERATIONS)

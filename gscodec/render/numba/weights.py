@@ -18,7 +18,7 @@ import numba
 import numpy as np
 
 from ...format.constants import Q_CUT_F32
-from .kernels import GROUP_SPLATS, _row_span, _weight, pixel_centres, run_threads
+from .kernels import GROUP_SPLATS, _groups_of_3, _row_span, _weight, pixel_centres, run_threads
 
 
 @numba.njit(cache=True)
@@ -106,16 +106,11 @@ def gather_spans(rows, offsets, first_pixel, weights, image, squared, out, first
 
 
 def _planes_of_3(image: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
-    """[C, P] -> (first, count, [3, P] float32 planes, zero-padded) per group of 3 channels."""
+    """[C, P] -> (first, count, [3, P] float32 planes, zero-padded) per group of 3 channels:
+    `kernels._groups_of_3` of the transpose (no copy for 3 channels)."""
     if image.shape[0] == 3:
         return [(0, 3, np.ascontiguousarray(image, np.float32))]
-    groups = []
-    for first in range(0, image.shape[0], 3):
-        count = min(3, image.shape[0] - first)
-        planes = np.zeros((3, image.shape[1]), np.float32)
-        planes[:count] = image[first : first + count]
-        groups.append((first, count, planes))
-    return groups
+    return [(first, count, np.ascontiguousarray(block.T)) for first, count, block in _groups_of_3(image.T)]
 
 
 class SplatWeights:
@@ -153,8 +148,7 @@ class SplatWeights:
         height = pixels // width
         threads = min(numba.get_num_threads(), max(height, 1))
         block = out if colors.shape[1] == 3 else np.empty((3, pixels), np.float32)
-        for first, count, group in _planes_of_3(np.asarray(colors).T):
-            group = np.ascontiguousarray(group.T)
+        for first, count, group in _groups_of_3(np.asarray(colors)):
 
             def worker(take: Callable[[], int], group=group) -> None:
                 while (t := take()) < threads:
