@@ -3,6 +3,7 @@ functions, the weights' files, and the training script end to end on a tiny synt
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from dataclasses import replace
@@ -286,7 +287,9 @@ def run_training(*argv: str) -> None:
     assert training_embed.main(list(argv)) == 0
 
 
-def test_training_end_to_end(tiny_train: Path, tmp_path: Path) -> None:
+def test_training_end_to_end(tiny_train: Path, tmp_path: Path, capsys) -> None:
+    from training import embed as training_embed
+
     teacher = tmp_path / "teacher"
     vit = ["--width", "32", "--layers", "2", "--heads", "2", "--image-size", "32", "--patch-size", "8", "--dim", "16"]
     run_training("teacher", "--data", str(tiny_train), "--out", str(teacher), "--steps", "4", "--batch", "4",
@@ -302,6 +305,21 @@ def test_training_end_to_end(tiny_train: Path, tmp_path: Path) -> None:
                  "--footprint-grid", "8", "--footprint-dim", "4")
     with pytest.raises(SystemExit, match="different stem"):
         run_training("distill", "--out", str(tmp_path / "other"), *common, "--steps", "1", "--init", str(splat))
+    # a teacher with other patches and augmentations: a stem distilled for the first one starts its student,
+    # whose ViT is the new teacher's
+    other = tmp_path / "teacher-other"
+    run_training("teacher", "--data", str(tiny_train), "--out", str(other), "--steps", "2", "--batch", "4",
+                 "--warmup", "1", *vit[:-3], "16", "--dim", "16", "--min-area", "0.5", "--jitter", "0.6")
+    moved = tmp_path / "moved"
+    common_other = [str(other) if a == str(teacher) else a for a in common]
+    run_training("distill", "--out", str(moved), *stem, *common_other, "--steps", "1", "--init", str(splat))
+    student = training_embed.load_run(moved)
+    teacher_vit = training_embed.load_teacher(argparse.Namespace(clip=None, teacher=other))
+    assert student.vit.conv1.weight.shape[-1] == 16
+    assert torch.equal(student.vit.conv1.weight, teacher_vit.conv1.weight)
+    run_training("probe", "--teacher", str(other), "--data", str(tiny_train), "--streams", str(tmp_path / "streams"),
+                 "--qualities", "20", "--images", "3")
+    assert "thumbnail of the stream's bytes" in capsys.readouterr().out
     log = (splat / "log.txt").read_text().splitlines()
     assert [line.split()[1] for line in log if line.startswith("step")] == ["1", "2", "3"]
     # resuming continues from the checkpoint

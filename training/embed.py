@@ -29,8 +29,9 @@ progress bar and stops cleanly after ``--cpu-minutes``.
   here: see training/runs/embed-splat*/log.txt and bench/README.md.
   ``--footprint-grid G`` gives the student the splats' footprints on a G x G grid
   (`gscodec.embedding.network`); a view's subset of splats (``--max-splats``) splats with
-  weights scaled by the inverse of the share kept. ``--init RUN`` starts the student from a
-  splat run's checkpoint (the shipped model: embed-splat-v2, then 2,500 steps with footprints).
+  weights scaled by the inverse of the share kept. ``--init RUN`` starts the student's stem from a
+  splat run's checkpoint (its ViT is always the teacher's, so a stem distilled for one teacher
+  can start another's).
   ``--student thumbnail`` is the baseline: the same frozen blocks, its patch stem trained,
   reading a thumbnail of the view with as many bytes (raw RGB) as the view's share of the
   .gsc stream, upsampled to the teacher's input.
@@ -108,13 +109,14 @@ def crop_pixels(rgb: torch.Tensor, box: tuple[float, float, float, float]) -> to
     return rgb[:, i0 : max(i0 + 1, round(y0 + h)), j0 : max(j0 + 1, round(x0 + w))].float() / 255
 
 
-def jitter(x: torch.Tensor, rng: random.Random) -> torch.Tensor:
-    """Brightness, contrast and saturation changes (x0.7-1.3), sometimes grey."""
-    x = x * rng.uniform(0.7, 1.3)
+def jitter(x: torch.Tensor, rng: random.Random, strength: float = 0.3) -> torch.Tensor:
+    """Brightness, contrast and saturation changes (x 1 -/+ ``strength``), grey in a fifth of draws."""
+    lo, hi = 1 - strength, 1 + strength
+    x = x * rng.uniform(lo, hi)
     mean = x.mean()
-    x = (x - mean) * rng.uniform(0.7, 1.3) + mean
+    x = (x - mean) * rng.uniform(lo, hi) + mean
     grey = x.mean(0, keepdim=True)
-    x = grey + (x - grey) * (0.0 if rng.random() < 0.2 else rng.uniform(0.7, 1.3))
+    x = grey + (x - grey) * (0.0 if rng.random() < 0.2 else rng.uniform(lo, hi))
     return x.clamp(0, 1)
 
 
@@ -190,14 +192,15 @@ class Teacher(torch.nn.Module):
         return self.head(self.vit.embed_pixels(x))
 
 
-def teacher_batch(images: Images, n: int, rng: random.Random, size: int) -> torch.Tensor:
+def teacher_batch(images: Images, n: int, rng: random.Random, size: int, min_area: float = 0.2,
+                  strength: float = 0.3) -> torch.Tensor:
     views = []
     for _ in range(n):
         i = rng.randrange(len(images.rgb))
         width, height = images.sizes[i]
         for _ in range(2):
-            box = random_box(rng, width, height, 0.2)
-            views.append(jitter(images.view(i, box, rng.random() < 0.5, size), rng))
+            box = random_box(rng, width, height, min_area)
+            views.append(jitter(images.view(i, box, rng.random() < 0.5, size), rng, strength))
     return prepare_pixels(torch.stack(views), size)
 
 
@@ -213,9 +216,8 @@ def train_teacher(args: argparse.Namespace) -> int:
     log.comment(f"{sum(p.numel() for p in model.vit.parameters())} ViT parameters; {len(images.rgb)} images")
 
     def one_step() -> list[float]:
-        loss = simclr_loss(model(teacher_batch(images, args.batch, rng, model.config.image_size)),
-                           args.temperature)
-        return [loss]
+        views = teacher_batch(images, args.batch, rng, model.config.image_size, args.min_area, args.jitter)
+        return [simclr_loss(model(views), args.temperature)]
 
     loop(args, model, opt, rng, step, path, log, one_step, ["loss"])
     return 0
@@ -317,7 +319,8 @@ def build_student(args: argparse.Namespace, teacher: VisionTransformer) -> torch
     target = student if args.student == "thumbnail" else student.vit
     target.load_state_dict(teacher.state_dict())
     if args.init is not None:  # a trained stem to start from; parts it lacks keep their initialisation
-        start = load_run(args.init).state_dict()
+        # the ViT is always the teacher's: a stem trained for another teacher starts this one
+        start = {k: v for k, v in load_run(args.init).state_dict().items() if not k.startswith("vit.")}
         mine = student.state_dict()
         if any(k not in mine or mine[k].shape != v.shape for k, v in start.items()):
             raise SystemExit(f"{args.init}'s student has a different stem (see its settings)")
@@ -401,6 +404,35 @@ def train_distill(args: argparse.Namespace) -> int:
 
     student.train()
     loop(args, student, opt, rng, step, path, log, one_step, ["loss", "cos", "tokens"])
+    return 0
+
+
+def probe(args: argparse.Namespace) -> int:
+    """How much of a teacher's embedding of a whole training image survives, with no student,
+    in a thumbnail of as many bytes as the image's stream and in the stream's decode: the
+    teacher's own view of what each input keeps, a quick check of a teacher before students
+    are trained for it (the students then learn to read each input better)."""
+    teacher = load_teacher(args).eval()
+    size = teacher.config.image_size
+    paths = list_train_images(args.data)
+    paths = paths[:: max(1, len(paths) // args.images)][: args.images]
+    for q in args.qualities:
+        rows = []
+        for p in tqdm(paths, desc=f"quality {q:g}", leave=False):
+            stream = (args.streams / f"q{q:g}" / p.relative_to(args.data)).with_suffix(".gsc")
+            if not stream.exists():
+                raise SystemExit(f"{stream} is missing: `distill` makes the training images' streams")
+            data = stream.read_bytes()
+            rgb = load_rgb(p).float() / 255
+            decoded = torch.from_numpy(np.asarray(gscodec.decode(data)).copy()).permute(2, 0, 1).float() / 255
+            views = [F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True,
+                                   align_corners=False)[0] for x in (rgb, decoded)]
+            embedded = distill_targets(teacher, torch.stack([views[0], thumbnail(rgb, len(data), size), views[1]]))[0]
+            rows.append(F.cosine_similarity(embedded[:1], embedded[1:]).tolist())
+        cos = np.array(rows)
+        print(f"quality {q:g}, {len(paths)} training images: teacher cosine to its own embedding of the image: "
+              f"thumbnail of the stream's bytes {cos[:, 0].mean():.3f} (min {cos[:, 0].min():.3f}), "
+              f"the stream's decode {cos[:, 1].mean():.3f} (min {cos[:, 1].min():.3f})")
     return 0
 
 
@@ -574,6 +606,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     t = sub.add_parser("teacher", help="the RGB teacher, self-supervised (SimCLR)")
     common(t, 3000, 48, 1e-3)
     t.add_argument("--temperature", type=float, default=0.2)
+    t.add_argument("--min-area", type=float, default=0.2, help="smallest crop, as a share of the image")
+    t.add_argument("--jitter", type=float, default=0.3,
+                   help="colour changes: brightness, contrast and saturation x 1 -/+ this")
     for name in ("width", "layers", "heads", "image_size", "patch_size"):
         t.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(TEACHER, name))
     t.add_argument("--dim", type=int, default=TEACHER.output_dim, help="embedding size")
@@ -602,8 +637,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     d.add_argument("--max-splats", type=int, default=MAX_SPLATS,
                    help="a view keeps a random subset of at most this many splats (cost)")
     d.add_argument("--init", type=Path, default=None,
-                   help="start the student from this splat run's checkpoint (its stem and blocks; new parts "
-                        "start at their initialisation)")
+                   help="start the student's stem from this splat run's checkpoint (the ViT is always the "
+                        "teacher's; new parts start at their initialisation)")
     d.add_argument("--colour-changes", action=argparse.BooleanOptionalAction, default=True,
                    help="change the colours of a view (the same change for the teacher's pixels and the splats)")
     d.add_argument("--token-weight", type=float, default=1.0,
@@ -618,6 +653,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     c.add_argument("--arch", default=None, help="open_clip's model name for an open_clip-layout checkpoint")
     c.add_argument("--pairs", type=Path, required=True, help="lines STREAM<TAB>CAPTION")
     c.set_defaults(func=train_contrastive)
+
+    r = sub.add_parser("probe", help="a teacher on equal-bytes thumbnails and on decoded streams, no student")
+    r.add_argument("--teacher", type=Path, required=True, help="a teacher run folder")
+    r.add_argument("--data", type=Path, default=default_train_dir())
+    r.add_argument("--streams", type=Path, default=Path("training/cache/embed-streams"))
+    r.add_argument("--qualities", type=float, nargs="+", default=[10.0, 40.0])
+    r.add_argument("--images", type=int, default=60, help="this many training images, evenly spaced")
+    r.add_argument("--threads", type=int, default=None)
+    r.set_defaults(func=probe, clip=None)
 
     e = sub.add_parser("export", help="write a splat student's weights for gscodec.embed")
     e.add_argument("--run", type=Path, required=True)
