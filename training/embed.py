@@ -6,6 +6,7 @@
         --out training/runs/embed-thumbnail-v2
     python -m training.embed contrastive --init RUN --clip CLIP.pt --pairs PAIRS.tsv --out RUN2
     python -m training.embed export --run training/runs/embed-splat-v2 --to gscodec/embedding/weights
+    python -m training.embed probe --teacher training/runs/embed-teacher
 
 Every subcommand resumes from OUT/checkpoint.pt (``--resume``), logs to OUT/log.txt, shows a
 progress bar and stops cleanly after ``--cpu-minutes``.
@@ -35,6 +36,9 @@ progress bar and stops cleanly after ``--cpu-minutes``.
   ``--student thumbnail`` is the baseline: the same frozen blocks, its patch stem trained,
   reading a thumbnail of the view with as many bytes (raw RGB) as the view's share of the
   .gsc stream, upsampled to the teacher's input.
+- ``probe``: no training; the teacher on whole training images, on thumbnails of as many
+  bytes as their streams and on the streams' decodes (cosine to its own embedding of the
+  image): what each input keeps for this teacher, before students are trained for it.
 - ``contrastive`` (stage 2): CLIP's loss on (stream, caption) pairs against the checkpoint's
   frozen text tower; the stem, the first two blocks and the projection train. Needs a CLIP
   checkpoint with a text tower (open_clip).
