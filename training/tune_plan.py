@@ -15,7 +15,7 @@ on top of the steps the encoder would use, for every image alike: what a change 
 would do; each image and quality is refined once and finished with every candidate's steps,
 `gscodec.encoder.pipeline.finish`); factors on the splat budget of
 `gscodec.encoder.plan.plan_for`; or refinement schedules (Adam steps, relocations, polish
-steps after each snap, final colour-solve steps: the `Plan`'s fields), each with its mean
+steps after the centres' snap, final colour-solve steps: the `Plan`'s fields), each with its mean
 encode time (one process, after a warm-up encode: times are comparable within a run only).
 """
 

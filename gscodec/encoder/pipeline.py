@@ -61,8 +61,9 @@ def refine_image(
 def finish(refined: Refined, steps: Steps | None = None, progress: Progress | None = None) -> tuple[Splats, Steps]:
     """Pruning at the plan's strength, then the quantization-aware finish
     on the grid of ``steps`` (default: the initializer's, else the policy's for the quality):
-    each geometry attribute moved onto the quantizer's grid in turn, the others polished to
-    make up for it, then the colours solved for the final geometry. Returns the splats and the
+    the centres moved onto the quantizer's grid, the other attributes polished to make up for
+    it, then scales and angles moved onto theirs and the colours solved for the final
+    geometry (see `gscodec.encoder.plan.POLISH_FRACTION` for why one polish). Returns the splats and the
     quantizer steps that `gscodec.quant.stream.encode_splats` codes them with; ``refined``
     is left as it was, so it can be finished again."""
     enc, plan, start = refined.encoder, refined.plan, refined.start
@@ -74,9 +75,6 @@ def finish(refined: Refined, steps: Steps | None = None, progress: Progress | No
     s, layer = snap(s, layer, start.patch_sizes, steps, w, h, ("means",))
     s = enc.polish(s, plan.polish_steps, ("scales", "angles", "colors"))
     report((2 + plan.polish_steps) / weight)
-    s, layer = snap(s, layer, start.patch_sizes, steps, w, h, ("means", "scales"))
-    s = enc.polish(s, plan.polish_steps, ("angles", "colors"))
-    report((2 + 2 * plan.polish_steps) / weight)
     s, layer = snap(s, layer, start.patch_sizes, steps, w, h, ("means", "scales", "angles"))
     colors = enc.solve_colors(s, plan.color_iterations, s.colors).cpu().numpy()
     report(1.0)
@@ -88,7 +86,7 @@ def finish(refined: Refined, steps: Steps | None = None, progress: Progress | No
 def finish_weight(plan: Plan) -> int:
     """`finish`'s work in refinement steps, for progress: its polishing, and pruning and the
     final solve as 5."""
-    return 2 * plan.polish_steps + 5
+    return plan.polish_steps + 5
 
 
 def default_steps(refined: Refined) -> Steps:

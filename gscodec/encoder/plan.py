@@ -22,12 +22,19 @@ DEFAULT_INIT = "predictor"
 # conjugate-gradient steps of the final colour solve, warm-started from refined colours
 # (30 before; see `gscodec.encoder.optimize.RELOCATION_SOLVE` for the measurement)
 COLOR_ITERATIONS = 10
-# Quantization-aware finish (`pipeline.fit_image`): after positions are snapped to the
-# quantizer's grid, this many Adam steps on the rest; after scales, as many again on angles
-# and colours. A tenth of the refinement's steps, 10 to 50. On 6 training crops (512 x 384)
-# at qualities 20 / 50 / 80: effort 1 (10 + 10 steps) +0.08 / +0.10 / +0.19 dB at the same
-# rate, effort 4 (30 + 30 steps) +0.12 / +0.19 / +0.47 dB, against snapping without them.
-POLISH_FRACTION, POLISH_MIN, POLISH_MAX = 0.1, 10, 50
+# Quantization-aware finish (`pipeline.finish`): after positions are snapped to the
+# quantizer's grid, this many Adam steps on the scales, angles and colours; then scales and
+# angles are snapped and the colours solved. A fifth of the refinement's steps, 20 to 100.
+# On 6 training crops (512 x 384) at qualities 20 / 50 / 80, polishing after the positions'
+# snap and again after the scales' (a tenth of the steps each; 10 + 10 at effort 1, 30 + 30 at
+# effort 4) gave +0.08 / +0.10 / +0.19 dB at the same rate at effort 1, +0.12 / +0.19 / +0.47 dB
+# at effort 4, against snapping without them. Those steps all spent after the positions' snap
+# instead (scales and angles then snapped together), on 12 training crops of Kodak's size
+# (768 x 512, the same qualities; BD-rate against the two polishes, the same time): effort 1
+# -2.2 % and -2.6 % (two sets of 6), effort 4 +0.1 % (the first 6). The first polish alone,
+# half the steps: +0.9 % / +1.0 % at effort 1, +0.9 % at effort 4; three times its steps at
+# effort 1: -4.8 %, 0.4 s more a crop.
+POLISH_FRACTION, POLISH_MIN, POLISH_MAX = 0.2, 20, 100
 # at effort 0 (no refinement) the solve dominates an encode: on kodim05 at quality 50 with the
 # predictor, 8 steps gave 20.67 dB in 0.84 s, 30 steps 20.85 dB in 1.88 s (2 busy cores)
 COLOR_ITERATIONS_EFFORT0 = 8
@@ -48,7 +55,7 @@ class Plan:
     patch_size: int
     iterations: int
     color_iterations: int = COLOR_ITERATIONS
-    polish_steps: int = 0  # Adam steps after each snap to the quantizer's grid (`pipeline.fit_image`)
+    polish_steps: int = 0  # Adam steps after the centres' snap to the quantizer's grid (`pipeline.finish`)
     prune: float = PRUNE  # strength of the rate-distortion pruning (`pipeline.prune`)
     relocations: int = RELOCATIONS  # moves of weak splats during refinement (`Encoder.refine`)
 
