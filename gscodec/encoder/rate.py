@@ -66,15 +66,17 @@ FINISHES = 4  # at most, per refinement
 # Means over 8 training images (centre crops of at most 512 x 384), measured by
 # `python -m training.effort_priors` on 2026-12-02 with rate-distortion pruning (which
 # prunes effort-0 encodes hardest); between images they spread by 0.12-0.19 in log rate
-# (sd; 0.013-0.038 before pruning) and 0.48-0.80 dB. Effort 4's row re-measured after chroma
-# steps became finer (`python -m training.effort_priors --efforts 4`, same images; rate +5 %,
-# log sd 0.17-0.19); efforts 1-3 predate that change. Efforts above 4 use effort 4's.
+# (sd; 0.013-0.038 before pruning) and 0.48-0.80 dB. Efforts 1 and 4 re-measured on
+# 2026-12-03 after the finish became one polish (`python -m training.effort_priors --efforts
+# 1 4`, same images; effort 1: rate +5-6 %, +0.22-0.33 dB, as chroma
+# steps had become finer since; effort 4 within 0.002 in log rate and 0.05 dB of its row
+# before); efforts 2 and 3 predate both changes. Efforts above 4 use effort 4's.
 EFFORT_CHANGE_QUALITIES = (10.0, 30.0, 50.0, 70.0, 90.0)
 EFFORT_CHANGE = {
-    1: ((0.608, 0.792, 0.849, 0.840, 0.809), (2.52, 3.01, 3.81, 4.61, 5.19)),
+    1: ((0.661, 0.848, 0.902, 0.895, 0.865), (2.74, 3.26, 4.08, 4.92, 5.52)),
     2: ((0.708, 0.883, 0.921, 0.902, 0.899), (2.92, 3.40, 4.31, 5.23, 6.11)),
     3: ((0.768, 0.930, 0.958, 0.932, 0.939), (3.16, 3.64, 4.67, 5.68, 6.78)),
-    4: ((0.862, 1.024, 1.039, 1.010, 1.021), (3.60, 4.10, 5.27, 6.42, 7.64)),
+    4: ((0.861, 1.025, 1.040, 1.010, 1.021), (3.59, 4.09, 5.26, 6.42, 7.69)),
 }
 
 
