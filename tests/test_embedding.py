@@ -308,8 +308,10 @@ def test_training_end_to_end(tiny_train: Path, tmp_path: Path, capsys) -> None:
     # a teacher with other patches and augmentations: a stem distilled for the first one starts its student,
     # whose ViT is the new teacher's
     other = tmp_path / "teacher-other"
+    other_vit = ["--width", "32", "--layers", "2", "--heads", "2", "--image-size", "32", "--patch-size", "16",
+                 "--dim", "16"]
     run_training("teacher", "--data", str(tiny_train), "--out", str(other), "--steps", "2", "--batch", "4",
-                 "--warmup", "1", *vit[:-3], "16", "--dim", "16", "--min-area", "0.5", "--jitter", "0.6")
+                 "--warmup", "1", *other_vit, "--min-area", "0.5", "--jitter", "0.6")
     moved = tmp_path / "moved"
     common_other = [str(other) if a == str(teacher) else a for a in common]
     run_training("distill", "--out", str(moved), *stem, *common_other, "--steps", "1", "--init", str(splat))
