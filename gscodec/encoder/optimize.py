@@ -46,9 +46,11 @@ RELOCATE_FRACTION = 0.05
 # snap): polishing at 0.3 of the starting rates gave +0.03 / +0.10 dB over 0.1 (where
 # refinement ends).
 POLISH_LR = 0.3
-# conjugate-gradient steps of the colour solve after each relocation: Adam carries on from
+# conjugate-gradient steps of the colour solve for the relocated splats: Adam carries on from
 # it, so a rough solve does; 5 instead of 15 (with 10 final steps instead of 30) changed PSNR
-# by -0.05 to +0.02 dB at efforts 1 and 4 and took 25-40 % less time (same crops)
+# by -0.05 to +0.02 dB at efforts 1 and 4 and took 25-40 % less time (same crops, when every
+# relocation re-solved all the colours). Solving only the relocated splats' colours, against
+# what the others leave: see `Encoder.relocate`'s measurement in bench/README.md
 RELOCATION_SOLVE = 5
 
 
@@ -121,15 +123,17 @@ class Encoder:
             means, torch.stack([sigma, sigma], 1), torch.zeros(n), torch.zeros(n, 3))))
 
     # ---- exact colours ----------------------------------------------------------------
-    def solve_colors(self, s: SplatTensors, iterations: int = 40, init: torch.Tensor | None = None) -> torch.Tensor:
-        """Least-squares colours for fixed geometry: conjugate gradients on W^T W c = W^T t."""
+    def solve_colors(self, s: SplatTensors, iterations: int = 40, init: torch.Tensor | None = None,
+                     target: torch.Tensor | None = None) -> torch.Tensor:
+        """Least-squares colours for fixed geometry: conjugate gradients on W^T W c = W^T t, t the
+        image (or ``target``, [H, W, 3])."""
         n = len(s.means)
         op = color_operator(s.means, s.scales, s.angles, self.h, self.w, backend=self.backend)
 
         def normal(c: torch.Tensor) -> torch.Tensor:
             return op.normal(c) + 1e-6 * c
 
-        b = op.adjoint(self.target)
+        b = op.adjoint(self.target if target is None else target)
         # Jacobi preconditioner: the diagonal of W^T W, sum of squared weights
         diag = op.squared_sums()[:, None] + 1e-6
         x = torch.zeros(n, 3, device=self.device) if init is None else init.detach().clone()
@@ -200,8 +204,6 @@ class Encoder:
             if (step + 1) % relocate_every == 0 and frac < 0.75:
                 cur = SplatTensors(*(p.detach() for p in (params[0], params[1].exp(), params[2], params[3])))
                 cur = self.relocate(cur, max(1, int(n * RELOCATE_FRACTION)))
-                colors = self.solve_colors(cur, RELOCATION_SOLVE, cur.colors)
-                cur = SplatTensors(cur.means, cur.scales, cur.angles, colors)
                 params = [cur.means.clone(), torch.log(cur.scales), cur.angles.clone(), cur.colors.clone()]
                 opt = self._adam(params, lrs)
             if progress:
@@ -242,7 +244,8 @@ class Encoder:
 
     def relocate(self, s: SplatTensors, k: int) -> SplatTensors:
         """Move the k splats of least energy to where the error is largest (in place: each keeps
-        its index, so per-splat data such as its layer stays aligned)."""
+        its index, so per-splat data such as its layer stays aligned), their colours solved for
+        what the other splats leave (`RELOCATION_SOLVE` steps; the others keep theirs)."""
         energy = s.colors.square().sum(1) * s.scales.prod(1)
         weakest = torch.topk(energy, k, largest=False).indices
         new = self.place(self.error_map(s), k, len(s.means) * 2)
@@ -253,5 +256,10 @@ class Encoder:
             out[weakest] = b
             return out
 
-        return SplatTensors(put(s.means, new.means), put(s.scales, new.scales), put(s.angles, new.angles),
-                            put(s.colors, new.colors))
+        moved = SplatTensors(put(s.means, new.means), put(s.scales, new.scales), put(s.angles, new.angles),
+                             put(s.colors, torch.zeros_like(new.colors)))
+        with torch.no_grad():
+            left = self.target - render_splats(moved.means, moved.scales, moved.angles, moved.colors, self.h, self.w,
+                                               backend=self.backend)
+        colors = self.solve_colors(new, RELOCATION_SOLVE, target=left)
+        return SplatTensors(moved.means, moved.scales, moved.angles, put(moved.colors, colors))

@@ -11,7 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 
 EFFORT_ITERATIONS = (0, 40, 80, 150, 300, 450, 600, 900, 1300, 2000)
-DEFAULT_EFFORT = 4
+# The default: the predictor + 40 refinement steps. On Kodak (2026-12-03, 24 images) BD-rate
+# -6.7 % against the optimisation encoder that was the default before the predictor (detail
+# placement + 300 steps, bench/results/kodak/gscodec.json at 455bd94), in about 1.8 s an
+# image at quality 50 on 2 cores; effort 4 saves about 9 % more bits for ten times the time.
+DEFAULT_EFFORT = 1
 MAX_EFFORT = len(EFFORT_ITERATIONS) - 1
 RELOCATIONS = 12  # times weak splats are moved during refinement (in its first 3/4)
 INITS = ("detail", "predictor")
@@ -24,7 +28,7 @@ DEFAULT_INIT = "predictor"
 COLOR_ITERATIONS = 10
 # Quantization-aware finish (`pipeline.finish`): after positions are snapped to the
 # quantizer's grid, this many Adam steps on the scales, angles and colours; then scales and
-# angles are snapped and the colours solved. A fifth of the refinement's steps, 20 to 100.
+# angles are snapped and the colours solved. A fifth of the refinement's steps, 15 to 100.
 # On 6 training crops (512 x 384) at qualities 20 / 50 / 80, polishing after the positions'
 # snap and again after the scales' (a tenth of the steps each; 10 + 10 at effort 1, 30 + 30 at
 # effort 4) gave +0.08 / +0.10 / +0.19 dB at the same rate at effort 1, +0.12 / +0.19 / +0.47 dB
@@ -33,8 +37,9 @@ COLOR_ITERATIONS = 10
 # (768 x 512, the same qualities; BD-rate against the two polishes, the same time): effort 1
 # -2.2 % and -2.6 % (two sets of 6), effort 4 +0.1 % (the first 6). The first polish alone,
 # half the steps: +0.9 % / +1.0 % at effort 1, +0.9 % at effort 4; three times its steps at
-# effort 1: -4.8 %, 0.4 s more a crop.
-POLISH_FRACTION, POLISH_MIN, POLISH_MAX = 0.2, 20, 100
+# effort 1: -4.8 %, 0.4 s more a crop. At least 15 (20 before, +1.5 % BD-rate at effort 1 on 6
+# crops of Kodak's size, 5 fewer of its 60 render passes) to keep the default under 2 s.
+POLISH_FRACTION, POLISH_MIN, POLISH_MAX = 0.2, 15, 100
 # at effort 0 (no refinement) the solve dominates an encode: on kodim05 at quality 50 with the
 # predictor, 8 steps gave 20.67 dB in 0.84 s, 30 steps 20.85 dB in 1.88 s (2 busy cores)
 COLOR_ITERATIONS_EFFORT0 = 8

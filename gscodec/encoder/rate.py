@@ -70,13 +70,16 @@ FINISHES = 4  # at most, per refinement
 # 2026-12-03 after the finish became one polish (`python -m training.effort_priors --efforts
 # 1 4`, same images; effort 1: rate +5-6 %, +0.22-0.33 dB, as chroma
 # steps had become finer since; effort 4 within 0.002 in log rate and 0.05 dB of its row
-# before); efforts 2 and 3 predate both changes. Efforts above 4 use effort 4's.
+# before); and again after relocated splats' colours were solved alone (`Encoder.relocate`;
+# effort 4 within 0.01 in log rate and 0.02 dB) and effort 1's polish shortened to 15 steps
+# (`plan.POLISH_MIN`; both: effort 1 rate -4 to -6 %, -0.19 to -0.34 dB).
+# Efforts 2 and 3 predate these changes. Efforts above 4 use effort 4's.
 EFFORT_CHANGE_QUALITIES = (10.0, 30.0, 50.0, 70.0, 90.0)
 EFFORT_CHANGE = {
-    1: ((0.661, 0.848, 0.902, 0.895, 0.865), (2.74, 3.26, 4.08, 4.92, 5.52)),
+    1: ((0.617, 0.789, 0.842, 0.853, 0.816), (2.54, 3.07, 3.82, 4.65, 5.18)),
     2: ((0.708, 0.883, 0.921, 0.902, 0.899), (2.92, 3.40, 4.31, 5.23, 6.11)),
     3: ((0.768, 0.930, 0.958, 0.932, 0.939), (3.16, 3.64, 4.67, 5.68, 6.78)),
-    4: ((0.861, 1.025, 1.040, 1.010, 1.021), (3.59, 4.09, 5.26, 6.42, 7.69)),
+    4: ((0.851, 1.018, 1.034, 1.006, 1.017), (3.57, 4.07, 5.26, 6.40, 7.68)),
 }
 
 
