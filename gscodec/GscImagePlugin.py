@@ -22,7 +22,7 @@ wrong. A truncated .gsc cannot be partially decoded, so
 once the fed bytes hold the whole stream; ``close`` before that raises OSError
 ("image was incomplete").
 
-Writing: ``im.save(fp, format="GSC", quality=50, effort=4, target_bpp=None,
+Writing: ``im.save(fp, format="GSC", quality=50, effort=1, target_bpp=None,
 target_psnr=None, drop_alpha=False, seed=0, progress=None, init=...)``, the options of `gscodec.encode`.
 Images with alpha (RGBA, LA, PA, P with transparency) raise `gscodec.GscError`
 unless ``drop_alpha=True``; every other mode is converted to RGB as `gscodec.encode`
