@@ -104,6 +104,24 @@ def test_refine_relocates_as_often_as_asked(relocations: int, expected: int, mon
     assert out.means.shape == truth.means.shape
 
 
+def test_relocation_moves_the_weakest_and_solves_only_their_colours() -> None:
+    """The k splats of least energy move; the others keep every value; the moved ones get
+    colours that lower the error against what the others leave (zero colours would not)."""
+    enc, truth = synthetic()
+    colors = truth.colors.clone()
+    colors[:6] *= 0.01  # the six weakest, by far
+    s = SplatTensors(truth.means, truth.scales, truth.angles, colors)
+    out = enc.relocate(s, 6)
+    moved = (out.means != s.means).any(1)
+    assert moved[:6].all() and not moved[6:].any()
+    for a, b in zip((out.means, out.scales, out.angles, out.colors), (s.means, s.scales, s.angles, s.colors),
+                    strict=True):
+        assert torch.equal(a[6:], b[6:])
+    assert out.colors[:6].abs().sum() > 0
+    blank = SplatTensors(out.means, out.scales, out.angles, torch.cat([torch.zeros(6, 3), out.colors[6:]]))
+    assert enc.loss(out) < enc.loss(blank)
+
+
 def test_rgb_mse_matches_the_torch_expression() -> None:
     g = torch.Generator().manual_seed(0)
     img, target = torch.randn(37, 41, 3, generator=g), torch.randn(37, 41, 3, generator=g)

@@ -12,9 +12,11 @@ import numpy as np
 
 EFFORT_ITERATIONS = (0, 40, 80, 150, 300, 450, 600, 900, 1300, 2000)
 # The default: the predictor + 40 refinement steps. On Kodak (2026-12-03, 24 images) BD-rate
-# -6.7 % against the optimisation encoder that was the default before the predictor (detail
-# placement + 300 steps, bench/results/kodak/gscodec.json at 455bd94), in about 1.8 s an
-# image at quality 50 on 2 cores; effort 4 saves about 9 % more bits for ten times the time.
+# -5.1 % against the optimisation encoder that was the default before the predictor (detail
+# placement + 300 steps, bench/results/kodak/gscodec.json at 455bd94), in 2.2-2.4 s an image
+# at quality 50 on a 2-core Intel Xeon (median of kodim01-06; 1.5-1.6x AVIF's time in the same
+# runs). Effort 4 (the default before) saves about 22 % of the bits in ten times the time,
+# and stays above JPEG at high rates, where effort 1 falls below it (bench/README.md).
 DEFAULT_EFFORT = 1
 MAX_EFFORT = len(EFFORT_ITERATIONS) - 1
 RELOCATIONS = 12  # times weak splats are moved during refinement (in its first 3/4)
@@ -38,7 +40,7 @@ COLOR_ITERATIONS = 10
 # -2.2 % and -2.6 % (two sets of 6), effort 4 +0.1 % (the first 6). The first polish alone,
 # half the steps: +0.9 % / +1.0 % at effort 1, +0.9 % at effort 4; three times its steps at
 # effort 1: -4.8 %, 0.4 s more a crop. At least 15 (20 before, +1.5 % BD-rate at effort 1 on 6
-# crops of Kodak's size, 5 fewer of its 60 render passes) to keep the default under 2 s.
+# crops of Kodak's size, 5 fewer of its 60 render passes), to bring the default nearer 2 s.
 POLISH_FRACTION, POLISH_MIN, POLISH_MAX = 0.2, 15, 100
 # at effort 0 (no refinement) the solve dominates an encode: on kodim05 at quality 50 with the
 # predictor, 8 steps gave 20.67 dB in 0.84 s, 30 steps 20.85 dB in 1.88 s (2 busy cores)
