@@ -176,15 +176,15 @@ class Encoder:
             return blur(((img - self.target) @ self.rgb).square().sum(-1), 1.0)
 
     def refine(self, s: SplatTensors, steps: int, progress: Progress | None = None,
-               relocations: int = RELOCATIONS) -> SplatTensors:
-        """Adam on all parameters; every ``steps // relocations`` steps (at least 10) in the
-        first 3/4 of the run, the weak splats are relocated and the colours re-solved (0: never)."""
+               relocations: int = RELOCATIONS, lr_scale: float = 1.0) -> SplatTensors:
+        """Adam on all parameters at ``lr_scale`` times `LRS`; every ``steps // relocations`` steps
+        (at least 10) in the first 3/4 of the run, the weak splats are relocated (0: never)."""
         if steps <= 0:
             return s
         n = len(s.means)
         relocate_every = max(10, steps // relocations) if relocations > 0 else steps + 1
         params = [s.means.clone(), torch.log(s.scales), s.angles.clone(), s.colors.clone()]
-        lrs = list(LRS)
+        lrs = [lr * lr_scale for lr in LRS]
         opt = self._adam(params, lrs)
         for step in range(steps):
             frac = step / steps

@@ -53,7 +53,7 @@ def refine_image(
     start = INITIALIZERS[init](enc, plan, quality)  # counts as 5 steps
     report(5 / (5 + plan.iterations))
     s = enc.refine(start.splats, plan.iterations, lambda f: report((5 + f * plan.iterations) / (5 + plan.iterations)),
-                   plan.relocations)
+                   plan.relocations, plan.lr_scale)
     report(1.0)
     return Refined(enc, plan, start, s, background, quality)
 

@@ -12,10 +12,10 @@ import numpy as np
 
 EFFORT_ITERATIONS = (0, 40, 80, 150, 300, 450, 600, 900, 1300, 2000)
 # The default: the predictor + 40 refinement steps. On Kodak (2026-12-03, 24 images) BD-rate
-# -5.1 % against the optimisation encoder that was the default before the predictor (detail
-# placement + 300 steps, bench/results/kodak/gscodec.json at 455bd94), in 2.2-2.4 s an image
-# at quality 50 on a 2-core Intel Xeon (median of kodim01-06; 1.5-1.6x AVIF's time in the same
-# runs). Effort 4 (the default before) saves about 22 % of the bits in ten times the time,
+# -9.5 % against the optimisation encoder that was the default before the predictor (detail
+# placement + 300 steps, bench/results/kodak/gscodec.json at 455bd94), in 2.2-2.5 s an image
+# at quality 50 on a 2-core Intel Xeon (median of kodim01-06; 1.5-1.8x AVIF's time in the same
+# runs). Effort 4 (the default before) saves about 18 % of the bits in ten times the time,
 # and stays above JPEG at high rates, where effort 1 falls below it (bench/README.md).
 DEFAULT_EFFORT = 1
 MAX_EFFORT = len(EFFORT_ITERATIONS) - 1
@@ -42,6 +42,12 @@ COLOR_ITERATIONS = 10
 # effort 1: -4.8 %, 0.4 s more a crop. At least 15 (20 before, +1.5 % BD-rate at effort 1 on 6
 # crops of Kodak's size, 5 fewer of its 60 render passes), to bring the default nearer 2 s.
 POLISH_FRACTION, POLISH_MIN, POLISH_MAX = 0.2, 15, 100
+# Refinements of at most SHORT_STEPS steps (effort 1) take SHORT_LR_SCALE times the Adam rates
+# (`gscodec.encoder.optimize.LRS`, tuned for 150 steps; they fall tenfold over a run). On 6
+# Sun-Hays crops of Kodak's size at effort 1 (qualities 20 / 50 / 80), BD-rate against the
+# rates as they were: x0.7 +2.9 %, x1.5 -2.6 %, x2 -3.8 %, x3 -3.4 %, x4 0.0 %; on 6 other
+# crops x2 -4.5 %, x3 -5.5 %. Longer refinements were not measured and keep theirs.
+SHORT_STEPS, SHORT_LR_SCALE = 40, 2.0
 # at effort 0 (no refinement) the solve dominates an encode: on kodim05 at quality 50 with the
 # predictor, 8 steps gave 20.67 dB in 0.84 s, 30 steps 20.85 dB in 1.88 s (2 busy cores)
 COLOR_ITERATIONS_EFFORT0 = 8
@@ -65,6 +71,7 @@ class Plan:
     polish_steps: int = 0  # Adam steps after the centres' snap to the quantizer's grid (`pipeline.finish`)
     prune: float = PRUNE  # strength of the rate-distortion pruning (`pipeline.prune`)
     relocations: int = RELOCATIONS  # moves of weak splats during refinement (`Encoder.refine`)
+    lr_scale: float = 1.0  # times the refinement's Adam rates (`SHORT_LR_SCALE`)
 
 
 def plan_for(quality: float, effort: int, height: int, width: int) -> Plan:
@@ -78,7 +85,8 @@ def plan_for(quality: float, effort: int, height: int, width: int) -> Plan:
     if not iterations:
         return Plan(n, patch, 0, COLOR_ITERATIONS_EFFORT0)
     polish = int(np.clip(round(POLISH_FRACTION * iterations), POLISH_MIN, POLISH_MAX))
-    return Plan(n, patch, iterations, COLOR_ITERATIONS, polish)
+    lr_scale = SHORT_LR_SCALE if iterations <= SHORT_STEPS else 1.0
+    return Plan(n, patch, iterations, COLOR_ITERATIONS, polish, lr_scale=lr_scale)
 
 
 def patch_for(n_splats: int, pixels: int) -> int:

@@ -72,11 +72,13 @@ FINISHES = 4  # at most, per refinement
 # steps had become finer since; effort 4 within 0.002 in log rate and 0.05 dB of its row
 # before); and again after relocated splats' colours were solved alone (`Encoder.relocate`;
 # effort 4 within 0.01 in log rate and 0.02 dB) and effort 1's polish shortened to 15 steps
-# (`plan.POLISH_MIN`; both: effort 1 rate -4 to -6 %, -0.19 to -0.34 dB).
+# (`plan.POLISH_MIN`; both: effort 1 rate -4 to -6 %, -0.19 to -0.34 dB), then its Adam rates
+# doubled (`plan.SHORT_LR_SCALE`; effort 1 rate -2 to +4 %, +0.09 to +0.18 dB against the row
+# just before).
 # Efforts 2 and 3 predate these changes. Efforts above 4 use effort 4's.
 EFFORT_CHANGE_QUALITIES = (10.0, 30.0, 50.0, 70.0, 90.0)
 EFFORT_CHANGE = {
-    1: ((0.617, 0.789, 0.842, 0.853, 0.816), (2.54, 3.07, 3.82, 4.65, 5.18)),
+    1: ((0.651, 0.805, 0.844, 0.841, 0.798), (2.72, 3.16, 3.93, 4.77, 5.34)),
     2: ((0.708, 0.883, 0.921, 0.902, 0.899), (2.92, 3.40, 4.31, 5.23, 6.11)),
     3: ((0.768, 0.930, 0.958, 0.932, 0.939), (3.16, 3.64, 4.67, 5.68, 6.78)),
     4: ((0.851, 1.018, 1.034, 1.006, 1.017), (3.57, 4.07, 5.26, 6.40, 7.68)),
