@@ -67,15 +67,12 @@ FINISHES = 4  # at most, per refinement
 # `python -m training.effort_priors` on 2026-12-02 with rate-distortion pruning (which
 # prunes effort-0 encodes hardest); between images they spread by 0.12-0.19 in log rate
 # (sd; 0.013-0.038 before pruning) and 0.48-0.80 dB. Efforts 1 and 4 re-measured on
-# 2026-12-03 after the finish became one polish (`python -m training.effort_priors --efforts
-# 1 4`, same images; effort 1: rate +5-6 %, +0.22-0.33 dB, as chroma
-# steps had become finer since; effort 4 within 0.002 in log rate and 0.05 dB of its row
-# before); and again after relocated splats' colours were solved alone (`Encoder.relocate`;
-# effort 4 within 0.01 in log rate and 0.02 dB) and effort 1's polish shortened to 15 steps
-# (`plan.POLISH_MIN`; both: effort 1 rate -4 to -6 %, -0.19 to -0.34 dB), then its Adam rates
-# doubled (`plan.SHORT_LR_SCALE`; effort 1 rate -2 to +4 %, +0.09 to +0.18 dB against the row
-# just before).
-# Efforts 2 and 3 predate these changes. Efforts above 4 use effort 4's.
+# 2026-12-03 (`python -m training.effort_priors --efforts 1 4`, same images) after each change
+# of that day: the finish's one polish, relocated splats' colours solved alone
+# (`Encoder.relocate`), effort 1's polish of 15 steps and doubled rates (`plan.POLISH_MIN`,
+# `plan.SHORT_LR_SCALE`). Against their rows of 2026-12-02: effort 4 within 0.011 in log rate
+# and 0.04 dB; effort 1 -0.011 to +0.043 in log rate, +0.12 to +0.20 dB (finer chroma steps
+# and these changes). Efforts 2 and 3 predate all of it. Efforts above 4 use effort 4's.
 EFFORT_CHANGE_QUALITIES = (10.0, 30.0, 50.0, 70.0, 90.0)
 EFFORT_CHANGE = {
     1: ((0.651, 0.805, 0.844, 0.841, 0.798), (2.72, 3.16, 3.93, 4.77, 5.34)),
