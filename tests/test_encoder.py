@@ -13,7 +13,7 @@ from test_render import random_splats
 
 from gscodec.encoder.initializers import detail
 from gscodec.encoder.loss import rgb_mse
-from gscodec.encoder.optimize import Encoder
+from gscodec.encoder.optimize import Encoder, blur
 from gscodec.encoder.plan import Plan
 from gscodec.format.color import YCBCR_TO_RGB
 from gscodec.render.backends import render_splats
@@ -135,6 +135,22 @@ def test_rgb_mse_matches_the_torch_expression() -> None:
     # other dtypes and layouts take the torch expression
     wide = img.double().transpose(0, 1)
     assert rgb_mse(wide, target.double().transpose(0, 1), m.double()).item() == pytest.approx(want.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 2.5])
+def test_blur_is_a_renormalised_zero_padded_gaussian(sigma: float) -> None:
+    """Against the blur written as a dense sum: every output pixel is the Gaussian-weighted
+    mean of the map's pixels within 3 sigma (a square window), the weights cut at the border."""
+    x = torch.rand(13, 17, generator=torch.Generator().manual_seed(0))
+    r = max(1, int(3 * sigma))
+    ys, xs = torch.meshgrid(torch.arange(13.0), torch.arange(17.0), indexing="ij")
+    expected = torch.empty_like(x)
+    for i in range(13):
+        for j in range(17):
+            wgt = torch.exp(-0.5 * ((ys - i) ** 2 + (xs - j) ** 2) / sigma**2)
+            wgt = wgt * (((ys - i).abs() <= r) & ((xs - j).abs() <= r))
+            expected[i, j] = (wgt * x).sum() / wgt.sum()
+    assert torch.allclose(blur(x, sigma), expected, atol=1e-6)
 
 
 def test_placement_beyond_multinomial_limit(monkeypatch: pytest.MonkeyPatch) -> None:

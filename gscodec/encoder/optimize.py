@@ -58,15 +58,24 @@ MULTINOMIAL_MAX = 1 << 24  # torch.multinomial's largest number of categories
 
 
 def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of an [H, W] map (reflect-free: zero padding, renormalised)."""
+    """Separable Gaussian blur of an [H, W] map (reflect-free: zero padding, renormalised).
+    Shifted adds, not conv2d: a one-channel conv2d took 35 ms on a Kodak-sized map, this 2 ms."""
     r = max(1, int(3 * sigma))
-    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) / sigma) ** 2)
-    k = (k / k.sum()).view(1, 1, -1)
-    ones = torch.ones_like(x)[None, None]
-    def conv(t):
-        t = F.conv2d(t, k.view(1, 1, 1, -1), padding=(0, r))
-        return F.conv2d(t, k.view(1, 1, -1, 1), padding=(r, 0))
-    return (conv(x[None, None]) / conv(ones))[0, 0]
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype) / sigma) ** 2)
+    k = (k / k.sum()).tolist()
+
+    def along(t: torch.Tensor, dim: int) -> torch.Tensor:
+        n = t.shape[dim]
+        padded = F.pad(t, (r, r) if dim == 1 else (0, 0, r, r))
+        out = padded.narrow(dim, 0, n) * k[0]
+        for i in range(1, 2 * r + 1):
+            out.add_(padded.narrow(dim, i, n), alpha=k[i])
+        return out
+
+    h, w = x.shape
+    # the blur of ones (the renormalisation) is the outer product of its two 1-D passes
+    ones = x.new_ones(h, 1), x.new_ones(1, w)
+    return along(along(x, 1), 0) / (along(ones[0], 0) * along(ones[1], 1))
 
 
 def _sample_positions(weight: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
