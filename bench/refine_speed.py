@@ -5,8 +5,9 @@ numba kernels and the torch reference on the CPU; ``--backends cuda,numba,torch`
 the CUDA kernels on the GPU)
 
 One refinement iteration is what `gscodec.encoder.optimize.Encoder.refine` does per step:
-`Encoder.loss` (`render_splats` with the backend under test, then the RGB MSE of
-`gscodec.encoder.loss`), backward, one Adam step (the encoder's learning rates and decay), the encoder's clamps. The
+`Encoder.loss` (`gscodec.render.backends.render_mse` with the backend under test: the
+render's RGB squared error, fused into the render on numba), backward, one Adam step (the
+encoder's learning rates and decay), the encoder's clamps. The
 start is a realistic splat set: the decoded splats of the image encoded at
 ``--quality`` / ``--effort`` (or of ``--stream``). Each backend runs in its own
 process from the same start for the same number of steps, after one untimed

@@ -7,11 +7,12 @@
 - Refinement runs Adam on every parameter through the renderer; at intervals it moves
   the weakest splats to where the error is largest and re-solves the colours.
 
-Every step goes through `render_splats` and its autograd op, so the same code runs on
-any device: the numba kernels on the CPU, the CUDA kernels on a GPU; the colour solves go
-through `gscodec.render.operator` (on the CPU the splats' weights stored once per solve,
-elsewhere the op's backward as the adjoint). Random placement always samples on the CPU with
-a CPU generator, so a seed gives the same placement on every device.
+Every step goes through the renderer's autograd ops (`render_splats`, and `render_mse` for
+the loss), so the same code runs on any device: the numba kernels on the CPU, the CUDA
+kernels on a GPU; the colour solves go through `gscodec.render.operator` (on the CPU the
+splats' weights stored once per solve, elsewhere the op's backward as the adjoint). Random
+placement always samples on the CPU with a CPU generator, so a seed gives the same placement
+on every device.
 """
 
 from __future__ import annotations
@@ -24,10 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from ..format.color import YCBCR_TO_RGB
-from ..render.backends import render_splats
+from ..render.backends import render_mse, render_splats
 from ..render.operator import color_operator
 from ..splats import SplatTensors
-from .loss import rgb_mse
 from .plan import RELOCATIONS
 
 log = logging.getLogger(__name__)
@@ -176,8 +176,7 @@ class Encoder:
 
     # ---- refinement ------------------------------------------------------------------
     def loss(self, s: SplatTensors) -> torch.Tensor:
-        img = render_splats(s.means, s.scales, s.angles, s.colors, self.h, self.w, backend=self.backend)
-        return rgb_mse(img, self.target, self.rgb)
+        return render_mse(s.means, s.scales, s.angles, s.colors, self.target, self.rgb, backend=self.backend)
 
     def error_map(self, s: SplatTensors) -> torch.Tensor:
         with torch.no_grad():

@@ -72,6 +72,56 @@ def _auto_backend(colors: torch.Tensor) -> str:
     return "torch"
 
 
+def render_mse(means: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor, colors: torch.Tensor,
+               target: torch.Tensor, metric: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
+    """``mean(((render - target) @ metric) ** 2)``: the squared error of the splats' render
+    against ``target`` [H, W, 3] through a [3, 3] colour map (the encoder's loss: YCbCr
+    splats, error in RGB), differentiable in the splats. The numba backend computes it in
+    its forward pass (`kernels.forward_error`, no image kept), which saved about a sixth of a
+    refinement step on a Kodak image; other backends render, then take the expression."""
+    if backend == "auto":
+        backend = _auto_backend(colors)
+    fused = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (colors, target, metric))
+    if backend != "numba" or colors.shape[1] != 3 or target.requires_grad or not fused:
+        img = render_splats(means, scales, angles, colors, target.shape[0], target.shape[1], backend=backend)
+        return ((img - target) @ metric).square().mean()
+    h, w = target.shape[:2]
+    means, conic, colors, boxes = prepare(means, scales, angles, colors, h, w, 1.0, (0, 0))
+    return _NumbaRenderMse.apply(means, conic, colors, boxes, target, metric)
+
+
+class _NumbaRenderMse(torch.autograd.Function):
+    """`render_mse` through `kernels.forward_error` and `kernels.backward_planar`."""
+
+    @staticmethod
+    def forward(ctx, means, conic, colors, boxes, target, metric):
+        from .numba import kernels
+
+        h, w = target.shape[:2]
+        arrays = [t.detach().contiguous().numpy() for t in (means, conic, colors)]
+        ints = [t.to(torch.int64).contiguous().numpy() for t in boxes]
+        flat = target.detach().reshape(-1, 3).contiguous().numpy()
+        a = (metric @ metric.T).contiguous().numpy()
+        total, ctx.grad = kernels.forward_error(*arrays, *ints, h, w, flat, metric.contiguous().numpy(), a,
+                                                1.0 / target.numel())
+        ctx.save_for_backward(means, conic, colors, *boxes)
+        ctx.width = w
+        return torch.tensor(total / target.numel(), dtype=torch.float32)
+
+    @staticmethod
+    def backward(ctx, grad):
+        from .numba import kernels
+
+        means, conic, colors, *boxes = ctx.saved_tensors
+        arrays = [t.detach().contiguous().numpy() for t in (means, conic, colors)]
+        ints = [t.contiguous().numpy() for t in boxes]
+        need_geometry = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        g = float(grad)  # the kernels' gradient is the loss's own: scaled by the caller's
+        gm, gc, gcol = (torch.from_numpy(x * g if g != 1.0 else x).to(torch.float32)
+                        for x in kernels.backward_planar(*arrays, *ints, ctx.width, ctx.grad, need_geometry))
+        return gm, gc, gcol, None, None, None
+
+
 class _NumbaRasterize(torch.autograd.Function):
     """The sum of `reference.rasterize` through the compiled kernels of `gscodec.render.numba.kernels`."""
 

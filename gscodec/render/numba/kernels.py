@@ -311,11 +311,74 @@ def forward(means, conic, colors, x0, y0, nx, ny, height: int, width: int, threa
 
     means [N, 2], conic [N, 3], colors [N, C] float32; x0, y0, nx, ny [N] int64. Each
     pixel sums its splats in index order, whatever the number of threads."""
+    if colors.shape[1] == 3:
+        return _forward3(means, conic, np.ascontiguousarray(colors, np.float32), x0, y0, nx, ny, height, width,
+                         threads)
     out = np.empty((height * width, colors.shape[1]), np.float32)
     for first, count, block in _groups_of_3(colors):
         block_out = _forward3(means, conic, block, x0, y0, nx, ny, height, width, threads)
         out[:, first : first + count] = block_out[:, :count]
     return out
+
+
+# ---- forward fused with a squared error --------------------------------------------------
+# The encoder's refinement needs of the render only its squared error against the target
+# and that error's gradient: computed in the band pass while the band is in cache, no image
+# is written and no gradient transposed for the backward.
+
+
+@numba.njit(cache=True, nogil=True)
+def _error_bands(
+    means, conic, colors, x0, y0, nx, ny, starts, items, height, width, band, q_cut, centres, target, m, a, scale,
+    grad, sums, acc, first, stop,
+):  # pragma: no cover - compiled
+    """For bands [first, stop), e = render - target ([H * W, 3]) per pixel: sums[band] := sum of
+    |e m|^2 over its pixels (float64, in pixel order), grad[:, pixel] := scale * e a (planar,
+    as `_backward_splats` reads it)."""
+    for bi in range(first, stop):
+        r0 = bi * band
+        r1 = min(height, r0 + band)
+        accumulate_band(means, conic, colors, x0, y0, nx, ny, starts[bi : bi + 2], items, r0, r1, q_cut, centres,
+                        acc)
+        total = 0.0
+        for iy in range(r0, r1):
+            row = iy * width
+            for ix in range(width):
+                p = row + ix
+                e0 = acc[0, iy - r0, ix] - target[p, 0]
+                e1 = acc[1, iy - r0, ix] - target[p, 1]
+                e2 = acc[2, iy - r0, ix] - target[p, 2]
+                for c in range(3):
+                    r = e0 * m[0, c] + e1 * m[1, c] + e2 * m[2, c]
+                    total += np.float64(r * r)
+                    grad[c, p] = scale * (e0 * a[0, c] + e1 * a[1, c] + e2 * a[2, c])
+        sums[bi] = total
+
+
+def forward_error(means, conic, colors, x0, y0, nx, ny, height: int, width: int, target, m, a, scale: float,
+                  threads: int | None = None) -> tuple[float, np.ndarray]:
+    """(sum of |(render - target) m|^2, its gradient in the render times ``scale``), for 3
+    channels: target [H*W, 3], m and a = m m^T [3, 3] float32; the gradient 2 scale (render -
+    target) a comes planar [3, H*W + CHUNK], as `backward_planar` takes it."""
+    band = band_rows(y0, ny, height)
+    n_bands = -(-height // band)
+    starts, items = bin_bands(y0, nx, ny, band, n_bands)
+    grad = np.zeros((3, height * width + CHUNK), np.float32)
+    sums = np.zeros(n_bands)
+    centres = pixel_centres(width)
+    scale = np.float32(2.0 * scale)
+    per_group = max(1, -(-GROUP_ROWS // band))
+    n_groups = -(-n_bands // per_group)
+
+    def worker(take: Callable[[], int]) -> None:
+        acc = np.empty((3, band, width + CHUNK), np.float32)
+        while (g := take()) < n_groups:
+            _error_bands(means, conic, colors, x0, y0, nx, ny, starts, items, height, width, band, Q_CUT_F32,
+                         centres, target, m, a, scale, grad, sums, acc, g * per_group,
+                         min(n_bands, (g + 1) * per_group))
+
+    run_threads(worker, n_groups, threads)
+    return float(sums.sum()), grad
 
 
 # ---- backward --------------------------------------------------------------------------
@@ -377,6 +440,25 @@ def _backward_splats(
                 g_means[k, i - 6] = total
 
 
+def backward_planar(means, conic, colors, x0, y0, nx, ny, width: int, grad, need_geometry: bool,
+                    threads: int | None = None):
+    """Gradients (means [N, 2], conic [N, 3], colors [N, 3], float64) of sum(grad * forward) for
+    3 channels, grad planar [3, H*W + CHUNK] float32 (zero past the image)."""
+    n = len(means)
+    gm, gc, gcol = np.zeros((n, 2)), np.zeros((n, 3)), np.zeros((n, 3))
+    centres = pixel_centres(width)
+    n_groups = -(-n // GROUP_SPLATS)
+
+    def worker(take: Callable[[], int]) -> None:
+        part = np.empty((8, CHUNK), np.float32)
+        while (g := take()) < n_groups:
+            _backward_splats(means, conic, colors, x0, y0, nx, ny, width, grad, need_geometry, Q_CUT_F32,
+                             centres, gm, gc, gcol, part, g * GROUP_SPLATS, min(n, (g + 1) * GROUP_SPLATS))
+
+    run_threads(worker, n_groups, threads)
+    return gm, gc, gcol
+
+
 def backward(means, conic, colors, x0, y0, nx, ny, width: int, grad_out, need_geometry: bool,
              threads: int | None = None):
     """Gradients (means [N, 2], conic [N, 3], colors [N, C], float32) of sum(grad_out * forward);
@@ -384,20 +466,10 @@ def backward(means, conic, colors, x0, y0, nx, ny, width: int, grad_out, need_ge
     n, channels = colors.shape
     g_means, g_conic = np.zeros((n, 2)), np.zeros((n, 3))
     g_colors = np.zeros((n, channels), np.float32)
-    centres = pixel_centres(width)
-    n_groups = -(-n // GROUP_SPLATS)
     for first, count, block in _groups_of_3(colors):
         grad = np.zeros((3, grad_out.shape[0] + CHUNK), np.float32)
         grad[:count, : grad_out.shape[0]] = grad_out[:, first : first + count].T
-        gm, gc, gcol = np.zeros((n, 2)), np.zeros((n, 3)), np.zeros((n, 3))
-
-        def worker(take: Callable[[], int], block=block, grad=grad, gm=gm, gc=gc, gcol=gcol) -> None:
-            part = np.empty((8, CHUNK), np.float32)
-            while (g := take()) < n_groups:
-                _backward_splats(means, conic, block, x0, y0, nx, ny, width, grad, need_geometry, Q_CUT_F32,
-                                 centres, gm, gc, gcol, part, g * GROUP_SPLATS, min(n, (g + 1) * GROUP_SPLATS))
-
-        run_threads(worker, n_groups, threads)
+        gm, gc, gcol = backward_planar(means, conic, block, x0, y0, nx, ny, width, grad, need_geometry, threads)
         g_means += gm  # geometry gradients are linear in the colours: groups add up
         g_conic += gc
         g_colors[:, first : first + count] = gcol[:, :count]
