@@ -62,7 +62,8 @@ def predict(target: torch.Tensor, plan: StagePlan,
     h, w = target.shape[:2]
     step = max(model.config.patch_sizes)
     ph, pw = -(-h // step) * step, -(-w // step) * step
-    image = F.pad(target.permute(2, 0, 1)[None], (0, pw - w, 0, ph - h))
+    # channels last, as `model.load` keeps the weights (the stages' sums and products keep it)
+    image = F.pad(target.permute(2, 0, 1)[None], (0, pw - w, 0, ph - h)).contiguous(memory_format=torch.channels_last)
     inside = F.pad(torch.ones(1, 1, h, w), (0, pw - w, 0, ph - h))
     current = torch.zeros_like(image)
     stages: list[StageSplats] = []
