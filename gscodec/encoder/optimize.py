@@ -178,11 +178,6 @@ class Encoder:
     def loss(self, s: SplatTensors) -> torch.Tensor:
         return render_mse(s.means, s.scales, s.angles, s.colors, self.target, self.rgb, backend=self.backend)
 
-    def error_map(self, s: SplatTensors) -> torch.Tensor:
-        with torch.no_grad():
-            img = render_splats(s.means, s.scales, s.angles, s.colors, self.h, self.w, backend=self.backend)
-            return blur(((img - self.target) @ self.rgb).square().sum(-1), 1.0)
-
     def refine(self, s: SplatTensors, steps: int, progress: Progress | None = None,
                relocations: int = RELOCATIONS, lr_scale: float = 1.0) -> SplatTensors:
         """Adam on all parameters at ``lr_scale`` times `LRS`; every ``steps // relocations`` steps
@@ -256,18 +251,19 @@ class Encoder:
         what the other splats leave (`RELOCATION_SOLVE` steps; the others keep theirs)."""
         energy = s.colors.square().sum(1) * s.scales.prod(1)
         weakest = torch.topk(energy, k, largest=False).indices
-        new = self.place(self.error_map(s), k, len(s.means) * 2)
-        weakest = weakest[: len(new.means)]
+        with torch.no_grad():
+            img = render_splats(s.means, s.scales, s.angles, s.colors, self.h, self.w, backend=self.backend)
+            new = self.place(blur(((img - self.target) @ self.rgb).square().sum(-1), 1.0), k, len(s.means) * 2)
+            weakest = weakest[: len(new.means)]
+            # what the others leave: the image's error, with the weakest splats' part given back
+            left = self.target - img + render_splats(s.means[weakest], s.scales[weakest], s.angles[weakest],
+                                                     s.colors[weakest], self.h, self.w, backend=self.backend)
 
         def put(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             out = a.clone()
             out[weakest] = b
             return out
 
-        moved = SplatTensors(put(s.means, new.means), put(s.scales, new.scales), put(s.angles, new.angles),
-                             put(s.colors, torch.zeros_like(new.colors)))
-        with torch.no_grad():
-            left = self.target - render_splats(moved.means, moved.scales, moved.angles, moved.colors, self.h, self.w,
-                                               backend=self.backend)
         colors = self.solve_colors(new, RELOCATION_SOLVE, target=left)
-        return SplatTensors(moved.means, moved.scales, moved.angles, put(moved.colors, colors))
+        return SplatTensors(put(s.means, new.means), put(s.scales, new.scales), put(s.angles, new.angles),
+                            put(s.colors, colors))
