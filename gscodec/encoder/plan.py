@@ -13,8 +13,8 @@ import numpy as np
 EFFORT_ITERATIONS = (0, 40, 80, 150, 300, 450, 600, 900, 1300, 2000)
 # The default: the predictor + 40 refinement steps. On Kodak (2026-12-03, 24 images) BD-rate
 # -9.5 % against the optimisation encoder that was the default before the predictor (detail
-# placement + 300 steps, bench/results/kodak/gscodec.json at 455bd94), in 2.2-2.5 s an image
-# at quality 50 on a 2-core Intel Xeon (median of kodim01-06; 1.5-1.8x AVIF's time in the same
+# placement + 300 steps, bench/results/kodak/gscodec.json at 455bd94), in 1.65-2.08 s an image
+# at quality 50 on a 2-core AMD EPYC (median of kodim01-06; 1.42-1.50x AVIF's time in the same
 # runs). Effort 4 (the default before) saves about 18 % of the bits in ten times the time,
 # and stays above JPEG at high rates, where effort 1 falls below it (bench/README.md).
 DEFAULT_EFFORT = 1
