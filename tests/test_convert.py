@@ -281,7 +281,7 @@ def test_ctrl_c_and_kill_then_resume_with_worker_processes(tmp_path: Path, capsy
     keys = [f"{'sub/' if i % 2 else ''}im{i:02d}.png" for i in range(12)]
     for i, key in enumerate(keys):
         (src / key).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(picture(i, 64, 96)).save(src / key)
+        Image.fromarray(picture(i, 128, 192)).save(src / key)
     manifest = dst / MANIFEST
     command = [sys.executable, "-m", "gscodec", "convert", str(src), str(dst), *FAST_ARGS]
 
