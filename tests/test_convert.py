@@ -281,13 +281,19 @@ def test_ctrl_c_and_kill_then_resume_with_worker_processes(tmp_path: Path, capsy
     keys = [f"{'sub/' if i % 2 else ''}im{i:02d}.png" for i in range(12)]
     for i, key in enumerate(keys):
         (src / key).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(picture(i, 128, 192)).save(src / key)
+        Image.fromarray(picture(i, 64, 96)).save(src / key)
     manifest = dst / MANIFEST
     command = [sys.executable, "-m", "gscodec", "convert", str(src), str(dst), *FAST_ARGS]
 
     def start(workers: int) -> subprocess.Popen:
-        return subprocess.Popen(command + ["-j", str(workers)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
+        # a child inherits an ignored SIGINT (pytest started in the background by a shell), never
+        # a handler: with Python's own handler here, the child gets SIGINT's default and Ctrl-C
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            return subprocess.Popen(command + ["-j", str(workers)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, start_new_session=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     first = start(2)
     _wait_for_lines(first, manifest, 2)
