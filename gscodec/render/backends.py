@@ -90,6 +90,12 @@ def render_mse(means: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor, 
     return _NumbaRenderMse.apply(means, conic, colors, boxes, target, metric)
 
 
+def _kernel_args(means, conic, colors, boxes) -> list[np.ndarray]:
+    """The numba kernels' arrays: means, conic, colors (float32) and the boxes x0, y0, nx, ny (int64)."""
+    return ([t.detach().contiguous().numpy() for t in (means, conic, colors)]
+            + [t.to(torch.int64).contiguous().numpy() for t in boxes])
+
+
 class _NumbaRenderMse(torch.autograd.Function):
     """`render_mse` through `kernels.forward_error` and `kernels.backward_planar`."""
 
@@ -98,12 +104,10 @@ class _NumbaRenderMse(torch.autograd.Function):
         from .numba import kernels
 
         h, w = target.shape[:2]
-        arrays = [t.detach().contiguous().numpy() for t in (means, conic, colors)]
-        ints = [t.to(torch.int64).contiguous().numpy() for t in boxes]
         flat = target.detach().reshape(-1, 3).contiguous().numpy()
         a = (metric @ metric.T).contiguous().numpy()
-        total, ctx.grad = kernels.forward_error(*arrays, *ints, h, w, flat, metric.contiguous().numpy(), a,
-                                                1.0 / target.numel())
+        total, ctx.grad = kernels.forward_error(*_kernel_args(means, conic, colors, boxes), h, w, flat,
+                                                metric.contiguous().numpy(), a, 1.0 / target.numel())
         ctx.save_for_backward(means, conic, colors, *boxes)
         ctx.width = w
         return torch.tensor(total / target.numel(), dtype=torch.float32)
@@ -113,12 +117,10 @@ class _NumbaRenderMse(torch.autograd.Function):
         from .numba import kernels
 
         means, conic, colors, *boxes = ctx.saved_tensors
-        arrays = [t.detach().contiguous().numpy() for t in (means, conic, colors)]
-        ints = [t.contiguous().numpy() for t in boxes]
         need_geometry = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         g = float(grad)  # the kernels' gradient is the loss's own: scaled by the caller's
-        gm, gc, gcol = (torch.from_numpy(x * g if g != 1.0 else x).to(torch.float32)
-                        for x in kernels.backward_planar(*arrays, *ints, ctx.width, ctx.grad, need_geometry))
+        grads = kernels.backward_planar(*_kernel_args(means, conic, colors, boxes), ctx.width, ctx.grad, need_geometry)
+        gm, gc, gcol = (torch.from_numpy(x * g if g != 1.0 else x).to(torch.float32) for x in grads)
         return gm, gc, gcol, None, None, None
 
 
@@ -129,9 +131,7 @@ class _NumbaRasterize(torch.autograd.Function):
     def forward(ctx, means, conic, colors, boxes, height, width):
         from .numba import kernels
 
-        arrays = [t.detach().contiguous().numpy() for t in (means, conic, colors)]
-        ints = [t.to(torch.int64).contiguous().numpy() for t in boxes]
-        out = kernels.forward(*arrays, *ints, height, width)
+        out = kernels.forward(*_kernel_args(means, conic, colors, boxes), height, width)
         ctx.save_for_backward(means, conic, colors, *boxes)
         ctx.width = width
         return torch.from_numpy(out)
@@ -141,11 +141,9 @@ class _NumbaRasterize(torch.autograd.Function):
         from .numba import kernels
 
         means, conic, colors, *boxes = ctx.saved_tensors
-        arrays = [t.detach().contiguous().numpy() for t in (means, conic, colors)]
-        ints = [t.contiguous().numpy() for t in boxes]
         need_geometry = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         g = grad_out.to(torch.float32).contiguous().numpy()
-        gm, gc, gcol = kernels.backward(*arrays, *ints, ctx.width, g, need_geometry)
+        gm, gc, gcol = kernels.backward(*_kernel_args(means, conic, colors, boxes), ctx.width, g, need_geometry)
         return torch.from_numpy(gm), torch.from_numpy(gc), torch.from_numpy(gcol), None, None, None
 
 

@@ -274,14 +274,20 @@ def _forward_bands(
                     out[row + ix, ch] = acc[ch, iy - r0, ix]
 
 
-def _forward3(means, conic, colors, x0, y0, nx, ny, height: int, width: int, threads: int | None) -> np.ndarray:
+def _band_groups(y0, nx, ny, height: int):
+    """How a band pass splits the image: (rows per band, bands, `bin_bands`' starts and items,
+    bands per thread group, groups)."""
     band = band_rows(y0, ny, height)
     n_bands = -(-height // band)
     starts, items = bin_bands(y0, nx, ny, band, n_bands)
+    per_group = max(1, -(-GROUP_ROWS // band))
+    return band, n_bands, starts, items, per_group, -(-n_bands // per_group)
+
+
+def _forward3(means, conic, colors, x0, y0, nx, ny, height: int, width: int, threads: int | None) -> np.ndarray:
+    band, n_bands, starts, items, per_group, n_groups = _band_groups(y0, nx, ny, height)
     out = np.empty((height * width, 3), np.float32)
     centres = pixel_centres(width)
-    per_group = max(1, -(-GROUP_ROWS // band))
-    n_groups = -(-n_bands // per_group)
 
     def worker(take: Callable[[], int]) -> None:
         acc = np.empty((3, band, width + CHUNK), np.float32)
@@ -360,15 +366,11 @@ def forward_error(means, conic, colors, x0, y0, nx, ny, height: int, width: int,
     """(sum of |(render - target) m|^2, its gradient in the render times ``scale``), for 3
     channels: target [H*W, 3], m and a = m m^T [3, 3] float32; the gradient 2 scale (render -
     target) a comes planar [3, H*W + CHUNK], as `backward_planar` takes it."""
-    band = band_rows(y0, ny, height)
-    n_bands = -(-height // band)
-    starts, items = bin_bands(y0, nx, ny, band, n_bands)
+    band, n_bands, starts, items, per_group, n_groups = _band_groups(y0, nx, ny, height)
     grad = np.zeros((3, height * width + CHUNK), np.float32)
     sums = np.zeros(n_bands)
     centres = pixel_centres(width)
     scale = np.float32(2.0 * scale)
-    per_group = max(1, -(-GROUP_ROWS // band))
-    n_groups = -(-n_bands // per_group)
 
     def worker(take: Callable[[], int]) -> None:
         acc = np.empty((3, band, width + CHUNK), np.float32)
