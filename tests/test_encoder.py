@@ -121,16 +121,21 @@ def test_relocation_moves_the_weakest_and_solves_only_their_colours() -> None:
     assert enc.loss(out) < enc.loss(blank)
 
 
-def test_render_mse_matches_the_torch_expression() -> None:
+@pytest.mark.parametrize("weighted", [False, True])
+def test_render_mse_matches_the_torch_expression(weighted: bool) -> None:
     """The numba path's fused render and error (forward, and backward at any upstream
-    gradient) against the expression on the torch reference's render."""
+    gradient) against the expression on the torch reference's render; weighted, on a window
+    away from the origin."""
     means, scales, angles, colors = random_splats(300, 37, 41, seed=5)
     target = torch.randn(37, 41, 3, generator=torch.Generator().manual_seed(0))
     m = torch.from_numpy(YCBCR_TO_RGB).float().T.contiguous()
+    weight = torch.rand(30, 33, generator=torch.Generator().manual_seed(1)) if weighted else None
+    origin = (4, 6) if weighted else (0, 0)
+    target = target[: 30, : 33] if weighted else target
 
     def run(backend: str):
         params = [t.clone().requires_grad_(True) for t in (means, scales, angles, colors)]
-        loss = render_mse(*params, target, m, backend=backend)
+        loss = render_mse(*params, target, m, weight=weight, origin=origin, backend=backend)
         (3 * loss).backward()
         return loss.item(), [p.grad for p in params]
 
@@ -139,7 +144,8 @@ def test_render_mse_matches_the_torch_expression() -> None:
     for a, b in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
     # other dtypes take the expression on the render
-    wide = render_mse(means.double(), scales.double(), angles.double(), colors.double(), target.double(), m.double())
+    wide = render_mse(means.double(), scales.double(), angles.double(), colors.double(), target.double(), m.double(),
+                      weight=None if weight is None else weight.double(), origin=origin)
     assert wide.item() == pytest.approx(want, rel=1e-5)
 
 

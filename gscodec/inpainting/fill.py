@@ -71,7 +71,13 @@
    ring around the hole worse; the far region's worst drop 0.029 / 0.028 / 0.041 dB against
    0.011 / 0.015 / 0.031): 1 stays. The pixel fill alone
    (before the blend) gave 21.24 / 17.55 dB medium / thick there: the splats lose most in
-   covering it.
+   covering it. Then, with the polish's loss fused into the render (`render_mse` with a
+   weight: 0.39 -> 0.34 s of polish in a thick kodim20 fill, alternated runs) and its means'
+   rate doubled (0.9), 10 / 12 / 13 / 16 steps gave 23.45 / 23.52 / 23.55 / 23.65 thin,
+   21.00 / 20.99 / 21.02 / 21.04 medium, 17.50 / 17.51 / 17.51 / 17.50 thick (before: 23.48 /
+   20.97 / 17.49; rate 0.675 at 12: 23.51 / 20.99 / 17.51). 12 at 0.9 it is: on Kodak 21.35 /
+   20.53 / 18.37 -> 21.45 / 20.56 / 18.37 dB, the slowest thick fill 1.02 -> 0.90 s
+   (bench/README.md).
 6. The new splats form one new layer (so ``decode(..., layers=k)`` still shows the old
    stream for k up to its layer count); `gscodec.encode_splats` writes the result.
 """
@@ -92,6 +98,7 @@ from ..predictor.network import candidates
 from ..quant.layer import snap_geometry
 from ..quant.policy import Steps
 from ..quant.stream import encode_splats
+from ..render.backends import render_mse
 from ..render.operator import color_operator
 from ..splats import Splats
 from . import problem
@@ -101,10 +108,10 @@ from .network import ALIGN, InpaintNet, trunk_tiled
 CONTEXT = 64  # pixels of known image around the region that the network reads
 TILE = 1024  # windows larger than this run in tiles (`network.trunk_tiled`)
 SOLVE_ITERATIONS = 2  # conjugate-gradient steps of the colour solve (the polish goes on from it)
-POLISH_STEPS = 10  # Adam steps on the new splats after the solve (`_polish`)
+POLISH_STEPS = 12  # Adam steps on the new splats after the solve (`_polish`)
 # its Adam rates (means, log-scales, angles, colours): 1.5 times the encoder's refinement's
 # starting rates (`encoder.optimize.LRS`, which inpainting sits beside and does not import)
-POLISH_LRS = (0.45, 0.12, 0.15, 0.012)
+POLISH_LRS = (0.9, 0.12, 0.15, 0.012)
 SOLVE_PULL = 1.0  # weight of the pull towards the network's colours, per splat
 REMOVE_SHARE = 0.02  # a splat touching the hole is removed when more than this share of its weight is in it
 # after the polish, the new splats' geometry is snapped to the quantizer's grid of the steps
@@ -266,18 +273,21 @@ def _polish(means, scales, angles, colors, target, weight, origin, size, steps: 
     steps = POLISH_STEPS if steps is None else steps
     if not steps:
         return means, scales, angles, colors
-    (h, w), (height, width) = target.shape[1:], size
+    height, width = size
     params = [means.clone(), scales.log(), angles.clone(), colors.clone()]
+    target = target.permute(1, 2, 0).contiguous()
+    identity = torch.eye(3)
+    # sum(weight * |render - target|^2) / sum(weight): `render_mse` is the mean over 3 h w elements
+    scale = target.numel() / weight.sum().clamp(min=1)
     with torch.enable_grad():
         for p in params:
             p.requires_grad_(True)
         opt = torch.optim.Adam([{"params": [p], "lr": lr} for p, lr in zip(params, POLISH_LRS, strict=True)])
-        scale = 2 / weight.sum().clamp(min=1)
         for _ in range(steps):
-            out = problem.render(params[0], params[1].exp(), params[2], params[3], h, w, origin)
+            loss = render_mse(params[0], params[1].exp(), params[2], params[3], target, identity, weight=weight,
+                              origin=origin)
             opt.zero_grad()
-            # the gradient of sum(weight * (out - target)^2) / sum(weight), without its temporaries
-            out.backward(torch.sub(out.detach(), target).mul_(weight).mul_(scale))
+            (scale * loss).backward()
             opt.step()
             with torch.no_grad():
                 params[1].clamp_(math.log(0.3), math.log(0.5 * max(height, width)))

@@ -73,21 +73,27 @@ def _auto_backend(colors: torch.Tensor) -> str:
 
 
 def render_mse(means: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor, colors: torch.Tensor,
-               target: torch.Tensor, metric: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
-    """``mean(((render - target) @ metric) ** 2)``: the squared error of the splats' render
-    against ``target`` [H, W, 3] through a [3, 3] colour map (the encoder's loss: YCbCr
-    splats, error in RGB), differentiable in the splats. The numba backend computes it in
-    its forward pass (`kernels.forward_error`, no image kept), which took 12-16 % off an
-    effort-1 encode of a 768 x 512 image; other backends render, then take the expression."""
+               target: torch.Tensor, metric: torch.Tensor, *, weight: torch.Tensor | None = None,
+               scale: float = 1.0, origin: tuple[int, int] = (0, 0), backend: str = "auto") -> torch.Tensor:
+    """``mean(weight * ((render - target) @ metric) ** 2)`` (the mean over target's elements):
+    the squared error of the splats' render against ``target`` [H, W, 3] (output pixels from
+    ``origin`` on at ``scale``, as `render_splats` samples) through a [3, 3] colour map, each pixel weighed by
+    ``weight`` [H, W] (default 1), differentiable in the splats. The encoder's loss (YCbCr
+    splats, error in RGB) and inpainting's polish (a weighted window). The numba backend
+    computes it in its forward pass (`kernels.forward_error`, no image kept), which took
+    12-16 % off an effort-1 encode of a 768 x 512 image; other backends render, then take the
+    expression."""
     if backend == "auto":
         backend = _auto_backend(colors)
-    cpu32 = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (colors, target, metric))
-    if backend != "numba" or colors.shape[1] != 3 or target.requires_grad or not cpu32:
-        img = render_splats(means, scales, angles, colors, target.shape[0], target.shape[1], backend=backend)
-        return ((img - target) @ metric).square().mean()
+    tensors = (colors, target, metric) if weight is None else (colors, target, metric, weight)
+    cpu32 = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
     h, w = target.shape[:2]
-    means, conic, colors, boxes = prepare(means, scales, angles, colors, h, w, 1.0, (0, 0))
-    return _NumbaRenderMse.apply(means, conic, colors, boxes, target, metric)
+    if backend != "numba" or colors.shape[1] != 3 or target.requires_grad or not cpu32:
+        img = render_splats(means, scales, angles, colors, h, w, scale=scale, origin=origin, backend=backend)
+        error = ((img - target) @ metric).square()
+        return (error if weight is None else error * weight[..., None]).mean()
+    means, conic, colors, boxes = prepare(means, scales, angles, colors, h, w, scale, origin)
+    return _NumbaRenderMse.apply(means, conic, colors, boxes, target, metric, weight)
 
 
 def _kernel_args(means, conic, colors, boxes) -> list[np.ndarray]:
@@ -100,14 +106,15 @@ class _NumbaRenderMse(torch.autograd.Function):
     """`render_mse` through `kernels.forward_error` and `kernels.backward_planar`."""
 
     @staticmethod
-    def forward(ctx, means, conic, colors, boxes, target, metric):
+    def forward(ctx, means, conic, colors, boxes, target, metric, weight):
         from .numba import kernels
 
         h, w = target.shape[:2]
         flat = target.detach().reshape(-1, 3).contiguous().numpy()
         a = (metric @ metric.T).contiguous().numpy()
+        v = None if weight is None else weight.detach().reshape(-1).contiguous().numpy()
         total, ctx.grad = kernels.forward_error(*_kernel_args(means, conic, colors, boxes), h, w, flat,
-                                                metric.contiguous().numpy(), a, 1.0 / target.numel())
+                                                metric.contiguous().numpy(), a, 1.0 / target.numel(), v)
         ctx.save_for_backward(means, conic, colors, *boxes)
         ctx.width = w
         return torch.tensor(total / target.numel(), dtype=torch.float32)
@@ -121,7 +128,7 @@ class _NumbaRenderMse(torch.autograd.Function):
         g = float(grad)  # the kernels' gradient is the loss's own: scaled by the caller's
         grads = kernels.backward_planar(*_kernel_args(means, conic, colors, boxes), ctx.width, ctx.grad, need_geometry)
         gm, gc, gcol = (torch.from_numpy(x * g if g != 1.0 else x).to(torch.float32) for x in grads)
-        return gm, gc, gcol, None, None, None
+        return gm, gc, gcol, None, None, None, None
 
 
 class _NumbaRasterize(torch.autograd.Function):

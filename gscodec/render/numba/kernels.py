@@ -335,12 +335,14 @@ def forward(means, conic, colors, x0, y0, nx, ny, height: int, width: int, threa
 
 @numba.njit(cache=True, nogil=True)
 def _error_bands(
-    means, conic, colors, x0, y0, nx, ny, starts, items, height, width, band, q_cut, centres, target, m, a, scale,
-    grad, sums, acc, first, stop,
+    means, conic, colors, x0, y0, nx, ny, starts, items, height, width, band, q_cut, centres, target, weight, m, a,
+    scale, grad, sums, acc, first, stop,
 ):  # pragma: no cover - compiled
     """For bands [first, stop), e = render - target ([H * W, 3]) per pixel: sums[band] := sum of
-    |e m|^2 over its pixels (float64, in pixel order), grad[:, pixel] := scale * e a (planar,
-    as `_backward_splats` reads it)."""
+    v |e m|^2 over its pixels (float64, in pixel order), grad[:, pixel] := scale * v * e a (planar,
+    as `_backward_splats` reads it); v the pixel's ``weight`` [H * W], or 1 when it is empty
+    (exactly: the products with 1 change nothing)."""
+    weighted = weight.shape[0] > 0
     for bi in range(first, stop):
         r0 = bi * band
         r1 = min(height, r0 + band)
@@ -354,18 +356,22 @@ def _error_bands(
                 e0 = acc[0, iy - r0, ix] - target[p, 0]
                 e1 = acc[1, iy - r0, ix] - target[p, 1]
                 e2 = acc[2, iy - r0, ix] - target[p, 2]
+                v = weight[p] if weighted else np.float32(1.0)
+                sv = scale * v
                 for c in range(3):
                     r = e0 * m[0, c] + e1 * m[1, c] + e2 * m[2, c]
-                    total += np.float64(r * r)
-                    grad[c, p] = scale * (e0 * a[0, c] + e1 * a[1, c] + e2 * a[2, c])
+                    total += np.float64(v * r * r)
+                    grad[c, p] = sv * (e0 * a[0, c] + e1 * a[1, c] + e2 * a[2, c])
         sums[bi] = total
 
 
 def forward_error(means, conic, colors, x0, y0, nx, ny, height: int, width: int, target, m, a, scale: float,
-                  threads: int | None = None) -> tuple[float, np.ndarray]:
-    """(sum of |(render - target) m|^2, its gradient in the render times ``scale``), for 3
-    channels: target [H*W, 3], m and a = m m^T [3, 3] float32; the gradient 2 scale (render -
-    target) a comes planar [3, H*W + CHUNK], as `backward_planar` takes it."""
+                  weight=None, threads: int | None = None) -> tuple[float, np.ndarray]:
+    """(sum of v |(render - target) m|^2, its gradient in the render times ``scale``), for 3
+    channels: target [H*W, 3], m and a = m m^T [3, 3] float32, v the pixel's ``weight`` [H*W]
+    float32 (None: 1); the gradient 2 scale v (render - target) a comes planar
+    [3, H*W + CHUNK], as `backward_planar` takes it."""
+    weight = np.empty(0, np.float32) if weight is None else weight
     band, n_bands, starts, items, per_group, n_groups = _band_groups(y0, nx, ny, height)
     grad = np.zeros((3, height * width + CHUNK), np.float32)
     sums = np.zeros(n_bands)
@@ -376,7 +382,7 @@ def forward_error(means, conic, colors, x0, y0, nx, ny, height: int, width: int,
         acc = np.empty((3, band, width + CHUNK), np.float32)
         while (g := take()) < n_groups:
             _error_bands(means, conic, colors, x0, y0, nx, ny, starts, items, height, width, band, Q_CUT_F32,
-                         centres, target, m, a, scale, grad, sums, acc, g * per_group,
+                         centres, target, weight, m, a, scale, grad, sums, acc, g * per_group,
                          min(n_bands, (g + 1) * per_group))
 
     run_threads(worker, n_groups, threads)
