@@ -74,11 +74,11 @@ def _auto_backend(colors: torch.Tensor) -> str:
 
 def render_mse(means: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor, colors: torch.Tensor,
                target: torch.Tensor, metric: torch.Tensor, *, weight: torch.Tensor | None = None,
-               scale: float = 1.0, origin: tuple[int, int] = (0, 0), backend: str = "auto") -> torch.Tensor:
+               origin: tuple[int, int] = (0, 0), backend: str = "auto") -> torch.Tensor:
     """``mean(weight * ((render - target) @ metric) ** 2)`` (the mean over target's elements):
-    the squared error of the splats' render against ``target`` [H, W, 3] (output pixels from
-    ``origin`` on at ``scale``, as `render_splats` samples) through a [3, 3] colour map, each pixel weighed by
-    ``weight`` [H, W] (default 1), differentiable in the splats. The encoder's loss (YCbCr
+    the squared error of the splats' render against ``target`` [H, W, 3] (the pixels from
+    ``origin`` on) through a [3, 3] colour map, each pixel weighed by ``weight`` [H, W]
+    (default 1), differentiable in the splats. The encoder's loss (YCbCr
     splats, error in RGB) and inpainting's polish (a weighted window). The numba backend
     computes it in its forward pass (`kernels.forward_error`, no image kept), which took
     12-16 % off an effort-1 encode of a 768 x 512 image; other backends render, then take the
@@ -89,10 +89,10 @@ def render_mse(means: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor, 
     cpu32 = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
     h, w = target.shape[:2]
     if backend != "numba" or colors.shape[1] != 3 or target.requires_grad or not cpu32:
-        img = render_splats(means, scales, angles, colors, h, w, scale=scale, origin=origin, backend=backend)
+        img = render_splats(means, scales, angles, colors, h, w, origin=origin, backend=backend)
         error = ((img - target) @ metric).square()
         return (error if weight is None else error * weight[..., None]).mean()
-    means, conic, colors, boxes = prepare(means, scales, angles, colors, h, w, scale, origin)
+    means, conic, colors, boxes = prepare(means, scales, angles, colors, h, w, 1.0, origin)
     return _NumbaRenderMse.apply(means, conic, colors, boxes, target, metric, weight)
 
 
