@@ -28,8 +28,8 @@
    beyond it, nothing, so that new splats do not spill onto kept pixels), to a smooth fill
    of the hole (`problem.smooth_fill`: a blend of about the harmonic and the biharmonic
    fills of the known pixels, biharmonic near them; weight `HOLE_WEIGHT` per pixel), and
-   pulled towards the network's colours; then `POLISH_STEPS` Adam steps move all the new splats' parameters
-   towards the same target (`_polish`). On 12 training images (quality 50, effort 0, the
+   pulled towards the network's colours; then Adam steps (`polish_steps`) move all the new
+   splats' parameters towards the same target (`_polish`). On 12 training images (quality 50, effort 0, the
    generator's medium / thick masks) the solve to the region's known pixels alone gave
    19.86 / 18.02 dB in the hole and the pixels farther than 32 from it 0.21 / 0.30 dB below
    the input's decode; with the whole window's known pixels, 2 solve steps instead of 8 and
@@ -77,7 +77,13 @@
    21.00 / 20.99 / 21.02 / 21.04 medium, 17.50 / 17.51 / 17.51 / 17.50 thick (before: 23.48 /
    20.97 / 17.49; rate 0.675 at 12: 23.51 / 20.99 / 17.51). 12 at 0.9 it is: on Kodak 21.35 /
    20.53 / 18.37 -> 21.45 / 20.56 / 18.37 dB, the slowest thick fill 1.02 -> 0.90 s
-   (bench/README.md).
+   (bench/README.md). On the first 12 Sun-Hays images (centred 768 x 512 crops, masks seeded
+   1000 + i) a step took about 8 ms for thin holes' 270-1020 new splats, 16 ms for thick
+   holes' 740-2870, so the steps are now a budget of `POLISH_SPLAT_STEPS` splat-steps shared
+   out, 12 to 24 (`polish_steps`). There, against 12 steps (23.17 / 20.71 / 17.86 dB, 0.45 /
+   0.48 / 0.60 s a fill), budgets of 12 000 and 16 000 gave 23.33 / 20.75 / 17.86 dB in 0.50 /
+   0.52 / 0.61 s and 23.37 / 20.74 / 17.87 dB in 0.53 / 0.57 / 0.64 s. 12 000 it is: on Kodak
+   21.45 / 20.56 / 18.37 -> 21.52 / 20.57 / 18.38 dB, the slowest fill 0.84 s (bench/README.md).
 6. The new splats form one new layer (so ``decode(..., layers=k)`` still shows the old
    stream for k up to its layer count); `gscodec.encode_splats` writes the result.
 """
@@ -108,7 +114,10 @@ from .network import ALIGN, InpaintNet, trunk_tiled
 CONTEXT = 64  # pixels of known image around the region that the network reads
 TILE = 1024  # windows larger than this run in tiles (`network.trunk_tiled`)
 SOLVE_ITERATIONS = 2  # conjugate-gradient steps of the colour solve (the polish goes on from it)
-POLISH_STEPS = 12  # Adam steps on the new splats after the solve (`_polish`)
+# Adam steps on the new splats after the solve (`_polish`): as many as a budget of splat-steps
+# allows (a step's time grows with the splats), within these bounds
+POLISH_SPLAT_STEPS = 12_000
+POLISH_STEPS = (12, 24)
 # its Adam rates (means, log-scales, angles, colours): 1.5 times the encoder's refinement's
 # starting rates (`encoder.optimize.LRS`, which inpainting sits beside and does not import)
 POLISH_LRS = (0.9, 0.12, 0.15, 0.012)
@@ -265,12 +274,17 @@ def _solve_colors(means, scales, angles, colors, target, weight, origin, iterati
     return x
 
 
+def polish_steps(n_splats: int) -> int:
+    """The polish's steps for this many new splats: `POLISH_SPLAT_STEPS` shared out, within `POLISH_STEPS`."""
+    return min(max(POLISH_SPLAT_STEPS // max(n_splats, 1), POLISH_STEPS[0]), POLISH_STEPS[1])
+
+
 def _polish(means, scales, angles, colors, target, weight, origin, size, steps: int | None = None):
     """`POLISH_STEPS` Adam steps on all the new splats' parameters (at `POLISH_LRS`, within the
     refinement's bounds on scales and centres) against the weighted squared error over the
     window (YCbCr, as the solve: by RGB error, 0.02-0.03 dB less in the hole on training
     images, and more spill): the solve fits colours only, at the network's places and shapes."""
-    steps = POLISH_STEPS if steps is None else steps
+    steps = polish_steps(len(means)) if steps is None else steps
     if not steps:
         return means, scales, angles, colors
     height, width = size
