@@ -13,7 +13,7 @@ from test_render import random_splats
 
 from gscodec.encoder.initializers import detail
 from gscodec.encoder.optimize import Encoder, blur
-from gscodec.encoder.plan import Plan
+from gscodec.encoder.plan import EFFORT_ITERATIONS, SHORT_LR_SCALE, Plan, plan_for
 from gscodec.format.color import YCBCR_TO_RGB
 from gscodec.render.backends import render_mse, render_splats
 from gscodec.splats import SplatTensors
@@ -224,3 +224,14 @@ def test_snap_gives_the_decoders_geometry() -> None:
     means_only, _ = snap(truth, layer, sizes, steps, W, H, ("means",))
     torch.testing.assert_close(means_only.means, full.means)
     assert not torch.allclose(means_only.scales, full.scales)
+
+
+def test_plan_grows_only_the_default_effort_above_the_default_quality() -> None:
+    at = {q: plan_for(q, 1, 512, 768) for q in (0, 50, 75, 100)}
+    assert at[0].iterations == at[50].iterations == EFFORT_ITERATIONS[1]
+    assert EFFORT_ITERATIONS[1] < at[75].iterations < at[100].iterations == 2 * EFFORT_ITERATIONS[1]
+    assert at[100].polish_steps == 2 * at[50].polish_steps
+    assert plan_for(100, 2, 512, 768).iterations == EFFORT_ITERATIONS[2]
+    # the short refinements (efforts 1 and 2) take the larger rates; effort 3 its own
+    assert plan_for(50, 2, 512, 768).lr_scale == SHORT_LR_SCALE
+    assert plan_for(50, 3, 512, 768).lr_scale == 1.0

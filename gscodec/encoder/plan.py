@@ -11,12 +11,13 @@ from dataclasses import dataclass
 import numpy as np
 
 EFFORT_ITERATIONS = (0, 40, 80, 150, 300, 450, 600, 900, 1300, 2000)
-# The default: the predictor + 40 refinement steps. On Kodak (2026-12-03, 24 images) BD-rate
-# -9.5 % against the optimisation encoder that was the default before the predictor (detail
-# placement + 300 steps, bench/results/kodak/gscodec.json at 455bd94), in 1.65-2.08 s an image
-# at quality 50 on a 2-core AMD EPYC (median of kodim01-06; 1.42-1.50x AVIF's time in the same
-# runs). Effort 4 (the default before) saves about 18 % of the bits in ten times the time,
-# and stays above JPEG at high rates, where effort 1 falls below it (bench/README.md).
+# The default: the predictor + 40 refinement steps (up to 80 above quality 50, `HIGH_QUALITY`).
+# On Kodak (2026-12-04, 24 images) BD-rate -10.6 % against the optimisation encoder that was
+# the default before the predictor (detail placement + 300 steps, bench/results/kodak/gscodec.json
+# at 455bd94), in 1.65-2.08 s an image at quality 50 on a 2-core AMD EPYC (2026-12-03, median of
+# kodim01-06; 1.42-1.50x AVIF's time in the same runs). Effort 4 (the default before) saves
+# about 15 % of the bits in ten times the time (at quality 50), and stays above JPEG at high
+# rates, where effort 1 falls below it above about 1.05 bpp (bench/README.md).
 DEFAULT_EFFORT = 1
 MAX_EFFORT = len(EFFORT_ITERATIONS) - 1
 RELOCATIONS = 12  # times weak splats are moved during refinement (in its first 3/4)
@@ -42,12 +43,21 @@ COLOR_ITERATIONS = 10
 # effort 1: -4.8 %, 0.4 s more a crop. At least 15 (20 before, +1.5 % BD-rate at effort 1 on 6
 # crops of Kodak's size, 5 fewer of its 60 render passes), to bring the default nearer 2 s.
 POLISH_FRACTION, POLISH_MIN, POLISH_MAX = 0.2, 15, 100
-# Refinements of at most SHORT_STEPS steps (effort 1) take SHORT_LR_SCALE times the Adam rates
-# (`gscodec.encoder.optimize.LRS`, tuned for 150 steps; they fall tenfold over a run). On 6
+# Refinements of at most SHORT_STEPS steps (efforts 1 and 2) take SHORT_LR_SCALE times the Adam
+# rates (`gscodec.encoder.optimize.LRS`, tuned for 150 steps; they fall tenfold over a run). On 6
 # Sun-Hays crops of Kodak's size at effort 1 (qualities 20 / 50 / 80), BD-rate against the
 # rates as they were: x0.7 +2.9 %, x1.5 -2.6 %, x2 -3.8 %, x3 -3.4 %, x4 0.0 %; on 6 other
-# crops x2 -4.5 %, x3 -5.5 %. Longer refinements were not measured and keep theirs.
-SHORT_STEPS, SHORT_LR_SCALE = 40, 2.0
+# crops x2 -4.5 %, x3 -5.5 %. At effort 2 (the first 6 crops, qualities 20 / 50 / 80 / 100):
+# x1.5 -3.3 %, x2 -4.7 %, in the same time. Longer refinements were not measured and keep theirs.
+SHORT_STEPS, SHORT_LR_SCALE = 80, 2.0
+# At the default effort, above quality HIGH_QUALITY the refinement's and the polish's steps grow
+# linearly to HIGH_QUALITY_STEPS times at quality 100: there the splats are dense and 40 steps
+# leave most of the fit undone (effort 1 fell below JPEG above ~0.85 bpp on Kodak). On the first
+# 6 crops at qualities 65 / 80 / 100, BD-rate against no growth: x2 -10.4 % (2.75 -> 4.24 s an
+# encode), x3 -15.4 % (5.58 s); x2 steps with x3 polish -11.7 % (4.61 s). On Kodak x2 gave
+# -3.1 % over all qualities, +0.35 / +0.78 dB at 0.97 / 1.5 bpp, and crosses JPEG at ~1.05 bpp.
+# The default quality (50) and below are unchanged.
+HIGH_QUALITY, HIGH_QUALITY_STEPS = 50.0, 2.0
 # at effort 0 (no refinement) the solve dominates an encode: on kodim05 at quality 50 with the
 # predictor, 8 steps gave 20.67 dB in 0.84 s, 30 steps 20.85 dB in 1.88 s (2 busy cores)
 COLOR_ITERATIONS_EFFORT0 = 8
@@ -86,6 +96,9 @@ def plan_for(quality: float, effort: int, height: int, width: int) -> Plan:
         return Plan(n, patch, 0, COLOR_ITERATIONS_EFFORT0)
     polish = int(np.clip(round(POLISH_FRACTION * iterations), POLISH_MIN, POLISH_MAX))
     lr_scale = SHORT_LR_SCALE if iterations <= SHORT_STEPS else 1.0
+    if effort == 1 and quality > HIGH_QUALITY:
+        grow = 1 + (min(quality, 100.0) - HIGH_QUALITY) / (100.0 - HIGH_QUALITY) * (HIGH_QUALITY_STEPS - 1)
+        iterations, polish = round(iterations * grow), round(polish * grow)
     return Plan(n, patch, iterations, COLOR_ITERATIONS, polish, lr_scale=lr_scale)
 
 
