@@ -13,6 +13,8 @@ makes a hole, and every method fills the same hole from the same decoded pixels:
 - ``biharmonic``: scikit-image's ``inpaint_biharmonic`` on the decoded image;
 - ``telea``, ``navier-stokes``: OpenCV's ``cv2.inpaint`` (radius 3) on the decoded image;
 - ``mean``: the hole set to the mean colour of the known pixels;
+- ``gscodec-blank-global`` (an ablation, only with ``--methods``): ``gscodec`` with the
+  model's global vector read from a grey image with no hole, not from the masked image;
 - ``decoded`` (a reference, not a method): the decoded image without any hole.
 
 Scores against the original image (8-bit RGB): PSNR and SSIM (scikit-image, data range 255,
@@ -28,6 +30,8 @@ masked input, each method, original; one row per class).
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import json
 import os
 import time
@@ -50,6 +54,9 @@ MASK_SEED = 2509  # arXiv 2509.01964
 # are replaced, and their supports reach this far at most for all but the largest splats
 NEIGHBOURHOOD = 32
 METHODS = ("gscodec", "biharmonic", "telea", "navier-stokes", "mean")
+# on request only (--methods): the model with its global vector read from a grey image with no
+# hole, i.e. without what the feature extractor sees of the image (the conditioning's ablation)
+ABLATIONS = ("gscodec-blank-global",)
 
 
 def mask_path(stem: str, kind: str) -> Path:
@@ -85,7 +92,25 @@ def fill(method: str, data: bytes, decoded: np.ndarray, hole: np.ndarray, weight
 
         out = inpaint_stream(data, hole, weights=weights)
         return gscodec.decode(out), {"size-ratio": len(out) / len(data)}
+    if method == "gscodec-blank-global":
+        from gscodec.inpainting import inpaint_stream
+
+        out = inpaint_stream(data, hole, weights=blank_global(weights))
+        return gscodec.decode(out), {"size-ratio": len(out) / len(data)}
     return fill_pixels(method, decoded, hole), {}
+
+
+@functools.lru_cache(maxsize=2)
+def blank_global(weights: str | None):
+    """A copy of the model whose extractor sees a uniform grey image with no hole."""
+    import torch
+
+    from gscodec.inpainting.model import load
+
+    model = copy.deepcopy(load(weights))
+    vector = model.global_vector
+    model.global_vector = lambda rgb, hole: vector(torch.full_like(rgb, 0.5), torch.zeros_like(hole))
+    return model
 
 
 def fill_pixels(method: str, decoded: np.ndarray, hole: np.ndarray) -> np.ndarray:
@@ -164,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", nargs="+", help="names or globs (kodim01, 'kodim0*'); default all")
     ap.add_argument("--weights", help="folder of exported inpainting weights (default: the installed ones)")
     ap.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
-    ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    ap.add_argument("--methods", nargs="+", choices=METHODS + ABLATIONS, default=list(METHODS))
     ap.add_argument("--repeat", type=int, default=3, help="times each fill runs; its time is their median")
     ap.add_argument("--quality", type=float, default=50)
     ap.add_argument("--effort", type=int, default=0)

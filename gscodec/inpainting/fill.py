@@ -140,7 +140,7 @@ def inpaint(stream: bytes | Splats, mask: object, /, *, weights: str | os.PathLi
     extractor_checkpoint: the local DINOv2 checkpoint of a model trained with one.
     solve_colors: refit the new splats' colours to the known pixels around the hole and a
     smooth fill of the hole (`problem.smooth_fill`), then polish all their parameters towards
-    the same (`POLISH_STEPS`). steps: the quantizer steps the result will be written with
+    the same (`polish_steps`). steps: the quantizer steps the result will be written with
     (default: a stream's own, `stream_steps`; for a `Splats`, none); the new splats' geometry
     is snapped to their grid and their colours solved again for it.
 
