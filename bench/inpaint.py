@@ -101,13 +101,14 @@ def fill(method: str, data: bytes, decoded: np.ndarray, hole: np.ndarray, weight
 
 
 @functools.lru_cache(maxsize=2)
-def blank_global(weights: str | None):
-    """A copy of the model whose extractor sees a uniform grey image with no hole."""
+def blank_global(weights):
+    """A copy of the model (a folder of weights, None for the shipped ones, or a loaded
+    `InpaintNet`) whose extractor sees a uniform grey image with no hole."""
     import torch
 
-    from gscodec.inpainting.model import load
+    from gscodec.inpainting.model import InpaintNet, load
 
-    model = copy.deepcopy(load(weights))
+    model = copy.deepcopy(weights if isinstance(weights, InpaintNet) else load(weights))
     vector = model.global_vector
     model.global_vector = lambda rgb, hole: vector(torch.full_like(rgb, 0.5), torch.zeros_like(hole))
     return model

@@ -518,3 +518,15 @@ def test_bench_methods_fill_the_same_hole(stream: bytes, tmp_path: Path) -> None
     masks = sorted(bench.MASKS.glob("*.png"))
     assert len(masks) == 24 * 3
     assert all(Image.open(p).mode == "1" for p in masks[:3])
+
+
+def test_bench_ablation_blanks_only_the_global_vector(stream: bytes) -> None:
+    from bench import inpaint as bench
+
+    model = tiny()
+    blank = bench.blank_global(model)
+    rgb, hole = torch.rand(2, 1, 3, H, W), torch.zeros(1, 1, H, W)
+    assert blank is not model and torch.equal(blank.global_vector(rgb[0], hole), blank.global_vector(rgb[1], hole))
+    assert not torch.equal(model.global_vector(rgb[0], hole), model.global_vector(rgb[1], hole))
+    out, facts = bench.fill("gscodec-blank-global", stream, gscodec.decode(stream), box_mask(10, 20, 30, 50), model)
+    assert out.shape == (H, W, 3) and facts["size-ratio"] > 0
