@@ -13,7 +13,7 @@ from test_render import random_splats
 
 from gscodec.encoder.initializers import detail
 from gscodec.encoder.optimize import Encoder, blur
-from gscodec.encoder.plan import EFFORT_ITERATIONS, SHORT_LR_SCALE, Plan, plan_for
+from gscodec.encoder.plan import EFFORT_ITERATIONS, SHORT_LR_SCALE, SHORT_STEP_FACTORS, Plan, plan_for
 from gscodec.format.color import YCBCR_TO_RGB
 from gscodec.render.backends import render_mse, render_splats
 from gscodec.splats import SplatTensors
@@ -235,3 +235,19 @@ def test_plan_grows_only_the_default_effort_above_the_default_quality() -> None:
     # the short refinements (efforts 1 and 2) take the larger rates; effort 3 its own
     assert plan_for(50, 2, 512, 768).lr_scale == SHORT_LR_SCALE
     assert plan_for(50, 3, 512, 768).lr_scale == 1.0
+    # and code with coarser steps (`pipeline.default_steps`)
+    assert plan_for(50, 1, 512, 768).step_factors == plan_for(50, 2, 512, 768).step_factors == SHORT_STEP_FACTORS
+    assert not any(plan_for(50, 0, 512, 768).step_factors) and not any(plan_for(50, 3, 512, 768).step_factors)
+
+
+def test_default_steps_follow_the_plan() -> None:
+    from gscodec.encoder.pipeline import Refined, default_steps
+    from gscodec.quant.policy import adapt, steps_for_quality
+
+    start = detail(Encoder(torch.rand(32, 32, 3)), Plan(8, 8, 0), 60)
+    assert start.steps is None  # detail placement leaves the steps to the policy
+    for effort in (1, 3):
+        plan = plan_for(60, effort, 32, 32)
+        steps = default_steps(Refined(None, plan, start, start.splats, None, 60))
+        assert steps == adapt(steps_for_quality(60), plan.step_factors)
+    assert steps == steps_for_quality(60)  # effort 3: the policy's own

@@ -13,7 +13,7 @@ import torch
 from ..format.color import RGB_TO_YCBCR
 from ..format.constants import BACKGROUND_UNIT
 from ..quant.layer import quantize_background, snap_geometry
-from ..quant.policy import Steps, steps_for_quality
+from ..quant.policy import Steps, adapt, steps_for_quality
 from ..quant.stream import encode_splats
 from ..splats import Splats, SplatTensors
 from .initializers import INITIALIZERS, Start
@@ -90,8 +90,10 @@ def finish_weight(plan: Plan) -> int:
 
 
 def default_steps(refined: Refined) -> Steps:
-    """The quantizer steps `finish` uses unless told: the initializer's, else the policy's."""
-    return refined.start.steps or steps_for_quality(refined.quality)
+    """The quantizer steps `finish` uses unless told: the initializer's, else the policy's,
+    scaled by the plan's factors."""
+    steps = refined.start.steps or steps_for_quality(refined.quality)
+    return adapt(steps, refined.plan.step_factors) if any(refined.plan.step_factors) else steps
 
 
 def fit_image(

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 import numpy as np
 
 EFFORT_ITERATIONS = (0, 40, 80, 150, 300, 450, 600, 900, 1300, 2000)
-# The default: the predictor + 40 refinement steps (up to 80 above quality 50, `HIGH_QUALITY`).
-# On Kodak (2026-12-04, 24 images) BD-rate -10.6 % against the optimisation encoder that was
-# the default before the predictor (detail placement + 300 steps, bench/results/kodak/gscodec.json
-# at 455bd94), in 1.65-2.08 s an image at quality 50 on a 2-core AMD EPYC (2026-12-03, median of
-# kodim01-06; 1.42-1.50x AVIF's time in the same runs). Effort 4 (the default before) saves
-# about 15 % of the bits in ten times the time (at quality 50), and stays above JPEG at high
-# rates, where effort 1 falls below it above about 1.05 bpp (bench/README.md).
+# The default: the predictor + 40 refinement steps (up to 80 above quality 50, `HIGH_QUALITY`),
+# coarser scale and colour steps (`SHORT_STEP_FACTORS`). On Kodak (2026-12-04, 24 images)
+# BD-rate -12.4 % against the optimisation encoder that was the default before the predictor
+# (detail placement + 300 steps, bench/results/kodak/gscodec.json at 455bd94), in 1.65-2.23 s an
+# image at quality 50 on 2-core AMD EPYCs (median of kodim01-06; 1.42-1.67x AVIF's time in the
+# same runs). Effort 4 (the default before) saves about 13 % of the bits in ten times the time
+# (at quality 50), and stays above JPEG at high rates, where effort 1 falls below it above
+# about 1.12 bpp (bench/README.md).
 DEFAULT_EFFORT = 1
 MAX_EFFORT = len(EFFORT_ITERATIONS) - 1
 RELOCATIONS = 12  # times weak splats are moved during refinement (in its first 3/4)
@@ -55,9 +56,20 @@ SHORT_STEPS, SHORT_LR_SCALE = 80, 2.0
 # leave most of the fit undone (effort 1 fell below JPEG above ~0.85 bpp on Kodak). On the first
 # 6 crops at qualities 65 / 80 / 100, BD-rate against no growth: x2 -10.4 % (2.75 -> 4.24 s an
 # encode), x3 -15.4 % (5.58 s); x2 steps with x3 polish -11.7 % (4.61 s). On Kodak x2 gave
-# -3.1 % over all qualities, +0.35 / +0.78 dB at 0.97 / 1.5 bpp, and crosses JPEG at ~1.05 bpp.
+# -3.1 % over all qualities, +0.35 / +0.78 dB at 0.97 / 1.5 bpp, and crossed JPEG at ~1.05 bpp.
 # The default quality (50) and below are unchanged.
 HIGH_QUALITY, HIGH_QUALITY_STEPS = 50.0, 2.0
+# Short refinements leave a fit whose errors outweigh fine quantizer steps: they code scales
+# and colours 2**0.5 times coarser than the policy's (`gscodec.quant.policy`, tuned at effort
+# 4). `python -m training.tune_plan --effort 1 --images 8 --crop 768x512 --seed 1 --step-factors
+# ...` (BD-rate against the policy's steps; qualities 50 / 65 / 80 / 100, then 10 / 25 / 40):
+# scale +0.5 -2.1 %; scale and chroma -3.6 %, then -2.8 %; scale, luma and chroma -4.5 %,
+# then -3.5 %; scale +1 -2.9 %; luma and chroma alone -1.8 % (10 / 25 / 40). On 8 crops of
+# 512 x 384 (seed 0, qualities 50 / 65 / 80 / 100): scale, luma and chroma -3.6 %; scale and
+# chroma -3.0 %, with position 2**0.5 finer -2.8 %. At effort 2 (qualities 20 / 50 / 80 / 100)
+# -3.9 %. At effort 4 (20 / 50 / 80) -2.7 %, not taken there: an earlier re-tuning at effort 4
+# that gained -3.7 % on crops gained -0.4 % on Kodak (`gscodec.quant.policy`).
+SHORT_STEP_FACTORS = (0.0, 0.5, 0.0, 0.5, 0.5)
 # at effort 0 (no refinement) the solve dominates an encode: on kodim05 at quality 50 with the
 # predictor, 8 steps gave 20.67 dB in 0.84 s, 30 steps 20.85 dB in 1.88 s (2 busy cores)
 COLOR_ITERATIONS_EFFORT0 = 8
@@ -82,6 +94,8 @@ class Plan:
     prune: float = PRUNE  # strength of the rate-distortion pruning (`pipeline.prune`)
     relocations: int = RELOCATIONS  # moves of weak splats during refinement (`Encoder.refine`)
     lr_scale: float = 1.0  # times the refinement's Adam rates (`SHORT_LR_SCALE`)
+    # log2 factors on the quantizer steps (position, scale, angle, luma, chroma), `quant.policy.adapt`
+    step_factors: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 def plan_for(quality: float, effort: int, height: int, width: int) -> Plan:
@@ -99,7 +113,8 @@ def plan_for(quality: float, effort: int, height: int, width: int) -> Plan:
     if effort == 1 and quality > HIGH_QUALITY:
         grow = 1 + (min(quality, 100.0) - HIGH_QUALITY) / (100.0 - HIGH_QUALITY) * (HIGH_QUALITY_STEPS - 1)
         iterations, polish = round(iterations * grow), round(polish * grow)
-    return Plan(n, patch, iterations, COLOR_ITERATIONS, polish, lr_scale=lr_scale)
+    factors = SHORT_STEP_FACTORS if iterations <= SHORT_STEPS else Plan.step_factors
+    return Plan(n, patch, iterations, COLOR_ITERATIONS, polish, lr_scale=lr_scale, step_factors=factors)
 
 
 def patch_for(n_splats: int, pixels: int) -> int:

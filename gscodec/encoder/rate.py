@@ -73,14 +73,13 @@ FINISHES = 4  # at most, per refinement
 # `plan.SHORT_LR_SCALE`). Against their rows of 2026-12-02: effort 4 within 0.011 in log rate
 # and 0.04 dB; effort 1 -0.011 to +0.043 in log rate, +0.12 to +0.20 dB (finer chroma steps
 # and these changes). Efforts 1 and 2 re-measured on 2026-12-04 (`--efforts 1 2`) after effort
-# 1's steps grew above quality 50 and effort 2 took the doubled rates (`plan.HIGH_QUALITY`,
-# `plan.SHORT_STEPS`): effort 1 at quality 70 / 90 +0.058 / +0.121 in log rate, +0.49 / +1.14 dB;
-# effort 2 +0.029 to +0.036, +0.23 to +0.40 dB. Effort 3 predates all of it. Efforts above 4
-# use effort 4's.
+# 1's steps grew above quality 50, effort 2 took the doubled rates and both took coarser scale
+# and colour steps (`plan.HIGH_QUALITY`, `plan.SHORT_STEPS`, `plan.SHORT_STEP_FACTORS`). Effort
+# 3 predates all of it. Efforts above 4 use effort 4's.
 EFFORT_CHANGE_QUALITIES = (10.0, 30.0, 50.0, 70.0, 90.0)
 EFFORT_CHANGE = {
-    1: ((0.652, 0.805, 0.844, 0.899, 0.919), (2.72, 3.16, 3.94, 5.26, 6.48)),
-    2: ((0.744, 0.913, 0.950, 0.938, 0.932), (3.15, 3.64, 4.61, 5.59, 6.51)),
+    1: ((0.586, 0.736, 0.770, 0.823, 0.842), (2.62, 3.03, 3.79, 5.09, 6.29)),
+    2: ((0.679, 0.845, 0.876, 0.862, 0.855), (3.01, 3.49, 4.45, 5.40, 6.33)),
     3: ((0.768, 0.930, 0.958, 0.932, 0.939), (3.16, 3.64, 4.67, 5.68, 6.78)),
     4: ((0.851, 1.018, 1.034, 1.006, 1.017), (3.57, 4.07, 5.26, 6.40, 7.68)),
 }

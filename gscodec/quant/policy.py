@@ -36,7 +36,8 @@ def steps_for_quality(quality: float) -> Steps:
     chroma twice as coarse (`gscodec.predictor.initializer.UNREFINED_STEP_FACTORS`): at
     effort 0 the finer chroma cost +3.7 %. An earlier re-tuning of every step and the splat
     budget (`--effort 4` without pruning) found scale and luma 2x coarser at -3.7 % BD-rate
-    on training crops, but -0.4 % on Kodak: not adopted.
+    on training crops, but -0.4 % on Kodak: not adopted. Short refinements (efforts 1 and 2)
+    code scales and colours 2**0.5 times coarser (`gscodec.encoder.plan.SHORT_STEP_FACTORS`).
     """
     t = min(max(quality, 0.0), 100.0) / 100.0
     y_step = 2.0 ** (-5.5 - 2.0 * t)
