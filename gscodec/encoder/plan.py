@@ -67,8 +67,8 @@ HIGH_QUALITY, HIGH_QUALITY_STEPS = 50.0, 2.0
 # then -3.5 %; scale +1 -2.9 %; luma and chroma alone -1.8 % (10 / 25 / 40). On 8 crops of
 # 512 x 384 (seed 0, qualities 50 / 65 / 80 / 100): scale, luma and chroma -3.6 %; scale and
 # chroma -3.0 %, with position 2**0.5 finer -2.8 %. At effort 2 (qualities 20 / 50 / 80 / 100)
-# -3.9 %. At effort 4 (20 / 50 / 80) -2.7 %, not taken there: an earlier re-tuning at effort 4
-# that gained -3.7 % on crops gained -0.4 % on Kodak (`gscodec.quant.policy`).
+# -3.9 %. At effort 4 (20 / 50 / 80) -2.7 % on crops, but +0.6 % on Kodak (each image refined
+# once, finished with both steps): not taken there.
 SHORT_STEP_FACTORS = (0.0, 0.5, 0.0, 0.5, 0.5)
 # at effort 0 (no refinement) the solve dominates an encode: on kodim05 at quality 50 with the
 # predictor, 8 steps gave 20.67 dB in 0.84 s, 30 steps 20.85 dB in 1.88 s (2 busy cores)
