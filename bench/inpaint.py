@@ -87,15 +87,10 @@ def fill(method: str, data: bytes, decoded: np.ndarray, hole: np.ndarray, weight
     """[H, W, 3] uint8: ``decoded`` with ``hole`` filled by ``method``, and facts about the
     fill (for gscodec: the bytes of the output stream against the input's). gscodec's image
     is the decode of the stream it writes (`inpaint_stream`), what a user gets."""
-    if method == "gscodec":
+    if method in ("gscodec", "gscodec-blank-global"):
         from gscodec.inpainting import inpaint_stream
 
-        out = inpaint_stream(data, hole, weights=weights)
-        return gscodec.decode(out), {"size-ratio": len(out) / len(data)}
-    if method == "gscodec-blank-global":
-        from gscodec.inpainting import inpaint_stream
-
-        out = inpaint_stream(data, hole, weights=blank_global(weights))
+        out = inpaint_stream(data, hole, weights=weights if method == "gscodec" else blank_global(weights))
         return gscodec.decode(out), {"size-ratio": len(out) / len(data)}
     return fill_pixels(method, decoded, hole), {}
 

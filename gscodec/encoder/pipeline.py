@@ -92,8 +92,7 @@ def finish_weight(plan: Plan) -> int:
 def default_steps(refined: Refined) -> Steps:
     """The quantizer steps `finish` uses unless told: the initializer's, else the policy's,
     scaled by the plan's factors."""
-    steps = refined.start.steps or steps_for_quality(refined.quality)
-    return adapt(steps, refined.plan.step_factors) if any(refined.plan.step_factors) else steps
+    return adapt(refined.start.steps or steps_for_quality(refined.quality), refined.plan.step_factors)
 
 
 def fit_image(

@@ -109,12 +109,14 @@ def plan_for(quality: float, effort: int, height: int, width: int) -> Plan:
     if not iterations:
         return Plan(n, patch, 0, COLOR_ITERATIONS_EFFORT0)
     polish = int(np.clip(round(POLISH_FRACTION * iterations), POLISH_MIN, POLISH_MAX))
-    lr_scale = SHORT_LR_SCALE if iterations <= SHORT_STEPS else 1.0
+    short = iterations <= SHORT_STEPS  # before effort 1's growth: it stays a short refinement
     if effort == 1 and quality > HIGH_QUALITY:
         grow = 1 + (min(quality, 100.0) - HIGH_QUALITY) / (100.0 - HIGH_QUALITY) * (HIGH_QUALITY_STEPS - 1)
         iterations, polish = round(iterations * grow), round(polish * grow)
-    factors = SHORT_STEP_FACTORS if iterations <= SHORT_STEPS else Plan.step_factors
-    return Plan(n, patch, iterations, COLOR_ITERATIONS, polish, lr_scale=lr_scale, step_factors=factors)
+    if not short:
+        return Plan(n, patch, iterations, COLOR_ITERATIONS, polish)
+    return Plan(n, patch, iterations, COLOR_ITERATIONS, polish, lr_scale=SHORT_LR_SCALE,
+                step_factors=SHORT_STEP_FACTORS)
 
 
 def patch_for(n_splats: int, pixels: int) -> int:
