@@ -57,9 +57,9 @@ def fill_spans(means, conic, x0, y0, nx, ny, width, rows, offsets, first_pixel, 
             if hi <= lo:
                 continue
             first_pixel[r] = iy * width + lo
-            end = np.uint64(hi)
-            for ix in range(np.uint64(lo), end):
-                w, _ = _weight(a, b2, cyy, dy, mx, ix, end, centres, q_cut)
+            end_f = np.float32(hi)
+            for ix in range(np.uint64(lo), np.uint64(hi)):
+                w, _ = _weight(a, b2, cyy, dy, mx, ix, end_f, centres, q_cut)
                 weights[j] = w
                 j += 1
             r += 1
