@@ -13,7 +13,14 @@ from test_render import random_splats
 
 from gscodec.encoder.initializers import detail
 from gscodec.encoder.optimize import Encoder, blur
-from gscodec.encoder.plan import EFFORT_ITERATIONS, SHORT_LR_SCALE, SHORT_STEP_FACTORS, Plan, plan_for
+from gscodec.encoder.plan import (
+    EFFORT_ITERATIONS,
+    HIGH_QUALITY_STEPS,
+    SHORT_LR_SCALE,
+    SHORT_STEP_FACTORS,
+    Plan,
+    plan_for,
+)
 from gscodec.format.color import YCBCR_TO_RGB
 from gscodec.render.backends import render_mse, render_splats
 from gscodec.splats import SplatTensors
@@ -226,12 +233,19 @@ def test_snap_gives_the_decoders_geometry() -> None:
     assert not torch.allclose(means_only.scales, full.scales)
 
 
-def test_plan_grows_only_the_default_effort_above_the_default_quality() -> None:
+def test_plan_grows_the_default_effort_above_the_default_quality_and_no_effort_refines_less() -> None:
     at = {q: plan_for(q, 1, 512, 768) for q in (0, 50, 75, 100)}
     assert at[0].iterations == at[50].iterations == EFFORT_ITERATIONS[1]
-    assert EFFORT_ITERATIONS[1] < at[75].iterations < at[100].iterations == 2 * EFFORT_ITERATIONS[1]
-    assert at[100].polish_steps == 2 * at[50].polish_steps
-    assert plan_for(100, 2, 512, 768).iterations == EFFORT_ITERATIONS[2]
+    grown = round(HIGH_QUALITY_STEPS * EFFORT_ITERATIONS[1])
+    assert EFFORT_ITERATIONS[1] < at[75].iterations < at[100].iterations == grown
+    assert at[100].polish_steps == round(HIGH_QUALITY_STEPS * at[50].polish_steps)
+    for effort in range(1, len(EFFORT_ITERATIONS)):
+        for q in (50, 75, 90, 100):
+            mine, default = plan_for(q, effort, 512, 768), plan_for(q, 1, 512, 768)
+            assert mine.iterations == max(EFFORT_ITERATIONS[effort], default.iterations)
+            assert mine.polish_steps >= default.polish_steps
+            # a refinement that starts short stays short (its rates and steps)
+            assert mine.lr_scale == (SHORT_LR_SCALE if EFFORT_ITERATIONS[effort] <= 80 else 1.0)
     # the short refinements (efforts 1 and 2) take the larger rates; effort 3 its own
     assert plan_for(50, 2, 512, 768).lr_scale == SHORT_LR_SCALE
     assert plan_for(50, 3, 512, 768).lr_scale == 1.0

@@ -51,14 +51,16 @@ POLISH_FRACTION, POLISH_MIN, POLISH_MAX = 0.2, 15, 100
 # crops x2 -4.5 %, x3 -5.5 %. At effort 2 (the first 6 crops, qualities 20 / 50 / 80 / 100):
 # x1.5 -3.3 %, x2 -4.7 %, in the same time. Longer refinements were not measured and keep theirs.
 SHORT_STEPS, SHORT_LR_SCALE = 80, 2.0
-# At the default effort, above quality HIGH_QUALITY the refinement's and the polish's steps grow
-# linearly to HIGH_QUALITY_STEPS times at quality 100: there the splats are dense and 40 steps
-# leave most of the fit undone (effort 1 fell below JPEG above ~0.85 bpp on Kodak). On the first
-# 6 crops at qualities 65 / 80 / 100, BD-rate against no growth: x2 -10.4 % (2.75 -> 4.24 s an
-# encode), x3 -15.4 % (5.58 s); x2 steps with x3 polish -11.7 % (4.61 s). On Kodak x2 gave
-# -3.1 % over all qualities, +0.35 / +0.78 dB at 0.97 / 1.5 bpp, and crossed JPEG at ~1.05 bpp.
-# The default quality (50) and below are unchanged.
-HIGH_QUALITY, HIGH_QUALITY_STEPS = 50.0, 2.0
+# Above quality HIGH_QUALITY, the default effort's refinement and polish steps grow linearly
+# to HIGH_QUALITY_STEPS times at quality 100 (160 + 60 there), and no effort refines less than
+# that: the splats are dense there and 40 steps leave most of the fit undone. On Sun-Hays
+# crops 1-6 (768 x 512) at qualities 65 / 80 / 100, BD-rate against no growth: x2 -10.4 %
+# (2.75 -> 4.24 s an encode), x3 -15.4 % (5.58 s); x2 steps with x3 polish -11.7 % (4.61 s).
+# With the faster kernels of 2026-12-04, against x2: x3 -5.2 % (4.01 -> 5.26 s an encode),
+# x4 -8.2 % (6.41 s). On Kodak x4 took the default above JPEG at every rate of JPEG's curve
+# (+0.19 dB at 1.5 bpp, where x2 was -0.34 dB; bench/README.md). Quality 50 and below are
+# unchanged.
+HIGH_QUALITY, HIGH_QUALITY_STEPS = 50.0, 4.0
 # Short refinements leave a fit whose errors outweigh fine quantizer steps: they code scales
 # and colours 2**0.5 times coarser than the policy's (`gscodec.quant.policy`, tuned at effort
 # 4). `python -m training.tune_plan --effort 1 --images 8 --crop 768x512 --seed 1 --step-factors
@@ -108,15 +110,21 @@ def plan_for(quality: float, effort: int, height: int, width: int) -> Plan:
     iterations = EFFORT_ITERATIONS[int(np.clip(effort, 0, MAX_EFFORT))]
     if not iterations:
         return Plan(n, patch, 0, COLOR_ITERATIONS_EFFORT0)
-    polish = int(np.clip(round(POLISH_FRACTION * iterations), POLISH_MIN, POLISH_MAX))
-    short = iterations <= SHORT_STEPS  # before effort 1's growth: it stays a short refinement
-    if effort == 1 and quality > HIGH_QUALITY:
+    polish = _polish_steps(iterations)
+    short = iterations <= SHORT_STEPS  # before the growth: a short refinement stays one
+    if quality > HIGH_QUALITY:
         grow = 1 + (min(quality, 100.0) - HIGH_QUALITY) / (100.0 - HIGH_QUALITY) * (HIGH_QUALITY_STEPS - 1)
-        iterations, polish = round(iterations * grow), round(polish * grow)
+        default = EFFORT_ITERATIONS[DEFAULT_EFFORT]
+        iterations = max(iterations, round(default * grow))
+        polish = max(polish, round(_polish_steps(default) * grow))
     if not short:
         return Plan(n, patch, iterations, COLOR_ITERATIONS, polish)
     return Plan(n, patch, iterations, COLOR_ITERATIONS, polish, lr_scale=SHORT_LR_SCALE,
                 step_factors=SHORT_STEP_FACTORS)
+
+
+def _polish_steps(iterations: int) -> int:
+    return int(np.clip(round(POLISH_FRACTION * iterations), POLISH_MIN, POLISH_MAX))
 
 
 def patch_for(n_splats: int, pixels: int) -> int:

@@ -74,13 +74,15 @@ FINISHES = 4  # at most, per refinement
 # and 0.04 dB; effort 1 -0.011 to +0.043 in log rate, +0.12 to +0.20 dB (finer chroma steps
 # and these changes). Efforts 1 and 2 re-measured on 2026-12-04 (`--efforts 1 2`) after effort
 # 1's steps grew above quality 50, effort 2 took the doubled rates and both took coarser scale
-# and colour steps (`plan.HIGH_QUALITY`, `plan.SHORT_STEPS`, `plan.SHORT_STEP_FACTORS`). Effort
-# 3 predates all of it. Efforts above 4 use effort 4's.
+# and colour steps (`plan.HIGH_QUALITY`, `plan.SHORT_STEPS`, `plan.SHORT_STEP_FACTORS`). Efforts
+# 1-3 re-measured later that day (`--efforts 1 2 3`), when effort 1's steps grew to 4x at
+# quality 100 and became every effort's floor (above quality 67 effort 2 is effort 1, hence
+# their equal rows there). Efforts above 4 use effort 4's.
 EFFORT_CHANGE_QUALITIES = (10.0, 30.0, 50.0, 70.0, 90.0)
 EFFORT_CHANGE = {
-    1: ((0.586, 0.736, 0.770, 0.823, 0.842), (2.62, 3.03, 3.79, 5.09, 6.29)),
-    2: ((0.679, 0.845, 0.876, 0.862, 0.855), (3.01, 3.49, 4.45, 5.40, 6.33)),
-    3: ((0.768, 0.930, 0.958, 0.932, 0.939), (3.16, 3.64, 4.67, 5.68, 6.78)),
+    1: ((0.584, 0.736, 0.770, 0.876, 0.910), (2.62, 3.03, 3.79, 5.57, 7.13)),
+    2: ((0.679, 0.845, 0.876, 0.876, 0.910), (3.02, 3.49, 4.44, 5.57, 7.13)),
+    3: ((0.797, 0.967, 0.995, 0.976, 0.983), (3.35, 3.83, 4.88, 5.93, 7.14)),
     4: ((0.851, 1.018, 1.034, 1.006, 1.017), (3.57, 4.07, 5.26, 6.40, 7.68)),
 }
 
