@@ -47,7 +47,9 @@ def encode(
 
     image: numpy array, PIL image or torch tensor (see `gscodec.image.to_rgb_float`).
     quality: 0-100, higher is larger and better. effort: 0-9, more refinement steps
-    (encode time grows about linearly). target_bpp: search quality for this rate
+    (encode time grows about linearly); above quality 50 every refining effort takes at least
+    the default's steps, which grow with quality (4x at 100), so high qualities take longer.
+    target_bpp: search quality for this rate
     instead (bits per pixel, from the file size); target_psnr: search quality for this
     PSNR-RGB of the 8-bit decode (dB). Either search runs quick effort-0 encodes, then one or
     two refinements at ``effort``, each finished with a few quantizer step sizes
