@@ -18,6 +18,7 @@ from gscodec.encoder.plan import (
     HIGH_QUALITY_STEPS,
     SHORT_LR_SCALE,
     SHORT_STEP_FACTORS,
+    SHORT_STEPS,
     Plan,
     plan_for,
 )
@@ -245,7 +246,7 @@ def test_plan_grows_the_default_effort_above_the_default_quality_and_no_effort_r
             assert mine.iterations == max(EFFORT_ITERATIONS[effort], default.iterations)
             assert mine.polish_steps >= default.polish_steps
             # a refinement that starts short stays short (its rates and steps)
-            assert mine.lr_scale == (SHORT_LR_SCALE if EFFORT_ITERATIONS[effort] <= 80 else 1.0)
+            assert mine.lr_scale == (SHORT_LR_SCALE if EFFORT_ITERATIONS[effort] <= SHORT_STEPS else 1.0)
     # the short refinements (efforts 1 and 2) take the larger rates; effort 3 its own
     assert plan_for(50, 2, 512, 768).lr_scale == SHORT_LR_SCALE
     assert plan_for(50, 3, 512, 768).lr_scale == 1.0
