@@ -6,7 +6,8 @@
 which are smaller and worse than the final encode at the user's effort. It aims those quick
 encodes at the target less this change, so that the first encode at the user's effort
 lands more often. This script measures the change on a seeded sample of
-../shared/data/train (never a test set), centre crops of at most 512 x 384: per effort and
+../shared/data/train (never a test set), centre crops of at most 512 x 384 (``--crop WxH``
+for another size, ``--only TEXT`` to sample only paths holding TEXT): per effort and
 quality, the mean and spread of log(bpp at effort / bpp at effort 0) and of
 PSNR at effort - PSNR at effort 0.
 """
@@ -37,11 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=8, help="how many training images (seeded sample)")
     ap.add_argument("--qualities", type=float, nargs="+", default=[10, 30, 50, 70, 90])
     ap.add_argument("--efforts", type=int, nargs="+", default=[1, 2, 3, 4])
+    ap.add_argument("--crop", default="512x384", metavar="WxH",
+                    help="centre crops of at most this size (768x512 is Kodak's)")
+    ap.add_argument("--only", default="", metavar="TEXT", help="sample only images whose path holds TEXT "
+                    "(sun_hays80: images large enough for a 768x512 crop)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="write the measurements as JSON")
     args = ap.parse_args(argv)
-    paths = random.Random(args.seed).sample(list_train_images(args.data), args.images)
-    images = [centre_crop(np.asarray(Image.open(p).convert("RGB"))) for p in paths]
+    paths = random.Random(args.seed).sample([p for p in list_train_images(args.data) if args.only in str(p)],
+                                            args.images)
+    width, height = (int(v) for v in args.crop.split("x"))
+    images = [centre_crop(np.asarray(Image.open(p).convert("RGB")), height, width) for p in paths]
     # change[effort][quality] -> [(log rate ratio, dB gain) per image]
     change: dict[int, dict[float, list[tuple[float, float]]]] = {
         e: {q: [] for q in args.qualities} for e in args.efforts}
