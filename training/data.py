@@ -8,6 +8,7 @@ colour (its background, quantized as the format stores it) removed.
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,18 @@ def centre_crop(image: np.ndarray, height: int = 384, width: int = 512) -> np.nd
     h, w = min(height, image.shape[0]), min(width, image.shape[1])
     y, x = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
     return np.ascontiguousarray(image[y : y + h, x : x + w])
+
+
+def sample_views(root: Path, count: int, seed: int, only: str = "", crop: str | None = "512x384",
+                 ) -> tuple[list[Path], list[np.ndarray]]:
+    """A seeded sample of ``count`` training images whose path holds ``only``, and each image
+    as uint8 RGB: its `centre_crop` of at most ``crop`` ("WxH"), or whole when ``crop`` is None."""
+    paths = random.Random(seed).sample([p for p in list_train_images(root) if only in str(p)], count)
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    if crop:
+        width, height = (int(v) for v in crop.split("x"))
+        images = [centre_crop(image, height, width) for image in images]
+    return paths, images
 
 
 class Crops:

@@ -20,16 +20,14 @@ import gscodec  # (first: passive OpenMP waiting before torch loads)
 import argparse
 import json
 import math
-import random
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from gscodec.encoder.pipeline import encode_image
 from gscodec.metrics import psnr
-from training.data import centre_crop, default_train_dir, list_train_images
+from training.data import default_train_dir, sample_views
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,10 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="write the measurements as JSON")
     args = ap.parse_args(argv)
-    paths = random.Random(args.seed).sample([p for p in list_train_images(args.data) if args.only in str(p)],
-                                            args.images)
-    width, height = (int(v) for v in args.crop.split("x"))
-    images = [centre_crop(np.asarray(Image.open(p).convert("RGB")), height, width) for p in paths]
+    paths, images = sample_views(args.data, args.images, args.seed, args.only, args.crop)
     # change[effort][quality] -> [(log rate ratio, dB gain) per image]
     change: dict[int, dict[float, list[tuple[float, float]]]] = {
         e: {q: [] for q in args.qualities} for e in args.efforts}

@@ -26,14 +26,12 @@ import gscodec  # noqa: F401  (first: passive OpenMP waiting before torch loads)
 # isort: on
 import argparse
 import dataclasses
-import random
 import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from bench.bdrate import bd_rate
@@ -44,7 +42,7 @@ from gscodec.metrics import psnr
 from gscodec.predictor import initializer
 from gscodec.quant.policy import adapt
 from gscodec.quant.stream import encode_splats
-from training.data import centre_crop, default_train_dir, list_train_images
+from training.data import default_train_dir, sample_views
 
 
 def budget_plan(plan: Plan, factor: float, pixels: int) -> Plan:
@@ -136,12 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args([" " + a if re.match(r"-\d", a) else a for a in argv])  # -1,0,0,0,0 is a value
-    paths = random.Random(args.seed).sample([p for p in list_train_images(args.data) if args.only in str(p)],
-                                            args.images)
-    images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
-    if args.crop:
-        width, height = (int(v) for v in args.crop.split("x"))
-        images = [centre_crop(image, height, width) for image in images]
+    _, images = sample_views(args.data, args.images, args.seed, args.only, args.crop)
     listed = args.shares or args.step_factors or args.budgets or args.schedules
     candidates = [tuple(float(v) for v in s.split(",")) for s in listed]
     name = "shares" if args.shares else "budget" if args.budgets else "schedule" if args.schedules else "factors"
