@@ -2,14 +2,14 @@
 
     python -m training.effort_priors [--images 8] [--qualities 10 30 50 70 90] [--efforts 1 2 3 4]
 
-`gscodec.encoder.rate.search` searches quality with quick (effort-0) encodes,
-which are smaller and worse than the final encode at the user's effort. It aims those quick
-encodes at the target less this change, so that the first encode at the user's effort
+`gscodec.encoder.rate.search` searches quality with quick encodes (`rate.quick_encode`:
+effort 0 without pruning), which differ from the final encode at the user's effort. It aims
+those quick encodes at the target less this change, so that the first encode at the user's effort
 lands more often. This script measures the change on a seeded sample of
 ../shared/data/train (never a test set), centre crops of at most 512 x 384 (``--crop WxH``
 for another size, ``--only TEXT`` to sample only paths holding TEXT): per effort and
-quality, the mean and spread of log(bpp at effort / bpp at effort 0) and of
-PSNR at effort - PSNR at effort 0.
+quality, the mean and spread of log(bpp at effort / bpp of the quick encode) and of
+PSNR at effort - PSNR of the quick encode.
 """
 
 from __future__ import annotations
@@ -26,8 +26,14 @@ import numpy as np
 from tqdm import tqdm
 
 from gscodec.encoder.pipeline import encode_image
+from gscodec.encoder.rate import quick_encode
 from gscodec.metrics import psnr
 from training.data import default_train_dir, sample_views
+
+
+def measure(image: np.ndarray, data: bytes) -> tuple[float, float]:
+    """The log of an encode's size and its PSNR-RGB against the 8-bit ``image``."""
+    return math.log(len(data)), psnr(image, gscodec.decode(data))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="write the measurements as JSON")
     args = ap.parse_args(argv)
+    if min(args.efforts) < 1:
+        ap.error("--efforts: 1 or more (effort 0 is the search's own quick encode)")
     paths, images = sample_views(args.data, args.images, args.seed, args.only, args.crop)
     # change[effort][quality] -> [(log rate ratio, dB gain) per image]
     change: dict[int, dict[float, list[tuple[float, float]]]] = {
@@ -51,14 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         for image in images:
             rgb = image.astype(np.float32) / 255
             for quality in args.qualities:
-                base = None
-                for effort in (0, *args.efforts):
-                    data = encode_image(rgb, quality, effort)
-                    point = (math.log(len(data)), psnr(image, gscodec.decode(data)))
+                base = measure(image, quick_encode(rgb, quality, 1))  # the search's quick encode above effort 0
+                bar.update()
+                for effort in args.efforts:
+                    point = measure(image, encode_image(rgb, quality, effort))
                     bar.update()
-                    if base is None:
-                        base = point
-                        continue
                     change[effort][quality].append((point[0] - base[0], point[1] - base[1]))
     report = {}
     for effort, per_quality in change.items():

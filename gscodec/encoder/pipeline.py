@@ -38,16 +38,17 @@ class Refined:
 
 def refine_image(
     rgb: np.ndarray, quality: float, effort: int, progress: Progress | None = None, seed: int = 0,
-    device: torch.device | str = "cpu", init: str = DEFAULT_INIT,
+    device: torch.device | str = "cpu", init: str = DEFAULT_INIT, plan: Plan | None = None,
 ) -> Refined:
     """The initializer's splats for an [H, W, 3] float32 RGB image in [0, 1], refined at
-    ``effort``. ``progress`` goes to 1 when refinement ends."""
+    ``effort`` (or as ``plan`` says, instead of `plan_for`'s plan). ``progress`` goes to 1 when
+    refinement ends."""
     h, w = rgb.shape[:2]
     rgb_t = torch.from_numpy(rgb)
     ycc = rgb_t @ torch.from_numpy(RGB_TO_YCBCR).to(rgb_t).T
     background = np.asarray(quantize_background(ycc.reshape(-1, 3).mean(0).numpy()), np.float32)
     background /= BACKGROUND_UNIT
-    plan = plan_for(quality, effort, h, w)
+    plan = plan or plan_for(quality, effort, h, w)
     enc = Encoder((ycc - torch.from_numpy(background)).to(device), seed=seed)
     report = progress or (lambda _: None)
     start = INITIALIZERS[init](enc, plan, quality)  # counts as 5 steps
@@ -97,19 +98,19 @@ def default_steps(refined: Refined) -> Steps:
 
 def fit_image(
     rgb: np.ndarray, quality: float, effort: int, progress: Progress | None = None, seed: int = 0,
-    device: torch.device | str = "cpu", init: str = DEFAULT_INIT,
+    device: torch.device | str = "cpu", init: str = DEFAULT_INIT, plan: Plan | None = None,
 ) -> tuple[Splats, Steps]:
     """Splats for an [H, W, 3] float32 RGB image in [0, 1], geometry already on the grid of the
     quantizer steps returned with them and colours solved for it (`gscodec.quant.stream.encode_splats`
     then codes them with those steps): `refine_image`, then `finish`.
     ``device``: where the fitting runs (a CUDA device needs `gscodec.has_cuda`); ``init``:
-    the initializer (`gscodec.encoder.initializers`)."""
+    the initializer (`gscodec.encoder.initializers`); ``plan``: instead of `plan_for`'s."""
     report = progress or (lambda _: None)
-    plan = plan_for(quality, effort, *rgb.shape[:2])
+    plan = plan or plan_for(quality, effort, *rgb.shape[:2])
     # progress in steps: refinement (with the initial placement as 5), then the finish
     first = 5 + plan.iterations
     total = first + finish_weight(plan)
-    refined = refine_image(rgb, quality, effort, lambda f: report(f * first / total), seed, device, init)
+    refined = refine_image(rgb, quality, effort, lambda f: report(f * first / total), seed, device, init, plan)
     return finish(refined, progress=lambda f: report((first + f * (total - first)) / total))
 
 
@@ -151,7 +152,8 @@ def snap(s: SplatTensors, layer: torch.Tensor, patch_sizes: tuple[int, ...], ste
 
 
 def encode_image(rgb: np.ndarray, quality: float, effort: int, progress: Progress | None = None, seed: int = 0,
-                 device: str = "cpu", init: str = DEFAULT_INIT) -> bytes:
-    """.gsc bytes of an [H, W, 3] float32 RGB image in [0, 1] (options checked by the caller)."""
-    splats, steps = fit_image(rgb, quality, effort, progress, seed, device, init)
+                 device: str = "cpu", init: str = DEFAULT_INIT, plan: Plan | None = None) -> bytes:
+    """.gsc bytes of an [H, W, 3] float32 RGB image in [0, 1] (options checked by the caller;
+    ``plan``: instead of `plan_for`'s)."""
+    splats, steps = fit_image(rgb, quality, effort, progress, seed, device, init, plan)
     return encode_splats(splats, steps=steps)

@@ -4,9 +4,10 @@
 Refinement is most of an encode's time and its result does not depend on the quantizer's
 steps, so the search spends at most two refinements and tunes the rest after them:
 
-1. Quick effort-0 encodes find the quality whose quick encode, plus what refinement at the
-   user's effort typically adds (`EFFORT_CHANGE`), measures the target (a secant search in
-   quality, `solve`).
+1. Quick encodes (effort 0 without pruning, `quick_encode`) find the quality whose quick
+   encode, plus what refinement at the user's effort typically adds (`EFFORT_CHANGE`),
+   measures the target (a secant search in quality, `solve`), to within what the prior's
+   miss of single images blurs anyway (`QUICK_RATE_TOLERANCE`).
 2. That quality is refined once at the user's effort (`pipeline.refine_image`); the refined
    splats are then finished (`pipeline.finish`) with steps scaled by 2**shift, the shift
    searched so that the finished encode measures the target: each try costs the finish only
@@ -22,13 +23,15 @@ steps, so the search spends at most two refinements and tunes the rest after the
    most half an octave, and aims its refinement `headroom` above the target, about the
    middle of what half an octave either way reaches.
 3. If no shift within the measure's `max_shift` reaches the target (the prior was off by
-   more than the steps can make up), the quality is searched again with the prior
-   corrected by this image's own miss, refined there and finished as in 2; the closer of
-   the two is kept.
+   more than the steps can make up), the quality is aimed again with the prior corrected by
+   this image's own miss, on a line through the quick encodes already made (`quick_line`;
+   a quick encode costs a fifth to a half of the refinement it would aim), refined there
+   and finished as in 2; the closer of the two is kept.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -44,7 +47,7 @@ from ..quant.stream import encode_splats
 from ..render.numba.decode import render_rgb
 from . import pipeline
 from .pipeline import Progress, Refined
-from .plan import DEFAULT_INIT
+from .plan import DEFAULT_INIT, plan_for
 
 log = logging.getLogger(__name__)
 
@@ -60,36 +63,38 @@ MAX_PSNR_SHIFT = 0.5
 POSITION_AND_COLOUR = (1.0, 0.0, 0.0, 1.0, 1.0)
 COLOUR = (0.0, 0.0, 0.0, 1.0, 1.0)
 QUICK_ENCODES = 6  # at most, per quality search
+# How close the quick search comes before refining (log rate, dB). The prior misses single
+# images by more (sd 0.074 in log rate; `quick_encode`): a quick miss anywhere within 0.06 (sd
+# 0.035) adds 0.008 to that spread, far less than the finish's steps reach (about +-0.2). For
+# a PSNR they reach only about +-0.1 dB: a quick search looser than the final tolerance would
+# take a second refinement where the prior is right.
+QUICK_RATE_TOLERANCE, QUICK_PSNR_TOLERANCE = 0.06, PSNR_TOLERANCE
 FINISHES = 4  # at most, per refinement
-# What refinement at each effort adds to an effort-0 encode of the same quality, at the
-# qualities EFFORT_CHANGE_QUALITIES: the log of the ratio of file sizes, and dB of PSNR-RGB.
-# Means over 8 training images (centre crops of at most 512 x 384), measured by
-# `python -m training.effort_priors` on 2026-12-02 with rate-distortion pruning (which
-# prunes effort-0 encodes hardest); between images they spread by 0.12-0.19 in log rate
-# (sd; 0.013-0.038 before pruning) and 0.48-0.80 dB. Efforts 1 and 4 re-measured on
-# 2026-12-03 (`python -m training.effort_priors --efforts 1 4`, same images) after each change
-# of that day: the finish's one polish, relocated splats' colours solved alone
-# (`Encoder.relocate`), effort 1's polish of 15 steps and doubled rates (`plan.POLISH_MIN`,
-# `plan.SHORT_LR_SCALE`). Against their rows of 2026-12-02: effort 4 within 0.011 in log rate
-# and 0.04 dB; effort 1 -0.011 to +0.043 in log rate, +0.12 to +0.20 dB (finer chroma steps
-# and these changes). Efforts 1 and 2 re-measured on 2026-12-04 (`--efforts 1 2`) after effort
-# 1's steps grew above quality 50, effort 2 took the doubled rates and both took coarser scale
-# and colour steps (`plan.HIGH_QUALITY`, `plan.SHORT_STEPS`, `plan.SHORT_STEP_FACTORS`). Efforts
-# 1-3 re-measured later that day (`--efforts 1 2 3`), when effort 1's steps grew to 4x at
-# quality 100 and became every effort's floor (above quality 67 effort 2 is effort 1, hence
-# their equal rows there). Efforts above 4 use effort 4's.
+# A first refinement whose usual steps miss by more than this many times what the shift
+# typically reaches (`Measure.max_shift` x `Measure.per_shift`) is not shifted: a second
+# refinement, aimed with the miss, will be closer, and the finishes would cost a fifth to a
+# third of an encode each
+BEYOND_REACH = 2.0
+# What refinement at each effort adds to the search's quick encode (`quick_encode`) of the same
+# quality, at the qualities EFFORT_CHANGE_QUALITIES: the log of the ratio of file sizes, and dB
+# of PSNR-RGB. Means over 8 training images (centre crops of Kodak's size, 768 x 512, from
+# Sun-Hays80), measured by `python -m training.effort_priors --efforts 1 2 3 4 --crop 768x512
+# --only sun_hays80 --out training/runs/effort_priors.json` on 2026-12-04. Between images they
+# spread by 0.017-0.079 in log rate (sd; 0.12-0.19 when quick encodes were pruned) and 0.58-1.45
+# dB. Above quality 50 effort 2 is effort 1 (`plan.HIGH_QUALITY`), hence their equal rows there.
+# Efforts above 4 use effort 4's.
 EFFORT_CHANGE_QUALITIES = (10.0, 30.0, 50.0, 70.0, 90.0)
 EFFORT_CHANGE = {
-    1: ((0.584, 0.736, 0.770, 0.876, 0.910), (2.62, 3.03, 3.79, 5.57, 7.13)),
-    2: ((0.679, 0.845, 0.876, 0.876, 0.910), (3.02, 3.49, 4.44, 5.57, 7.13)),
-    3: ((0.797, 0.967, 0.995, 0.976, 0.983), (3.35, 3.83, 4.88, 5.93, 7.14)),
-    4: ((0.851, 1.018, 1.034, 1.006, 1.017), (3.57, 4.07, 5.26, 6.40, 7.68)),
+    1: ((0.099, 0.010, -0.028, 0.099, 0.156), (1.59, 1.94, 2.53, 4.43, 6.13)),
+    2: ((0.155, 0.092, 0.066, 0.099, 0.156), (1.94, 2.39, 3.24, 4.43, 6.13)),
+    3: ((0.247, 0.206, 0.191, 0.225, 0.270), (2.38, 2.91, 3.95, 5.11, 6.53)),
+    4: ((0.293, 0.249, 0.224, 0.255, 0.307), (2.67, 3.19, 4.42, 5.76, 7.30)),
 }
 
 
 def effort_change(effort: int, quality: float) -> tuple[float, float]:
-    """(log rate ratio, dB) that refinement at ``effort`` typically adds to an effort-0 encode
-    at ``quality`` (`EFFORT_CHANGE`, interpolated)."""
+    """(log rate ratio, dB) that refinement at ``effort`` typically adds to the quick encode at
+    ``quality`` (`EFFORT_CHANGE`, interpolated)."""
     if effort <= 0:
         return 0.0, 0.0
     log_rate, db = EFFORT_CHANGE[min(effort, max(EFFORT_CHANGE))]
@@ -102,12 +107,17 @@ class Measure:
     and with finer steps, and how fast it typically grows (to aim the first tries)."""
 
     def __init__(self, of: Callable[[bytes], float], per_quality: float, shifted: tuple[float, ...],
-                 per_shift: float, prior: int, max_shift: float = MAX_SHIFT, headroom: float = 0.0) -> None:
+                 per_shift: float, prior: int, quick_tolerance: float, max_shift: float = MAX_SHIFT,
+                 headroom: float = 0.0) -> None:
         self.of = of
         self.per_quality = per_quality  # growth per quality point
         self.shifted = shifted  # which steps a shift scales (`POSITION_AND_COLOUR`, `COLOUR`)
         self.per_shift = per_shift  # change per octave of coarser steps (negative)
         self.prior = prior  # which of `effort_change`'s pair this measure follows
+        # how close quick encodes plus the prior come to the target before refinement (the
+        # prior's miss of single images is larger: the finish's shift and a second refinement
+        # make up for both)
+        self.quick_tolerance = quick_tolerance
         self.max_shift = max_shift  # octaves either way
         self.headroom = headroom  # how far above the target the refinement is aimed
 
@@ -116,7 +126,7 @@ def rate_measure(pixels: int) -> Measure:
     # 8 training crops at the default (`python -m training.tune_plan --effort 4 ...`): 0.214 bpp
     # at quality 20, 1.475 at 80; position and colour steps one octave coarser: about -14 %
     return Measure(lambda data: math.log(8 * len(data) / pixels), math.log(1.475 / 0.214) / 60,
-                   POSITION_AND_COLOUR, -0.15, 0)
+                   POSITION_AND_COLOUR, -0.15, 0, QUICK_RATE_TOLERANCE)
 
 
 def psnr_measure(rgb: np.ndarray) -> Measure:
@@ -129,7 +139,8 @@ def psnr_measure(rgb: np.ndarray) -> Measure:
     # the same crops: 25.09 dB at quality 20, 32.73 at 80. Colour steps half an octave coarser
     # take 0.02-0.19 dB (mean 0.09), half an octave finer give 0.02-0.10 dB (mean 0.05): 3 of
     # the crops, qualities 30 and 60, effort 4
-    return Measure(decoded_psnr, (32.73 - 25.09) / 60, COLOUR, -0.2, 1, max_shift=MAX_PSNR_SHIFT, headroom=0.05)
+    return Measure(decoded_psnr, (32.73 - 25.09) / 60, COLOUR, -0.2, 1, QUICK_PSNR_TOLERANCE,
+                   max_shift=MAX_PSNR_SHIFT, headroom=0.05)
 
 
 class Found(NamedTuple):
@@ -181,6 +192,19 @@ def search_psnr(rgb: np.ndarray, target_psnr: float, effort: int, progress: Prog
     return data, quality
 
 
+def quick_encode(rgb: np.ndarray, quality: float, effort: int, seed: int = 0, device: str = "cpu",
+                 init: str = DEFAULT_INIT) -> bytes:
+    """The search's quick encode at ``quality``: effort 0, which it returns at effort 0. For a
+    search at a higher effort, without rate-distortion pruning (`pipeline.prune`): pruning
+    without refinement drops far more splats, and a varying share of them from image to image,
+    so the rate of an unpruned quick encode follows the refined encode's more closely. On 10
+    training crops of Kodak's size (Sun-Hays80), log(effort-1 rate / quick rate) spread by
+    0.074 (sd, about its mean at each of qualities 20 / 40 / 60 / 80) against 0.144 with
+    pruning; PSNR spread the same (0.78 and 0.76 dB)."""
+    plan = None if effort <= 0 else dataclasses.replace(plan_for(quality, 0, *rgb.shape[:2]), prune=0.0)
+    return pipeline.encode_image(rgb, quality, 0, None, seed, device, init, plan)
+
+
 def encode_refined(refined: Refined, shift: float, shifted: tuple[float, ...]) -> bytes:
     """.gsc bytes of ``refined`` finished (`pipeline.finish`) with steps 2**(shift * shifted)
     times the usual (``shifted``: `POSITION_AND_COLOUR` or `COLOUR`)."""
@@ -229,41 +253,57 @@ def search(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, e
            ) -> tuple[bytes, float, float, float]:
     """The encode whose measure comes closest to ``target`` (see the module's docstring): its
     bytes, quality, step shift (octaves coarser) and measure.
-    At most 2 x `QUICK_ENCODES` quick encodes and two refinements at ``effort`` with
-    `FINISHES` finishes each."""
+    At most `QUICK_ENCODES` quick encodes and two refinements at ``effort`` with `FINISHES`
+    finishes each."""
     report = progress or (lambda _: None)
-    quick: dict[float, tuple[bytes, float]] = {}  # quality -> its effort-0 encode and measure
+    quick: dict[float, tuple[bytes, float]] = {}  # quality -> its quick encode and measure
 
     def quick_measure(quality: float) -> float:
         if quality not in quick:
-            data = pipeline.encode_image(rgb, quality, 0, None, seed, device, init)
+            data = quick_encode(rgb, quality, effort, seed, device, init)
             quick[quality] = data, measure.of(data)
         return quick[quality][1]
 
     def prior(quality: float) -> float:
         return effort_change(effort, quality)[measure.prior]
 
-    def aim(offset: float, start: float, lo: float, hi: float) -> float:
-        """The quality whose quick measure plus prior plus ``offset`` is closest to the target;
-        of equally close ones, the lowest (the smallest file)."""
+    def aim(quick_of: Callable[[float], float], offset: float, start: float, lo: float, hi: float,
+            within: float) -> float:
+        """The quality whose quick measure (``quick_of``) plus prior plus ``offset`` is closest to
+        the target, found to ``within``; of equally close ones, the lowest (the smallest file)."""
         def miss(q: float) -> float:
-            return quick_measure(q) + prior(q) + offset - target
-        tried = solve(miss, start, measure.per_quality, lo, hi, tolerance, QUICK_ENCODES)
+            return quick_of(q) + prior(q) + offset - target
+        tried = solve(miss, start, measure.per_quality, lo, hi, within, QUICK_ENCODES)
         return min(tried, key=lambda q: (abs(tried[q]), q))
 
-    quality = aim(-measure.headroom if effort else 0.0, 50.0, 0.0, 100.0)
-    if effort == 0:
+    if effort == 0:  # the quick encode is the encode
+        quality = aim(quick_measure, 0.0, 50.0, 0.0, 100.0, tolerance)
         report(1.0)
         return quick[quality][0], quality, 0.0, quick[quality][1]
+    # the prior misses single images by more than the quick search's tolerance
+    quality = aim(quick_measure, -measure.headroom, 50.0, 0.0, 100.0, max(tolerance, measure.quick_tolerance))
+
+    def second_quality(usual: float) -> float:
+        """Where a second refinement goes when the first measured ``usual`` at the usual steps:
+        the prior corrected by this image's miss, so that the usual steps land there (the best
+        shifted finish may lie on the other side of the target), aimed on a line through the
+        quick measures already made, not with new quick encodes."""
+        offset = usual - quick_measure(quality) - prior(quality)
+        lo, hi = (max(0.0, quality - 25.0), quality) if usual > target else (quality, min(100.0, quality + 25.0))
+        line = quick_line({q: m for q, (_, m) in quick.items()}, measure.per_quality)
+        return aim(line, offset, quality + (target - usual) / measure.per_quality, lo, hi, tolerance / 10)
+
+    def worth_shifting(usual: float) -> bool:
+        """No search of the step shift where the usual steps miss by more than `BEYOND_REACH`
+        times what the shift typically reaches, unless no second refinement can be aimed."""
+        reach = measure.max_shift * abs(measure.per_shift)
+        return abs(usual - target) <= BEYOND_REACH * reach or second_quality(usual) == quality
+
     report(0.15)
     best = finished(rgb, measure, target, tolerance, quality, effort, seed, device, init,
-                    lambda f: report(0.15 + 0.4 * f))
+                    lambda f: report(0.15 + 0.4 * f), worth_shifting)
     if abs(best.value - target) > tolerance:
-        # this image's miss of the prior, at the usual steps; the next quality is aimed so that
-        # the usual steps land (the best shifted finish may lie on the other side of the target)
-        offset = best.usual - quick_measure(quality) - prior(quality)
-        lo, hi = (max(0.0, quality - 25.0), quality) if best.usual > target else (quality, min(100.0, quality + 25.0))
-        again = aim(offset, quality + (target - best.usual) / measure.per_quality, lo, hi)
+        again = second_quality(best.usual)
         if again != quality:
             second = finished(rgb, measure, target, tolerance, again, effort, seed, device, init,
                               lambda f: report(0.6 + 0.4 * f))
@@ -272,19 +312,41 @@ def search(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, e
     return best.data, best.quality, best.shift, best.value
 
 
+def quick_line(points: dict[float, float], typical: float) -> Callable[[float], float]:
+    """A line through the quick measures ``points`` (quality -> measure): through the one
+    nearest the quality asked, with the slope that fits them all (least squares), kept within
+    half to twice the ``typical`` slope (quick measures of nearby qualities are noisy)."""
+    qualities = np.array(sorted(points))
+    values = np.array([points[q] for q in qualities])
+    slope = typical
+    if np.ptp(qualities) > 0:
+        slope = float(np.clip(np.polyfit(qualities, values, 1)[0], typical / 2, 2 * typical))
+
+    def line(quality: float) -> float:
+        i = int(np.argmin(np.abs(qualities - quality)))
+        return float(values[i] + slope * (quality - qualities[i]))
+    return line
+
+
 def finished(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, quality: float, effort: int,
-             seed: int, device: str, init: str, progress: Progress) -> Found:
+             seed: int, device: str, init: str, progress: Progress,
+             worth_shifting: Callable[[float], bool] = lambda usual: True) -> Found:
     """The image refined at ``quality`` and ``effort``, finished with the step shift (`solve`)
-    that brings its measure closest to ``target``."""
+    that brings its measure closest to ``target``; at the usual steps only if
+    ``worth_shifting`` (of the measure there) says no."""
     refined = pipeline.refine_image(rgb, quality, effort, lambda f: progress(0.8 * f), seed, device, init)
     encodes: dict[float, tuple[bytes, float]] = {}
 
     def miss(finer: float) -> float:  # finer: octaves finer steps (the measure grows with it)
-        data = encode_refined(refined, -finer, measure.shifted)
-        encodes[finer] = data, measure.of(data)
+        if finer not in encodes:
+            data = encode_refined(refined, -finer, measure.shifted)
+            encodes[finer] = data, measure.of(data)
         return encodes[finer][1] - target
 
-    tried = solve(miss, 0.0, -measure.per_shift, -measure.max_shift, measure.max_shift, tolerance, FINISHES)
+    usual = miss(0.0)
+    tried = {0.0: usual}
+    if abs(usual) > tolerance and worth_shifting(usual + target):
+        tried = solve(miss, 0.0, -measure.per_shift, -measure.max_shift, measure.max_shift, tolerance, FINISHES)
     progress(1.0)
     finer = min(tried, key=lambda x: (abs(tried[x]), x))  # of equally close ones, the coarser steps
     return Found(encodes[finer][0], quality, -finer, encodes[finer][1], encodes[0.0][1])
