@@ -266,3 +266,24 @@ def test_default_steps_follow_the_plan() -> None:
         steps = default_steps(Refined(None, plan, start, start.splats, None, 60))
         assert steps == adapt(steps_for_quality(60), plan.step_factors)
     assert steps == steps_for_quality(60)  # effort 3: the policy's own
+
+
+def test_a_refinement_finishes_the_same_each_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rate control finishes one refinement with several steps (`rate.encode_refined`), the
+    pruning computed once: finishing again with the usual steps gives the same bytes."""
+    import numpy as np
+
+    from gscodec.encoder import pipeline
+    from gscodec.encoder.rate import POSITION_AND_COLOUR, encode_refined
+
+    prunes = []
+    prune = pipeline.prune
+    monkeypatch.setattr(pipeline, "prune", lambda *args: prunes.append(1) or prune(*args))
+    rng = np.random.default_rng(0)
+    rgb = np.clip(np.linspace(0, 1, 48 * 64 * 3).reshape(48, 64, 3) + 0.1 * rng.random((48, 64, 3)), 0, 1)
+    refined = pipeline.refine_image(rgb.astype(np.float32), 50, 1)
+    first = encode_refined(refined, (0.0,) * 5)
+    coarser = encode_refined(refined, POSITION_AND_COLOUR)  # an octave coarser
+    assert len(coarser) < len(first)
+    assert encode_refined(refined, (0.0,) * 5) == first
+    assert len(prunes) == 1

@@ -45,9 +45,10 @@ class ModelCodec:
         self.calls.append("refine")
         return quality  # stands for the refined splats
 
-    def encode_refined(self, refined: float, shift: float, shifted: tuple[float, ...]) -> bytes:
+    def encode_refined(self, refined: float, factors: tuple[float, ...]) -> bytes:
         self.calls.append("finish")
-        return self.bytes_for(quick_bpp(refined) * self.gain * math.exp(-self.PER_SHIFT * shift))
+        assert factors[0] == factors[3] == factors[4], "a rate shift moves position and colour steps together"
+        return self.bytes_for(quick_bpp(refined) * self.gain * math.exp(-self.PER_SHIFT * factors[3]))
 
 
 def bpp(data: bytes) -> float:
@@ -102,6 +103,30 @@ def test_quick_line_follows_the_points_with_a_slope_kept_near_the_typical(points
     slope = (line(70.0) - points[nearest]) / (70.0 - nearest)
     assert slope == pytest.approx({1: 0.1, 2: 0.2, 3: 0.05}[len(points)])
     assert line(nearest) == pytest.approx(points[nearest])
+
+
+class JumpModelCodec(ModelCodec):
+    """As `ModelCodec`, but the position step moves by whole octaves (as `quant.layer` rounds it):
+    rate falls by 0.08 in log per octave of position step, by 0.07 per octave of colour steps."""
+
+    def encode_refined(self, refined: float, factors: tuple[float, ...]) -> bytes:
+        self.calls.append("finish")
+        change = 0.08 * round(factors[0]) + 0.07 * factors[3]
+        return self.bytes_for(quick_bpp(refined) * self.gain * math.exp(-change))
+
+
+@pytest.mark.parametrize("target", [0.3, 1.0])
+def test_a_target_in_the_position_steps_jump_is_reached_by_colour_steps(
+        monkeypatch: pytest.MonkeyPatch, target: float) -> None:
+    """Refinement multiplying the rate by 1.4 where the prior expects about 1.3 (+0.07 to +0.08 in
+    log): position and colour steps half an octave coarser take 0.035 off, just past it 0.115, so
+    no shift of both lands within 3 %. Colour steps alone, at the position step of the closer end,
+    do, with no second refinement."""
+    codec = JumpModelCodec(monkeypatch, gain=1.4)
+    data = rate.encode_to_rate(np.zeros((H, W, 3), np.float32), target, 4)
+    assert abs(bpp(data) / target - 1) <= rate.RATE_TOLERANCE
+    assert codec.calls.count("refine") == 1
+    assert codec.calls.count("finish") <= rate.FINISHES + rate.JUMP_FINISHES
 
 
 def test_effort_0_returns_the_quick_encode(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -161,11 +186,11 @@ class PsnrModelCodec(ModelCodec):
         self.calls.append("quick")
         return bytes(round(1000 * self.quick_db(quality)))
 
-    def encode_refined(self, refined: float, shift: float, shifted: tuple[float, ...]) -> bytes:
+    def encode_refined(self, refined: float, factors: tuple[float, ...]) -> bytes:
         self.calls.append("finish")
-        self.shifts.append(shifted)
+        self.shifts.append(factors)
         prior = rate.effort_change(4, refined)[1]
-        return bytes(round(1000 * (self.quick_db(refined) + prior + self.gain - self.loss(shift))))
+        return bytes(round(1000 * (self.quick_db(refined) + prior + self.gain - self.loss(factors[3]))))
 
     @staticmethod
     def loss(shift: float) -> float:
@@ -183,7 +208,7 @@ def test_a_psnr_prior_off_by_a_little_lands_in_one_refinement(
     data = rate.encode_to_psnr(np.zeros((H, W, 3), np.float32), target, 4)
     assert abs(len(data) / 1000 - target) <= rate.PSNR_TOLERANCE
     assert codec.calls.count("refine") == 1
-    assert set(codec.shifts) == {(0.0, 0.0, 0.0, 1.0, 1.0)}
+    assert all(f[:3] == (0, 0, 0) and f[3] == f[4] for f in codec.shifts)  # colour steps alone
 
 
 @pytest.mark.parametrize("target", [28.0, 31.0, 34.0])

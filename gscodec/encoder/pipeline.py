@@ -5,7 +5,7 @@ quantization-aware finish) -> .gsc bytes. The search for a target rate or PSNR i
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -34,6 +34,14 @@ class Refined:
     splats: SplatTensors
     background: np.ndarray
     quality: float
+    _pruned: tuple[SplatTensors, torch.Tensor] | None = field(default=None, repr=False)
+
+    def pruned(self) -> tuple[SplatTensors, torch.Tensor]:
+        """The splats after rate-distortion pruning at the plan's strength (`prune`) and their
+        layers: the same whatever steps finish them, so computed once."""
+        if self._pruned is None:
+            self._pruned = prune(self.encoder, self.splats, self.start.layer, self.plan.prune)
+        return self._pruned
 
 
 def refine_image(
@@ -71,7 +79,7 @@ def finish(refined: Refined, steps: Steps | None = None, progress: Progress | No
     h, w = enc.h, enc.w
     report = progress or (lambda _: None)
     steps = steps or default_steps(refined)
-    s, layer = prune(enc, refined.splats, start.layer, plan.prune)
+    s, layer = refined.pruned()
     weight = finish_weight(plan)
     s, layer = snap(s, layer, start.patch_sizes, steps, w, h, ("means",))
     s = enc.polish(s, plan.polish_steps, ("scales", "angles", "colors"))

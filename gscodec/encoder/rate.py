@@ -69,7 +69,8 @@ QUICK_ENCODES = 6  # at most, per quality search
 # a PSNR they reach only about +-0.1 dB: a quick search looser than the final tolerance would
 # take a second refinement where the prior is right.
 QUICK_RATE_TOLERANCE, QUICK_PSNR_TOLERANCE = 0.06, PSNR_TOLERANCE
-FINISHES = 4  # at most, per refinement
+FINISHES = 4  # at most, per refinement, and JUMP_FINISHES more across a jump of the position step
+JUMP_FINISHES = 2
 # A first refinement whose usual steps miss by more than this many times what the shift
 # typically reaches (`Measure.max_shift` x `Measure.per_shift`) is not shifted: a second
 # refinement, aimed with the miss, will be closer, and the finishes would cost a fifth to a
@@ -144,12 +145,13 @@ def psnr_measure(rgb: np.ndarray) -> Measure:
 
 
 class Found(NamedTuple):
-    """A finished encode of the search: its bytes, quality, step shift (octaves coarser, of the
-    steps the measure shifts), measure, and the measure of its refinement at shift 0."""
+    """A finished encode of the search: its bytes, quality, log2 factors on the usual steps
+    (`adapt`'s order; positive: coarser), measure, and the measure of its refinement at the
+    usual steps."""
 
     data: bytes
     quality: float
-    shift: float
+    factors: tuple[float, ...]
     value: float
     usual: float
 
@@ -166,10 +168,10 @@ def search_rate(rgb: np.ndarray, target_bpp: float, effort: int, progress: Progr
     (`search`, on the log of the rate, landing within `RATE_TOLERANCE`)."""
     if not (isinstance(target_bpp, (int, float)) and 0 < target_bpp < math.inf):
         raise GscError(f"target_bpp must be a positive number, got {target_bpp!r}")
-    data, quality, shift, value = search(rgb, rate_measure(rgb.shape[0] * rgb.shape[1]), math.log(target_bpp),
-                                         math.log1p(RATE_TOLERANCE), effort, progress, seed, device, init)
-    log.info("target %.4f bpp: quality %.2f with steps x%.2f gave %.4f bpp", target_bpp, quality, 2 ** shift,
-             math.exp(value))
+    data, quality, factors, value = search(rgb, rate_measure(rgb.shape[0] * rgb.shape[1]), math.log(target_bpp),
+                                           math.log1p(RATE_TOLERANCE), effort, progress, seed, device, init)
+    log.info("target %.4f bpp: quality %.2f with steps x2**%s gave %.4f bpp", target_bpp, quality,
+             _rounded(factors), math.exp(value))
     return data, quality
 
 
@@ -186,10 +188,15 @@ def search_psnr(rgb: np.ndarray, target_psnr: float, effort: int, progress: Prog
     `PSNR_TOLERANCE`). A target beyond what quality 100 reaches gives about quality 100's encode."""
     if not (isinstance(target_psnr, (int, float)) and 0 < target_psnr < math.inf):
         raise GscError(f"target_psnr must be a positive number of dB, got {target_psnr!r}")
-    data, quality, shift, value = search(rgb, psnr_measure(rgb), target_psnr, PSNR_TOLERANCE, effort, progress,
-                                         seed, device, init)
-    log.info("target %.2f dB: quality %.2f with steps x%.2f gave %.2f dB", target_psnr, quality, 2 ** shift, value)
+    data, quality, factors, value = search(rgb, psnr_measure(rgb), target_psnr, PSNR_TOLERANCE, effort, progress,
+                                           seed, device, init)
+    log.info("target %.2f dB: quality %.2f with steps x2**%s gave %.2f dB", target_psnr, quality, _rounded(factors),
+             value)
     return data, quality
+
+
+def _rounded(factors: tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(round(f, 2) for f in factors)
 
 
 def quick_encode(rgb: np.ndarray, quality: float, effort: int, seed: int = 0, device: str = "cpu",
@@ -205,12 +212,12 @@ def quick_encode(rgb: np.ndarray, quality: float, effort: int, seed: int = 0, de
     return pipeline.encode_image(rgb, quality, 0, None, seed, device, init, plan)
 
 
-def encode_refined(refined: Refined, shift: float, shifted: tuple[float, ...]) -> bytes:
-    """.gsc bytes of ``refined`` finished (`pipeline.finish`) with steps 2**(shift * shifted)
-    times the usual (``shifted``: `POSITION_AND_COLOUR` or `COLOUR`)."""
+def encode_refined(refined: Refined, factors: tuple[float, ...]) -> bytes:
+    """.gsc bytes of ``refined`` finished (`pipeline.finish`) with steps 2**factors times the
+    usual (log2 factors in `adapt`'s order)."""
     steps = pipeline.default_steps(refined)
-    if shift:
-        steps = adapt(steps, tuple(shift * f for f in shifted))
+    if any(factors):
+        steps = adapt(steps, factors)
     splats, steps = pipeline.finish(refined, steps=steps)
     return encode_splats(splats, steps=steps)
 
@@ -252,7 +259,7 @@ def search(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, e
            progress: Progress | None = None, seed: int = 0, device: str = "cpu", init: str = DEFAULT_INIT,
            ) -> tuple[bytes, float, float, float]:
     """The encode whose measure comes closest to ``target`` (see the module's docstring): its
-    bytes, quality, step shift (octaves coarser) and measure.
+    bytes, quality, log2 factors on the usual steps (`Found`) and measure.
     At most `QUICK_ENCODES` quick encodes and two refinements at ``effort`` with `FINISHES`
     finishes each."""
     report = progress or (lambda _: None)
@@ -279,7 +286,7 @@ def search(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, e
     if effort == 0:  # the quick encode is the encode
         quality = aim(quick_measure, 0.0, 50.0, 0.0, 100.0, tolerance)
         report(1.0)
-        return quick[quality][0], quality, 0.0, quick[quality][1]
+        return quick[quality][0], quality, (0.0,) * 5, quick[quality][1]
     # the prior misses single images by more than the quick search's tolerance
     quality = aim(quick_measure, -measure.headroom, 50.0, 0.0, 100.0, max(tolerance, measure.quick_tolerance))
 
@@ -309,7 +316,7 @@ def search(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, e
                               lambda f: report(0.6 + 0.4 * f))
             best = min(best, second, key=lambda b: abs(b.value - target))
     report(1.0)
-    return best.data, best.quality, best.shift, best.value
+    return best.data, best.quality, best.factors, best.value
 
 
 def quick_line(points: dict[float, float], typical: float) -> Callable[[float], float]:
@@ -335,18 +342,36 @@ def finished(rgb: np.ndarray, measure: Measure, target: float, tolerance: float,
     that brings its measure closest to ``target``; at the usual steps only if
     ``worth_shifting`` (of the measure there) says no."""
     refined = pipeline.refine_image(rgb, quality, effort, lambda f: progress(0.8 * f), seed, device, init)
-    encodes: dict[float, tuple[bytes, float]] = {}
+    encodes: dict[tuple[float, ...], tuple[bytes, float]] = {}  # log2 factors -> bytes, measure
 
-    def miss(finer: float) -> float:  # finer: octaves finer steps (the measure grows with it)
-        if finer not in encodes:
-            data = encode_refined(refined, -finer, measure.shifted)
-            encodes[finer] = data, measure.of(data)
-        return encodes[finer][1] - target
+    def miss_at(factors: tuple[float, ...]) -> float:
+        if factors not in encodes:
+            data = encode_refined(refined, factors)
+            encodes[factors] = data, measure.of(data)
+        return encodes[factors][1] - target
 
-    usual = miss(0.0)
+    def shifted(finer: float) -> tuple[float, ...]:  # finer: octaves finer steps (the measure grows with it)
+        return tuple(-finer * f for f in measure.shifted)
+
+    usual = miss_at(shifted(0.0))
     tried = {0.0: usual}
     if abs(usual) > tolerance and worth_shifting(usual + target):
-        tried = solve(miss, 0.0, -measure.per_shift, -measure.max_shift, measure.max_shift, tolerance, FINISHES)
-    progress(1.0)
+        tried = solve(lambda x: miss_at(shifted(x)), 0.0, -measure.per_shift, -measure.max_shift, measure.max_shift,
+                      tolerance, FINISHES)
     finer = min(tried, key=lambda x: (abs(tried[x]), x))  # of equally close ones, the coarser steps
-    return Found(encodes[finer][0], quality, -finer, encodes[finer][1], encodes[0.0][1])
+    best = shifted(finer)
+    below = [x for x in tried if tried[x] < -tolerance]
+    above = [x for x in tried if tried[x] > tolerance]
+    if measure.shifted[0] and below and above and abs(tried[finer]) > tolerance:
+        # The target lies between two shifts, yet neither lands: the position step moves by
+        # whole octaves (`quant.layer` rounds it to a power of two of the patch), and the
+        # measure jumps where it does. Keep the position step of the closer end and move the
+        # colour steps alone, at most the half octave to the jump.
+        def colour_finer(c: float) -> tuple[float, ...]:
+            return tuple(b - c * f for b, f in zip(best, COLOUR, strict=True))
+        more = solve(lambda c: miss_at(colour_finer(c)), 0.0, -measure.per_shift / 2, -0.5, 0.5, tolerance,
+                     JUMP_FINISHES + 1)  # its first try is ``best`` again
+        c = min(more, key=lambda x: (abs(more[x]), x))
+        best = colour_finer(c)
+    progress(1.0)
+    return Found(encodes[best][0], quality, best, encodes[best][1], encodes[shifted(0.0)][1])
