@@ -245,3 +245,29 @@ def test_a_second_psnr_refinement_goes_the_way_the_usual_steps_miss(monkeypatch:
     data = rate.encode_to_psnr(np.zeros((H, W, 3), np.float32), 30.0, 4)
     assert abs(len(data) / 1000 - 30.0) <= rate.PSNR_TOLERANCE
     assert codec.calls.count("refine") == 2
+
+
+class SteeperPsnrModelCodec(PsnrModelCodec):
+    """As `PsnrModelCodec`, but refinement's extra gain grows with quality, 0.05 dB per quality
+    point above quality 20: refined PSNR rises faster with quality than the quick encodes and
+    the prior say (as on some Kodak images at low qualities)."""
+
+    def encode_refined(self, refined: float, factors: tuple[float, ...]) -> bytes:
+        self.gain = 0.05 * (refined - 20)
+        return super().encode_refined(refined, factors)
+
+
+@pytest.mark.parametrize(("target", "second_shifted"), [(31.0, True), (34.0, False)])
+def test_a_second_refinement_that_overshoots_is_followed_by_a_third_between_the_two(
+        monkeypatch: pytest.MonkeyPatch, target: float, second_shifted: bool) -> None:
+    """The first refinement lands 0.8-1.5 dB high; the second, aimed as if that miss held at
+    every quality, lands 0.18 (31 dB) or 0.33 dB (34 dB) low, beyond what the colour steps reach
+    upwards (0.05 dB). A third, on the secant through the two refinements, lands. A refinement
+    missing by more than twice the shift's reach is finished at the usual steps only."""
+    codec = SteeperPsnrModelCodec(monkeypatch, 0.0)
+    data = rate.encode_to_psnr(np.zeros((H, W, 3), np.float32), target, 4)
+    assert abs(len(data) / 1000 - target) <= rate.PSNR_TOLERANCE
+    assert codec.calls.count("refine") == 3
+    refines = [i for i, call in enumerate(codec.calls) if call == "refine"]
+    assert refines[1] - refines[0] == 2  # one finish
+    assert (refines[2] - refines[1] > 2) == second_shifted
