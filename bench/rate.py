@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             rows = {}
             for target in targets[kind]:
                 start = time.perf_counter()
-                data, quality = search(rgb, target, args.effort)
+                result = search(rgb, target, args.effort)
+                data, quality = result.data, result.quality
                 seconds = time.perf_counter() - start
                 start = time.perf_counter()
                 encode_image(rgb, quality, args.effort)
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                 beyond = (quality == 0 and miss > 0) or (quality == 100 and miss < 0)
                 rows[str(target)] = {"reached": reached, "bpp": 8 * len(data) / image[..., 0].size,
                                      "miss": miss, "quality": quality, "beyond_range": beyond, "seconds": seconds,
-                                     "one_encode_seconds": one, "time_ratio": seconds / one}
+                                     "one_encode_seconds": one, "time_ratio": seconds / one,
+                                     "quick_encodes": result.quick_encodes, "refinements": result.refinements}
             if rows:
                 per_image[kind][path.stem] = rows
     summary: dict = {}

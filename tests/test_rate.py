@@ -75,9 +75,10 @@ def test_a_prior_off_by_more_than_the_steps_reach_takes_a_second_refinement(
     The first is finished at the usual steps only (a miss beyond twice the reach), and the
     second is aimed on the quick encodes already made."""
     codec = ModelCodec(monkeypatch, gain=2.2)
-    data = rate.encode_to_rate(np.zeros((H, W, 3), np.float32), target, 4)
-    assert abs(bpp(data) / target - 1) <= rate.RATE_TOLERANCE
-    assert codec.calls.count("refine") == 2
+    result = rate.search_rate(np.zeros((H, W, 3), np.float32), target, 4)
+    assert abs(bpp(result.data) / target - 1) <= rate.RATE_TOLERANCE
+    assert codec.calls.count("refine") == result.refinements == 2
+    assert codec.calls.count("quick") == result.quick_encodes
     assert codec.calls.count("finish") <= 1 + rate.FINISHES
     first = codec.calls.index("refine")
     assert codec.calls[first:first + 3] == ["refine", "finish", "refine"]
@@ -265,9 +266,9 @@ def test_a_second_refinement_that_overshoots_is_followed_by_a_third_between_the_
     upwards (0.05 dB). A third, on the secant through the two refinements, lands. A refinement
     missing by more than twice the shift's reach is finished at the usual steps only."""
     codec = SteeperPsnrModelCodec(monkeypatch, 0.0)
-    data = rate.encode_to_psnr(np.zeros((H, W, 3), np.float32), target, 4)
-    assert abs(len(data) / 1000 - target) <= rate.PSNR_TOLERANCE
-    assert codec.calls.count("refine") == 3
+    result = rate.search_psnr(np.zeros((H, W, 3), np.float32), target, 4)
+    assert abs(len(result.data) / 1000 - target) <= rate.PSNR_TOLERANCE
+    assert codec.calls.count("refine") == result.refinements == 3
     refines = [i for i, call in enumerate(codec.calls) if call == "refine"]
     assert refines[1] - refines[0] == 2  # one finish
     assert (refines[2] - refines[1] > 2) == second_shifted

@@ -159,47 +159,63 @@ class Found(NamedTuple):
     usual: float
 
 
+class Searched(NamedTuple):
+    """What a search gives: the encode closest to the target (its bytes, quality, log2 factors
+    on the usual steps and measure) and what it took (quick encodes, refinements at the
+    user's effort)."""
+
+    data: bytes
+    quality: float
+    factors: tuple[float, ...]
+    value: float
+    quick_encodes: int
+    refinements: int
+
+
 def encode_to_rate(rgb: np.ndarray, target_bpp: float, effort: int, progress: Progress | None = None, seed: int = 0,
                    device: str = "cpu", init: str = DEFAULT_INIT) -> bytes:
     """.gsc bytes at about ``target_bpp`` bits per pixel (`search_rate`)."""
-    return search_rate(rgb, target_bpp, effort, progress, seed, device, init)[0]
+    return search_rate(rgb, target_bpp, effort, progress, seed, device, init).data
 
 
 def search_rate(rgb: np.ndarray, target_bpp: float, effort: int, progress: Progress | None = None, seed: int = 0,
-                device: str = "cpu", init: str = DEFAULT_INIT) -> tuple[bytes, float]:
-    """.gsc bytes at about ``target_bpp`` bits per pixel, and the quality they were encoded at
-    (`search`, on the log of the rate, landing within `RATE_TOLERANCE`)."""
+                device: str = "cpu", init: str = DEFAULT_INIT) -> Searched:
+    """The encode at about ``target_bpp`` bits per pixel (`search`, on the log of the rate,
+    landing within `RATE_TOLERANCE`); its ``value`` is the log of its rate."""
     if not (isinstance(target_bpp, (int, float)) and 0 < target_bpp < math.inf):
         raise GscError(f"target_bpp must be a positive number, got {target_bpp!r}")
-    data, quality, factors, value = search(rgb, rate_measure(rgb.shape[0] * rgb.shape[1]), math.log(target_bpp),
-                                           math.log1p(RATE_TOLERANCE), effort, progress, seed, device, init)
-    log.info("target %.4f bpp: quality %.2f with steps x2**%s gave %.4f bpp", target_bpp, quality,
-             _rounded(factors), math.exp(value))
-    return data, quality
+    result = search(rgb, rate_measure(rgb.shape[0] * rgb.shape[1]), math.log(target_bpp), math.log1p(RATE_TOLERANCE),
+                   effort, progress, seed, device, init)
+    log.info("target %.4f bpp: quality %.2f with steps x2**%s gave %.4f bpp (%s)", target_bpp, result.quality,
+             _rounded(result.factors), math.exp(result.value), _effort_taken(result))
+    return result
 
 
 def encode_to_psnr(rgb: np.ndarray, target_psnr: float, effort: int, progress: Progress | None = None, seed: int = 0,
                    device: str = "cpu", init: str = DEFAULT_INIT) -> bytes:
     """.gsc bytes whose decode has about ``target_psnr`` dB PSNR-RGB (`search_psnr`)."""
-    return search_psnr(rgb, target_psnr, effort, progress, seed, device, init)[0]
+    return search_psnr(rgb, target_psnr, effort, progress, seed, device, init).data
 
 
 def search_psnr(rgb: np.ndarray, target_psnr: float, effort: int, progress: Progress | None = None, seed: int = 0,
-                device: str = "cpu", init: str = DEFAULT_INIT) -> tuple[bytes, float]:
-    """.gsc bytes whose 8-bit decode has about ``target_psnr`` dB PSNR-RGB against ``rgb``
-    rounded to 8 bits, and the quality they were encoded at (`search`, landing within
-    `PSNR_TOLERANCE`). A target beyond what quality 100 reaches gives about quality 100's encode."""
+                device: str = "cpu", init: str = DEFAULT_INIT) -> Searched:
+    """The encode whose 8-bit decode has about ``target_psnr`` dB PSNR-RGB against ``rgb``
+    rounded to 8 bits (`search`, landing within `PSNR_TOLERANCE`); its ``value`` is that PSNR.
+    A target beyond what quality 100 reaches gives about quality 100's encode."""
     if not (isinstance(target_psnr, (int, float)) and 0 < target_psnr < math.inf):
         raise GscError(f"target_psnr must be a positive number of dB, got {target_psnr!r}")
-    data, quality, factors, value = search(rgb, psnr_measure(rgb), target_psnr, PSNR_TOLERANCE, effort, progress,
-                                           seed, device, init)
-    log.info("target %.2f dB: quality %.2f with steps x2**%s gave %.2f dB", target_psnr, quality, _rounded(factors),
-             value)
-    return data, quality
+    result = search(rgb, psnr_measure(rgb), target_psnr, PSNR_TOLERANCE, effort, progress, seed, device, init)
+    log.info("target %.2f dB: quality %.2f with steps x2**%s gave %.2f dB (%s)", target_psnr, result.quality,
+             _rounded(result.factors), result.value, _effort_taken(result))
+    return result
 
 
 def _rounded(factors: tuple[float, ...]) -> tuple[float, ...]:
     return tuple(round(f, 2) for f in factors)
+
+
+def _effort_taken(result: Searched) -> str:
+    return f"{result.quick_encodes} quick encodes, {result.refinements} refinements"
 
 
 def quick_encode(rgb: np.ndarray, quality: float, effort: int, seed: int = 0, device: str = "cpu",
@@ -260,9 +276,8 @@ def solve(f: Callable[[float], float], x: float, slope: float, lo: float, hi: fl
 
 def search(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, effort: int,
            progress: Progress | None = None, seed: int = 0, device: str = "cpu", init: str = DEFAULT_INIT,
-           ) -> tuple[bytes, float, float, float]:
-    """The encode whose measure comes closest to ``target`` (see the module's docstring): its
-    bytes, quality, log2 factors on the usual steps (`Found`) and measure.
+           ) -> Searched:
+    """The encode whose measure comes closest to ``target`` (see the module's docstring).
     At most `QUICK_ENCODES` quick encodes and three refinements at ``effort`` with `FINISHES`
     (and `JUMP_FINISHES`) finishes each."""
     report = progress or (lambda _: None)
@@ -289,7 +304,7 @@ def search(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, e
     if effort == 0:  # the quick encode is the encode
         quality = aim(quick_measure, 0.0, 50.0, 0.0, 100.0, tolerance)
         report(1.0)
-        return quick[quality][0], quality, (0.0,) * 5, quick[quality][1]
+        return Searched(quick[quality][0], quality, (0.0,) * 5, quick[quality][1], len(quick), 0)
     # the prior misses single images by more than the quick search's tolerance
     quality = aim(quick_measure, -measure.headroom, 50.0, 0.0, 100.0, max(tolerance, measure.quick_tolerance))
 
@@ -344,7 +359,7 @@ def search(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, e
                                   lambda f: report(0.75 + 0.25 * f)))
     best = min(tries, key=lambda t: abs(t.value - target))
     report(1.0)
-    return best.data, best.quality, best.factors, best.value
+    return Searched(best.data, best.quality, best.factors, best.value, len(quick), len(tries))
 
 
 def quick_line(points: dict[float, float], typical: float) -> Callable[[float], float]:
