@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows[str(target)] = {"reached": reached, "bpp": 8 * len(data) / image[..., 0].size,
                                      "miss": miss, "quality": quality, "beyond_range": beyond, "seconds": seconds,
                                      "one_encode_seconds": one, "time_ratio": seconds / one,
-                                     "quick_encodes": result.quick_encodes, "refinements": result.refinements}
+                                     "prune": result.prune, "quick_encodes": result.quick_encodes,
+                                     "refinements": result.refinements}
             if rows:
                 per_image[kind][path.stem] = rows
     summary: dict = {}

@@ -287,3 +287,28 @@ def test_a_refinement_finishes_the_same_each_time(monkeypatch: pytest.MonkeyPatc
     assert len(coarser) < len(first)
     assert encode_refined(refined, (0.0,) * 5) == first
     assert len(prunes) == 1
+
+
+def test_harder_pruning_finishes_smaller_with_the_removal_costs_computed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PSNR search finishes one refinement at several pruning strengths (`rate.PSNR_PRUNES`):
+    harder pruning keeps fewer splats, each strength is pruned once, and the removal costs, the
+    same for every strength, are computed once."""
+    import numpy as np
+
+    from gscodec.encoder import pipeline
+    from gscodec.encoder.rate import encode_refined
+    from gscodec.format.codec import decode_splats
+
+    costs = []
+    removal_costs = Encoder.removal_costs
+    monkeypatch.setattr(Encoder, "removal_costs", lambda self, s: costs.append(1) or removal_costs(self, s))
+    rng = np.random.default_rng(1)
+    rgb = np.clip(np.linspace(0, 1, 48 * 64 * 3).reshape(48, 64, 3) + 0.2 * rng.random((48, 64, 3)), 0, 1)
+    refined = pipeline.refine_image(rgb.astype(np.float32), 60, 1)
+    usual = len(decode_splats(encode_refined(refined, (0.0,) * 5)))
+    harder = len(decode_splats(encode_refined(refined, (0.0,) * 5, prune=1.5)))
+    lighter = len(decode_splats(encode_refined(refined, (0.0,) * 5, prune=-1.5)))
+    assert lighter > usual > harder
+    assert encode_refined(refined, (0.0,) * 5, prune=1.5) == encode_refined(refined, (0.0,) * 5, prune=1.5)
+    assert len(refined._pruned) == 3
+    assert len(costs) == 1

@@ -45,9 +45,10 @@ class ModelCodec:
         self.calls.append("refine")
         return quality  # stands for the refined splats
 
-    def encode_refined(self, refined: float, factors: tuple[float, ...]) -> bytes:
+    def encode_refined(self, refined: float, factors: tuple[float, ...], prune: float = 0.0) -> bytes:
         self.calls.append("finish")
         assert factors[0] == factors[3] == factors[4], "a rate shift moves position and colour steps together"
+        assert prune == 0.0, "a rate shift leaves the pruning as it is"
         return self.bytes_for(quick_bpp(refined) * self.gain * math.exp(-self.PER_SHIFT * factors[3]))
 
 
@@ -110,7 +111,7 @@ class JumpModelCodec(ModelCodec):
     """As `ModelCodec`, but the position step moves by whole octaves (as `quant.layer` rounds it):
     rate falls by 0.08 in log per octave of position step, by 0.07 per octave of colour steps."""
 
-    def encode_refined(self, refined: float, factors: tuple[float, ...]) -> bytes:
+    def encode_refined(self, refined: float, factors: tuple[float, ...], prune: float = 0.0) -> bytes:
         self.calls.append("finish")
         change = 0.08 * round(factors[0]) + 0.07 * factors[3]
         return self.bytes_for(quick_bpp(refined) * self.gain * math.exp(-change))
@@ -168,16 +169,17 @@ def test_solve_stops_at_a_bound_beyond_which_the_root_lies() -> None:
 
 class PsnrModelCodec(ModelCodec):
     """PSNR instead of rate (written into the bytes' length, read back by the measure): quick
-    encodes at ``quick_db``, refinement adds what the prior expects plus ``gain`` dB, and
-    colour steps take 0.18 dB per octave coarser and give 0.1 dB per octave finer (about
-    the training crops' near the usual steps)."""
+    encodes at ``quick_db``, refinement adds what the prior expects plus ``gain`` dB, colour
+    steps take 0.18 dB per octave coarser and give 0.1 dB per octave finer, and pruning takes
+    0.9 dB per octave harder and gives 0.3 dB per octave lighter (a shift of half an octave
+    either way: -0.99 and +0.35 dB, about the training crops')."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, gain: float) -> None:
         super().__init__(monkeypatch, gain)
         measure = rate.psnr_measure(np.zeros((H, W, 3), np.float32))
         measure.of = lambda data: len(data) / 1000
         monkeypatch.setattr(rate, "psnr_measure", lambda rgb: measure)
-        self.shifts: list[tuple[float, ...]] = []
+        self.shifts: list[tuple[tuple[float, ...], float]] = []
 
     @staticmethod
     def quick_db(quality: float) -> float:  # 22 to 38 dB at quality 0 to 100
@@ -187,39 +189,40 @@ class PsnrModelCodec(ModelCodec):
         self.calls.append("quick")
         return bytes(round(1000 * self.quick_db(quality)))
 
-    def encode_refined(self, refined: float, factors: tuple[float, ...]) -> bytes:
+    def encode_refined(self, refined: float, factors: tuple[float, ...], prune: float = 0.0) -> bytes:
         self.calls.append("finish")
-        self.shifts.append(factors)
+        self.shifts.append((factors, prune))
         prior = rate.effort_change(4, refined)[1]
-        return bytes(round(1000 * (self.quick_db(refined) + prior + self.gain - self.loss(factors[3]))))
+        return bytes(round(1000 * (self.quick_db(refined) + prior + self.gain - self.loss(factors[3], prune))))
 
     @staticmethod
-    def loss(shift: float) -> float:
-        """dB lost to colour steps 2**shift coarser than usual."""
-        return 0.18 * shift if shift > 0 else 0.1 * shift
+    def loss(colour: float, prune: float) -> float:
+        """dB lost to colour steps 2**colour coarser than usual and pruning 2**prune harder."""
+        return (0.18 * colour if colour > 0 else 0.1 * colour) + (0.9 * prune if prune > 0 else 0.3 * prune)
 
 
 @pytest.mark.parametrize("target", [28.0, 31.0, 34.0])
-@pytest.mark.parametrize("gain", [-0.15, 0.0, 0.1])  # the prior's miss, dB
+@pytest.mark.parametrize("gain", [-0.5, -0.15, 0.0, 0.1, 0.5])  # the prior's miss, dB
 def test_a_psnr_prior_off_by_a_little_lands_in_one_refinement(
         monkeypatch: pytest.MonkeyPatch, target: float, gain: float) -> None:
-    """Refinement adding 0.15 dB less to 0.1 dB more than the prior expects: colour steps (no
-    position steps) bring it to the target."""
+    """Refinement adding 0.5 dB less to 0.5 dB more than the prior expects: colour steps (no
+    position steps) and the pruning, shifted together, bring it to the target."""
     codec = PsnrModelCodec(monkeypatch, gain)
     data = rate.encode_to_psnr(np.zeros((H, W, 3), np.float32), target, 4)
     assert abs(len(data) / 1000 - target) <= rate.PSNR_TOLERANCE
     assert codec.calls.count("refine") == 1
-    assert all(f[:3] == (0, 0, 0) and f[3] == f[4] for f in codec.shifts)  # colour steps alone
+    assert all(f[:3] == (0, 0, 0) and f[3] == f[4] and prune == rate.PSNR_PRUNES * f[3]
+               for f, prune in codec.shifts)
 
 
 @pytest.mark.parametrize("target", [28.0, 31.0, 34.0])
-@pytest.mark.parametrize("gain", [-1.0, 0.3, 1.2])
+@pytest.mark.parametrize("gain", [-1.2, 2.0])
 def test_a_psnr_prior_off_by_more_refines_again_instead_of_shifting_far(
         monkeypatch: pytest.MonkeyPatch, target: float, gain: float) -> None:
-    """Refinement adding 1 dB less, or 0.3 or 1.2 dB more than the prior expects: colour steps
-    move at most `MAX_PSNR_SHIFT` octaves (1.5 octaves would reach +0.3 dB, but cost bits for
-    the PSNR), so a second refinement, aimed with this image's miss, lands. The first is
-    finished at the usual steps only: they miss by more than twice what the shift reaches."""
+    """Refinement adding 1.2 dB less or 2 dB more than the prior expects: the shift moves at
+    most `MAX_PSNR_SHIFT` octaves, so a second refinement, aimed with this image's miss, lands.
+    The first is finished at the usual steps only: they miss by more than twice what the shift
+    reaches that way (`Measure.reach`)."""
     codec = PsnrModelCodec(monkeypatch, gain)
     data = rate.encode_to_psnr(np.zeros((H, W, 3), np.float32), target, 4)
     assert abs(len(data) / 1000 - target) <= rate.PSNR_TOLERANCE
@@ -237,38 +240,39 @@ def test_a_psnr_search_at_effort_0_aims_at_the_target_itself(monkeypatch: pytest
 
 
 def test_a_second_psnr_refinement_goes_the_way_the_usual_steps_miss(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Colour steps that cost nothing until 0.45 octaves coarser, then 0.45 dB: at the usual
-    steps the refinement lands 0.3 dB above the target (the prior's headroom and 0.25 dB), the
+    """A shift that costs nothing until 0.45 octaves coarser, then 1.35 dB: at the usual steps
+    the refinement lands 1.2 dB above the target (the prior's headroom and 0.9 dB), the
     coarsest 0.15 dB below. Aimed at a lower quality (where the usual steps land), a
     second refinement reaches the target."""
-    codec = PsnrModelCodec(monkeypatch, 0.25)
-    monkeypatch.setattr(codec, "loss", lambda shift: 0.45 if shift > 0.45 else 0.0)
+    codec = PsnrModelCodec(monkeypatch, 0.9)
+    monkeypatch.setattr(codec, "loss", lambda colour, prune: 1.35 if colour > 0.45 else 0.0)
     data = rate.encode_to_psnr(np.zeros((H, W, 3), np.float32), 30.0, 4)
     assert abs(len(data) / 1000 - 30.0) <= rate.PSNR_TOLERANCE
     assert codec.calls.count("refine") == 2
 
 
 class SteeperPsnrModelCodec(PsnrModelCodec):
-    """As `PsnrModelCodec`, but refinement's extra gain grows with quality, 0.05 dB per quality
+    """As `PsnrModelCodec`, but refinement's extra gain grows with quality, 0.08 dB per quality
     point above quality 20: refined PSNR rises faster with quality than the quick encodes and
     the prior say (as on some Kodak images at low qualities)."""
 
-    def encode_refined(self, refined: float, factors: tuple[float, ...]) -> bytes:
-        self.gain = 0.05 * (refined - 20)
-        return super().encode_refined(refined, factors)
+    def encode_refined(self, refined: float, factors: tuple[float, ...], prune: float = 0.0) -> bytes:
+        self.gain = 0.08 * (refined - 20)
+        return super().encode_refined(refined, factors, prune)
 
 
 @pytest.mark.parametrize(("target", "second_shifted"), [(31.0, True), (34.0, False)])
 def test_a_second_refinement_that_overshoots_is_followed_by_a_third_between_the_two(
         monkeypatch: pytest.MonkeyPatch, target: float, second_shifted: bool) -> None:
-    """The first refinement lands 0.8-1.5 dB high; the second, aimed as if that miss held at
-    every quality, lands 0.18 (31 dB) or 0.33 dB (34 dB) low, beyond what the colour steps reach
-    upwards (0.05 dB). A third, on the secant through the two refinements, lands. A refinement
-    missing by more than twice the shift's reach is finished at the usual steps only."""
+    """The first refinement lands 1.4-2.5 dB high; the second, aimed as if that miss held at
+    every quality, lands 0.54 (31 dB) or 0.91 dB (34 dB) low, beyond what the shift reaches
+    upwards (0.35 dB). A third, on the secant through the two refinements, lands. A refinement
+    missing by more than twice the shift's reach that way is finished at the usual steps only."""
     codec = SteeperPsnrModelCodec(monkeypatch, 0.0)
     result = rate.search_psnr(np.zeros((H, W, 3), np.float32), target, 4)
     assert abs(len(result.data) / 1000 - target) <= rate.PSNR_TOLERANCE
     assert codec.calls.count("refine") == result.refinements == 3
     refines = [i for i, call in enumerate(codec.calls) if call == "refine"]
-    assert refines[1] - refines[0] == 2  # one finish
+    # at 34 dB both miss by more than twice the reach: one finish each, at the usual steps
+    assert (refines[1] - refines[0] > 2) == second_shifted
     assert (refines[2] - refines[1] > 2) == second_shifted

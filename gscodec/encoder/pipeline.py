@@ -34,14 +34,19 @@ class Refined:
     splats: SplatTensors
     background: np.ndarray
     quality: float
-    _pruned: tuple[SplatTensors, torch.Tensor] | None = field(default=None, repr=False)
+    _pruned: dict[float, tuple[SplatTensors, torch.Tensor]] = field(default_factory=dict, repr=False)
+    _costs: tuple[torch.Tensor, float] | None = field(default=None, repr=False)
 
-    def pruned(self) -> tuple[SplatTensors, torch.Tensor]:
-        """The splats after rate-distortion pruning at the plan's strength (`prune`) and their
-        layers: the same whatever steps finish them, so computed once."""
-        if self._pruned is None:
-            self._pruned = prune(self.encoder, self.splats, self.start.layer, self.plan.prune)
-        return self._pruned
+    def pruned(self, strength: float | None = None) -> tuple[SplatTensors, torch.Tensor]:
+        """The splats after rate-distortion pruning (`prune`) at ``strength`` (default: the
+        plan's) and their layers: the same whatever steps finish them, so computed once (and
+        the removal costs once for every strength)."""
+        strength = self.plan.prune if strength is None else strength
+        if strength not in self._pruned:
+            if self._costs is None and strength > 0 and len(self.splats.means):
+                self._costs = self.encoder.removal_costs(self.splats)
+            self._pruned[strength] = prune(self.encoder, self.splats, self.start.layer, strength, self._costs)
+        return self._pruned[strength]
 
 
 def refine_image(
@@ -67,8 +72,9 @@ def refine_image(
     return Refined(enc, plan, start, s, background, quality)
 
 
-def finish(refined: Refined, steps: Steps | None = None, progress: Progress | None = None) -> tuple[Splats, Steps]:
-    """Pruning at the plan's strength, then the quantization-aware finish
+def finish(refined: Refined, steps: Steps | None = None, progress: Progress | None = None,
+           prune_strength: float | None = None) -> tuple[Splats, Steps]:
+    """Pruning at the plan's strength (or ``prune_strength``), then the quantization-aware finish
     on the grid of ``steps`` (default: the initializer's, else the policy's for the quality):
     the centres moved onto the quantizer's grid, the other attributes polished to make up for
     it, then scales and angles moved onto theirs and the colours solved for the final
@@ -79,7 +85,7 @@ def finish(refined: Refined, steps: Steps | None = None, progress: Progress | No
     h, w = enc.h, enc.w
     report = progress or (lambda _: None)
     steps = steps or default_steps(refined)
-    s, layer = refined.pruned()
+    s, layer = refined.pruned(prune_strength)
     weight = finish_weight(plan)
     s, layer = snap(s, layer, start.patch_sizes, steps, w, h, ("means",))
     s = enc.polish(s, plan.polish_steps, ("scales", "angles", "colors"))
@@ -128,16 +134,16 @@ def fit_image(
 SQUARED_ERROR_PER_BIT = 0.83
 
 
-def prune(enc: Encoder, s: SplatTensors, layer: torch.Tensor, strength: float
-          ) -> tuple[SplatTensors, torch.Tensor]:
+def prune(enc: Encoder, s: SplatTensors, layer: torch.Tensor, strength: float,
+          costs: tuple[torch.Tensor, float] | None = None) -> tuple[SplatTensors, torch.Tensor]:
     """Rate-distortion pruning: drop the splats that return less than they cost. Counting every
     splat as the stream's mean bits, a splat is kept if removing it alone would add at least
     ``strength`` x `SQUARED_ERROR_PER_BIT` x D / N of squared error (D the squared error, N
     the splats), and at least one splat; the colours of the rest are then re-solved (5 steps).
-    ``strength`` 0 keeps all."""
+    ``strength`` 0 keeps all. ``costs``: `Encoder.removal_costs` of ``s``, if already known."""
     if strength <= 0 or not len(s.means):
         return s, layer
-    costs, total = enc.removal_costs(s)
+    costs, total = costs or enc.removal_costs(s)
     keep = costs >= strength * SQUARED_ERROR_PER_BIT * total / len(costs)
     keep[torch.argmax(costs)] = True  # never prune every splat: the most useful one stays
     kept = SplatTensors(s.means[keep], s.scales[keep], s.angles[keep], s.colors[keep])

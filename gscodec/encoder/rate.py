@@ -13,16 +13,18 @@ after them:
    splats are then finished (`pipeline.finish`) with steps scaled by 2**shift, the shift
    searched so that the finished encode measures the target: each try costs the finish only
    (about a fifth of an encode at effort 4). For a rate, position and colour steps move
-   together (the most reach); for a PSNR, colour steps alone: they are integers in 1/65536
-   units, so PSNR follows them smoothly, while the position step is a power of two of the
-   patch (`pos_bits`) and jumps an octave at a time (kodim02, quality 29, effort 4: position
-   and colour steps 2**0.25 and 2**0.5 coarser gave 31.32 and 29.99 dB, colour steps alone
-   31.32 and 31.16 dB). Colour steps far from the usual ones buy PSNR with too many bits
-   (kodim02 at 33 dB: 1.36 octaves coarser landed at 0.645 bpp, where refining the right
-   quality gave 0.459; on 3 training crops, 1.5 octaves coarser saves 11-12 % of the rate
-   for 0.2-1.2 dB, half an octave 4 % for 0.02-0.19 dB), so the PSNR search shifts them at
-   most half an octave, and aims its refinement `headroom` above the target, about the
-   middle of what half an octave either way reaches.
+   together (the most reach); for a PSNR, colour steps and the rate-distortion pruning's
+   strength (`PSNR_PRUNES`): colour steps are integers in 1/65536 units and the pruning
+   drops splats one by one, so PSNR follows both smoothly, while the position step is a
+   power of two of the patch (`pos_bits`) and jumps an octave at a time (kodim02, quality
+   29, effort 4: position and colour steps 2**0.25 and 2**0.5 coarser gave 31.32 and 29.99
+   dB, colour steps alone 31.32 and 31.16 dB). Colour steps far from the usual ones buy PSNR
+   with too many bits (kodim02 at 33 dB: 1.36 octaves coarser landed at 0.645 bpp, where
+   refining the right quality gave 0.459; on 3 training crops, 1.5 octaves coarser saves
+   11-12 % of the rate for 0.2-1.2 dB, half an octave 4 % for 0.02-0.19 dB), so the PSNR
+   search shifts at most half an octave, together with the pruning's strength, 1 to 4 times
+   the plan's, which costs little and reaches further (`PSNR_PRUNES`); it aims its
+   refinement `headroom` above the target, about the middle of what that reaches.
 3. If no shift within the measure's `max_shift` reaches the target (the prior was off by
    more than the steps can make up), the quality is aimed again with the prior corrected by
    this image's own miss, on a line through the quick encodes already made (`quick_line`;
@@ -61,21 +63,30 @@ EXACT_PSNR = 200.0  # dB: what the PSNR search counts an exact decode (a flat im
 # rate, +-MAX_PSNR_SHIFT for a PSNR (see the module's docstring)
 MAX_SHIFT = 1.5
 MAX_PSNR_SHIFT = 0.5
+# A PSNR shift also scales the rate-distortion pruning's strength (`pipeline.prune`), 2**PSNR_PRUNES
+# times per octave of coarser colour steps: strengths 1 to 4 about the plan's 2, where pruning
+# is nearly free. On 6 Sun-Hays crops at the default (qualities 20 / 50 / 80; each image refined
+# once, then finished at each strength), how far below the line of the image's own curve
+# (refinements 8 quality points either side) each strength lands: 1.41 0.02 / 0.06 / 0.08 dB,
+# 2.83 0.03 / -0.01 / -0.06, 4 0.12 / 0.02 / -0.12, 1 0.05 / 0.12 / 0.14; colour steps half
+# an octave coarser 0.18 / 0.14 / 0.20 dB below it (bench/README.md, "a PSNR shift that prunes").
+PSNR_PRUNES = 2.0
 # Which steps a shift scales, as log2 factors per octave in `adapt`'s order (position, scale,
-# angle, luma, chroma): a rate search moves position and colour steps, a PSNR search colour only
+# angle, luma, chroma): a rate search moves position and colour steps, a PSNR search colour steps
+# (and the pruning, `PSNR_PRUNES`)
 POSITION_AND_COLOUR = (1.0, 0.0, 0.0, 1.0, 1.0)
 COLOUR = (0.0, 0.0, 0.0, 1.0, 1.0)
 QUICK_ENCODES = 6  # at most, per quality search
 # How close the quick search comes before refining (log rate, dB). The prior misses single
 # images by more (sd 0.074 in log rate; `quick_encode`): a quick miss anywhere within 0.06 (sd
 # 0.035) adds 0.008 to that spread, far less than the finish's steps reach (about +-0.2). For
-# a PSNR they reach only about +-0.1 dB: a quick search looser than the final tolerance would
-# take a second refinement where the prior is right.
+# a PSNR, a looser quick search saved no time: 0.3 dB, PSNR searches at 26 / 29 / 32 dB on 8
+# Sun-Hays crops (17 in the quality range's reach), 2.91x one encode against 2.76x with 0.1 dB.
 QUICK_RATE_TOLERANCE, QUICK_PSNR_TOLERANCE = 0.06, PSNR_TOLERANCE
 FINISHES = 4  # at most, per refinement, and JUMP_FINISHES more across a jump of the position step
 JUMP_FINISHES = 2
 # A refinement whose usual steps miss by more than this many times what the shift typically
-# reaches (`Measure.max_shift` x `Measure.per_shift`) is not shifted when another refinement can
+# reaches that way (`Measure.reach`) is not shifted when another refinement can
 # be aimed: that one, aimed with the miss, will be closer, and the finishes would cost a fifth
 # to a third of an encode each
 BEYOND_REACH = 2.0
@@ -112,7 +123,7 @@ class Measure:
 
     def __init__(self, of: Callable[[bytes], float], per_quality: float, shifted: tuple[float, ...],
                  per_shift: float, prior: int, quick_tolerance: float, max_shift: float = MAX_SHIFT,
-                 headroom: float = 0.0) -> None:
+                 headroom: float = 0.0, prunes: float = 0.0, reach: tuple[float, float] | None = None) -> None:
         self.of = of
         self.per_quality = per_quality  # growth per quality point
         self.shifted = shifted  # which steps a shift scales (`POSITION_AND_COLOUR`, `COLOUR`)
@@ -124,6 +135,10 @@ class Measure:
         self.quick_tolerance = quick_tolerance
         self.max_shift = max_shift  # octaves either way
         self.headroom = headroom  # how far above the target the refinement is aimed
+        # octaves of rate-distortion pruning's strength per octave of coarser steps
+        self.prunes = prunes
+        # how far the shift typically moves the measure down and up (default: symmetric)
+        self.reach = reach or (max_shift * abs(per_shift),) * 2
 
 
 def rate_measure(pixels: int) -> Measure:
@@ -140,33 +155,37 @@ def psnr_measure(rgb: np.ndarray) -> Measure:
         splats = decode_splats(data)
         return min(psnr(reference, render_rgb(splats, splats.height, splats.width)), EXACT_PSNR)
 
-    # the same crops: 25.09 dB at quality 20, 32.73 at 80. Colour steps half an octave coarser
-    # take 0.02-0.19 dB (mean 0.09), half an octave finer give 0.02-0.10 dB (mean 0.05): 3 of
-    # the crops, qualities 30 and 60, effort 4
-    return Measure(decoded_psnr, (32.73 - 25.09) / 60, COLOUR, -0.2, 1, QUICK_PSNR_TOLERANCE,
-                   max_shift=MAX_PSNR_SHIFT, headroom=0.05)
+    # the same crops: 25.09 dB at quality 20, 32.73 at 80. A shift moves the colour steps and
+    # the pruning's strength (`PSNR_PRUNES`): half an octave coarser, on 6 Sun-Hays crops at
+    # the default (qualities 20 / 50 / 80), takes 1.14 / 1.24 / 0.85 dB (0.49-1.54), half an
+    # octave finer gives 0.40 / 0.44 / 0.37 dB (0.12-0.77; the sums of the two measured
+    # apart); the refinement is aimed at about the middle
+    return Measure(decoded_psnr, (32.73 - 25.09) / 60, COLOUR, -1.4, 1, QUICK_PSNR_TOLERANCE,
+                   max_shift=MAX_PSNR_SHIFT, headroom=0.3, prunes=PSNR_PRUNES, reach=(1.0, 0.4))
 
 
 class Found(NamedTuple):
     """A finished encode of the search: its bytes, quality, log2 factors on the usual steps
-    (`adapt`'s order; positive: coarser), measure, and the measure of its refinement at the
-    usual steps."""
+    (`adapt`'s order; positive: coarser) and on the pruning's strength (positive: harder),
+    measure, and the measure of its refinement at the usual steps."""
 
     data: bytes
     quality: float
     factors: tuple[float, ...]
+    prune: float
     value: float
     usual: float
 
 
 class Searched(NamedTuple):
     """What a search gives: the encode closest to the target (its bytes, quality, log2 factors
-    on the usual steps and measure) and what it took (quick encodes, refinements at the
-    user's effort)."""
+    on the usual steps and on the pruning's strength, measure) and what it took (quick encodes,
+    refinements at the user's effort)."""
 
     data: bytes
     quality: float
     factors: tuple[float, ...]
+    prune: float
     value: float
     quick_encodes: int
     refinements: int
@@ -231,13 +250,14 @@ def quick_encode(rgb: np.ndarray, quality: float, effort: int, seed: int = 0, de
     return pipeline.encode_image(rgb, quality, 0, None, seed, device, init, plan)
 
 
-def encode_refined(refined: Refined, factors: tuple[float, ...]) -> bytes:
+def encode_refined(refined: Refined, factors: tuple[float, ...], prune: float = 0.0) -> bytes:
     """.gsc bytes of ``refined`` finished (`pipeline.finish`) with steps 2**factors times the
-    usual (log2 factors in `adapt`'s order)."""
+    usual (log2 factors in `adapt`'s order) and pruning 2**prune times the plan's strength."""
     steps = pipeline.default_steps(refined)
     if any(factors):
         steps = adapt(steps, factors)
-    splats, steps = pipeline.finish(refined, steps=steps)
+    strength = refined.plan.prune * 2.0**prune if prune else None
+    splats, steps = pipeline.finish(refined, steps=steps, prune_strength=strength)
     return encode_splats(splats, steps=steps)
 
 
@@ -304,7 +324,7 @@ def search(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, e
     if effort == 0:  # the quick encode is the encode
         quality = aim(quick_measure, 0.0, 50.0, 0.0, 100.0, tolerance)
         report(1.0)
-        return Searched(quick[quality][0], quality, (0.0,) * 5, quick[quality][1], len(quick), 0)
+        return Searched(quick[quality][0], quality, (0.0,) * 5, 0.0, quick[quality][1], len(quick), 0)
     # the prior misses single images by more than the quick search's tolerance
     quality = aim(quick_measure, -measure.headroom, 50.0, 0.0, 100.0, max(tolerance, measure.quick_tolerance))
 
@@ -321,7 +341,8 @@ def search(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, e
     def beyond_reach(usual: float) -> bool:
         """Whether the usual steps miss by more than `BEYOND_REACH` times what the shift
         typically reaches: another refinement, aimed with the miss, will then be closer."""
-        return abs(usual - target) > BEYOND_REACH * measure.max_shift * abs(measure.per_shift)
+        down, up = measure.reach
+        return abs(usual - target) > BEYOND_REACH * (down if usual > target else up)
 
     def third_quality(first: tuple[float, float], second: tuple[float, float]) -> float | None:
         """Where a third refinement goes after two (quality, measure at the usual steps): on the
@@ -359,7 +380,7 @@ def search(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, e
                                   lambda f: report(0.75 + 0.25 * f)))
     best = min(tries, key=lambda t: abs(t.value - target))
     report(1.0)
-    return Searched(best.data, best.quality, best.factors, best.value, len(quick), len(tries))
+    return Searched(best.data, best.quality, best.factors, best.prune, best.value, len(quick), len(tries))
 
 
 def quick_line(points: dict[float, float], typical: float) -> Callable[[float], float]:
@@ -385,16 +406,19 @@ def finished(rgb: np.ndarray, measure: Measure, target: float, tolerance: float,
     that brings its measure closest to ``target``; at the usual steps only if
     ``worth_shifting`` (of the measure there) says no."""
     refined = pipeline.refine_image(rgb, quality, effort, lambda f: progress(0.8 * f), seed, device, init)
-    encodes: dict[tuple[float, ...], tuple[bytes, float]] = {}  # log2 factors -> bytes, measure
+    # (log2 factors on the steps, on the pruning's strength) -> bytes, measure
+    encodes: dict[tuple[tuple[float, ...], float], tuple[bytes, float]] = {}
 
-    def miss_at(factors: tuple[float, ...]) -> float:
-        if factors not in encodes:
-            data = encode_refined(refined, factors)
-            encodes[factors] = data, measure.of(data)
-        return encodes[factors][1] - target
+    def miss_at(shift: tuple[tuple[float, ...], float]) -> float:
+        if shift not in encodes:
+            data = encode_refined(refined, *shift)
+            encodes[shift] = data, measure.of(data)
+        return encodes[shift][1] - target
 
-    def shifted(finer: float) -> tuple[float, ...]:  # finer: octaves finer steps (the measure grows with it)
-        return tuple(-finer * f for f in measure.shifted)
+    def shifted(finer: float) -> tuple[tuple[float, ...], float]:
+        """The log2 factors on the steps and on the pruning's strength ``finer`` octaves finer (the
+        measure grows with it)."""
+        return tuple(-finer * f for f in measure.shifted), -finer * measure.prunes
 
     usual = miss_at(shifted(0.0))
     tried = {0.0: usual}
@@ -410,11 +434,11 @@ def finished(rgb: np.ndarray, measure: Measure, target: float, tolerance: float,
         # whole octaves (`quant.layer` rounds it to a power of two of the patch), and the
         # measure jumps where it does. Keep the position step of the closer end and move the
         # colour steps alone, at most the half octave to the jump.
-        def colour_finer(c: float) -> tuple[float, ...]:
-            return tuple(b - c * f for b, f in zip(best, COLOUR, strict=True))
+        def colour_finer(c: float) -> tuple[tuple[float, ...], float]:
+            return tuple(b - c * f for b, f in zip(best[0], COLOUR, strict=True)), best[1]
         more = solve(lambda c: miss_at(colour_finer(c)), 0.0, -measure.per_shift / 2, -0.5, 0.5, tolerance,
                      JUMP_FINISHES + 1)  # its first try is ``best`` again
         c = min(more, key=lambda x: (abs(more[x]), x))
         best = colour_finer(c)
     progress(1.0)
-    return Found(encodes[best][0], quality, best, encodes[best][1], encodes[shifted(0.0)][1])
+    return Found(encodes[best][0], quality, *best, encodes[best][1], encodes[shifted(0.0)][1])
