@@ -54,8 +54,7 @@ def encode(
     PSNR-RGB of the 8-bit decode (dB). Either search runs quick encodes (effort 0, unpruned
     above effort 0), then one to three refinements at ``effort``, each finished with a few quantizer
     step sizes (for a PSNR, with the pruning's strength; `gscodec.encoder.rate`), and logs the
-    quality chosen at INFO level. progress: called
-    with 0..1.
+    quality chosen at INFO level. progress: called with 0..1.
     device: where the splats are fitted: "cpu", "cuda" / "cuda:N" (needs CuPy and a
     GPU: ``pip install gscodec[cuda]``) or "auto" (CUDA when `gscodec.has_cuda`, else
     the CPU). Devices round differently, so their files differ slightly; any decoder
