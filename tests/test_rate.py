@@ -179,6 +179,7 @@ class PsnrModelCodec(ModelCodec):
         measure = rate.psnr_measure(np.zeros((H, W, 3), np.float32))
         measure.of = lambda data: len(data) / 1000
         monkeypatch.setattr(rate, "psnr_measure", lambda rgb: measure)
+        self.measure = measure
         self.shifts: list[tuple[tuple[float, ...], float]] = []
 
     @staticmethod
@@ -202,25 +203,29 @@ class PsnrModelCodec(ModelCodec):
 
 
 @pytest.mark.parametrize("target", [28.0, 31.0, 34.0])
-@pytest.mark.parametrize("gain", [-0.5, -0.15, 0.0, 0.1, 0.5])  # the prior's miss, dB
+@pytest.mark.parametrize("gain", [-0.5, -0.15, 0.0, 0.1, 0.5, 1.5])  # the prior's miss, dB
 def test_a_psnr_prior_off_by_a_little_lands_in_one_refinement(
         monkeypatch: pytest.MonkeyPatch, target: float, gain: float) -> None:
-    """Refinement adding 0.5 dB less to 0.5 dB more than the prior expects: colour steps (no
-    position steps) and the pruning, shifted together, bring it to the target."""
+    """Refinement adding 0.5 dB less to 1.5 dB more than the prior expects: colour steps (no
+    position steps) and the pruning, shifted together, bring it to the target; 1.5 dB more
+    takes the pruning on alone past the colour steps' half octave."""
     codec = PsnrModelCodec(monkeypatch, gain)
     data = rate.encode_to_psnr(np.zeros((H, W, 3), np.float32), target, 4)
     assert abs(len(data) / 1000 - target) <= rate.PSNR_TOLERANCE
     assert codec.calls.count("refine") == 1
-    assert all(f[:3] == (0, 0, 0) and f[3] == f[4] and prune == rate.PSNR_PRUNES * f[3]
+    # beyond MAX_PSNR_SHIFT coarser, the pruning alone moves on
+    assert all(f[:3] == (0, 0, 0) and f[3] == f[4] and f[3] == pytest.approx(
+        min(prune / rate.PSNR_PRUNES, rate.MAX_PSNR_SHIFT)) for f, prune in codec.shifts)
+    assert all(-rate.MAX_PSNR_SHIFT <= f[3] and prune <= rate.PSNR_PRUNES * rate.MAX_PSNR_COARSER
                for f, prune in codec.shifts)
 
 
 @pytest.mark.parametrize("target", [28.0, 31.0, 34.0])
-@pytest.mark.parametrize("gain", [-1.2, 2.0])
+@pytest.mark.parametrize("gain", [-1.2, 4.5])
 def test_a_psnr_prior_off_by_more_refines_again_instead_of_shifting_far(
         monkeypatch: pytest.MonkeyPatch, target: float, gain: float) -> None:
-    """Refinement adding 1.2 dB less or 2 dB more than the prior expects: the shift moves at
-    most `MAX_PSNR_SHIFT` octaves, so a second refinement, aimed with this image's miss, lands.
+    """Refinement adding 1.2 dB less or 4.5 dB more than the prior expects: the shift reaches
+    about 0.35 dB up and 1.9 dB down, so a second refinement, aimed with this image's miss, lands.
     The first is finished at the usual steps only: they miss by more than twice what the shift
     reaches that way (`Measure.reach`)."""
     codec = PsnrModelCodec(monkeypatch, gain)
@@ -264,11 +269,14 @@ class SteeperPsnrModelCodec(PsnrModelCodec):
 @pytest.mark.parametrize(("target", "second_shifted"), [(31.0, True), (34.0, False)])
 def test_a_second_refinement_that_overshoots_is_followed_by_a_third_between_the_two(
         monkeypatch: pytest.MonkeyPatch, target: float, second_shifted: bool) -> None:
-    """The first refinement lands 1.4-2.5 dB high; the second, aimed as if that miss held at
+    """With the shift's reach as it was before the pruning went on alone (1 dB down), the
+    first refinement lands 1.4-2.5 dB high; the second, aimed as if that miss held at
     every quality, lands 0.54 (31 dB) or 0.91 dB (34 dB) low, beyond what the shift reaches
     upwards (0.35 dB). A third, on the secant through the two refinements, lands. A refinement
     missing by more than twice the shift's reach that way is finished at the usual steps only."""
     codec = SteeperPsnrModelCodec(monkeypatch, 0.0)
+    # the pruning stops where the steps do: the first refinement's miss is then beyond its reach
+    codec.measure.max_coarser, codec.measure.reach = rate.MAX_PSNR_SHIFT, (1.0, 0.4)
     result = rate.search_psnr(np.zeros((H, W, 3), np.float32), target, 4)
     assert abs(len(result.data) / 1000 - target) <= rate.PSNR_TOLERANCE
     assert codec.calls.count("refine") == result.refinements == 3

@@ -23,8 +23,9 @@ after them:
    refining the right quality gave 0.459; on 3 training crops, 1.5 octaves coarser saves
    11-12 % of the rate for 0.2-1.2 dB, half an octave 4 % for 0.02-0.19 dB), so the PSNR
    search shifts at most half an octave, together with the pruning's strength, 1 to 4 times
-   the plan's, which costs little and reaches further (`PSNR_PRUNES`); it aims its
-   refinement `headroom` above the target, about the middle of what that reaches.
+   the plan's, which costs little and reaches further (`PSNR_PRUNES`); coarser than that,
+   the pruning alone goes on, to 8 times (`MAX_PSNR_COARSER`). It aims its refinement
+   `headroom` above the target.
 3. If no shift within the measure's `max_shift` reaches the target (the prior was off by
    more than the steps can make up), the quality is aimed again with the prior corrected by
    this image's own miss, on a line through the quick encodes already made (`quick_line`;
@@ -63,6 +64,13 @@ EXACT_PSNR = 200.0  # dB: what the PSNR search counts an exact decode (a flat im
 # rate, +-MAX_PSNR_SHIFT for a PSNR (see the module's docstring)
 MAX_SHIFT = 1.5
 MAX_PSNR_SHIFT = 0.5
+# A coarser PSNR shift goes on past MAX_PSNR_SHIFT with the pruning alone, to 2**(2 x 1.0) times
+# the plan's strength (8): on 6 Sun-Hays crops at the default (qualities 20 / 50 / 80; each image
+# refined once, then finished at each strength), strength 8 takes 2.34 / 2.60 / 1.44 dB off
+# strength 2's, at 0.55 / 0.16 / -0.09 dB below the line of the image's own curve through it
+# (strength 4: 0.80 / 0.93 / 0.39 dB off, 0.11 / 0.02 / -0.10 below). So one refinement reaches
+# about 2 dB down (`Measure.reach`), where it reached 1 dB, and fewer searches refine again.
+MAX_PSNR_COARSER = 1.0
 # A PSNR shift also scales the rate-distortion pruning's strength (`pipeline.prune`), 2**PSNR_PRUNES
 # times per octave of coarser colour steps: strengths 1 to 4 about the plan's 2, where pruning
 # is nearly free. On 6 Sun-Hays crops at the default (qualities 20 / 50 / 80; each image refined
@@ -123,7 +131,8 @@ class Measure:
 
     def __init__(self, of: Callable[[bytes], float], per_quality: float, shifted: tuple[float, ...],
                  per_shift: float, prior: int, quick_tolerance: float, max_shift: float = MAX_SHIFT,
-                 headroom: float = 0.0, prunes: float = 0.0, reach: tuple[float, float] | None = None) -> None:
+                 headroom: float = 0.0, prunes: float = 0.0, reach: tuple[float, float] | None = None,
+                 max_coarser: float | None = None) -> None:
         self.of = of
         self.per_quality = per_quality  # growth per quality point
         self.shifted = shifted  # which steps a shift scales (`POSITION_AND_COLOUR`, `COLOUR`)
@@ -133,7 +142,9 @@ class Measure:
         # prior's miss of single images is larger: the finish's shift and a second refinement
         # make up for both)
         self.quick_tolerance = quick_tolerance
-        self.max_shift = max_shift  # octaves either way
+        self.max_shift = max_shift  # octaves either way that the steps move
+        # how far a coarser shift goes (default: max_shift); beyond max_shift only the pruning moves
+        self.max_coarser = max_shift if max_coarser is None else max_coarser
         self.headroom = headroom  # how far above the target the refinement is aimed
         # octaves of rate-distortion pruning's strength per octave of coarser steps
         self.prunes = prunes
@@ -161,7 +172,8 @@ def psnr_measure(rgb: np.ndarray) -> Measure:
     # octave finer gives 0.40 / 0.44 / 0.37 dB (0.12-0.77; the sums of the two measured
     # apart); the refinement is aimed at about the middle
     return Measure(decoded_psnr, (32.73 - 25.09) / 60, COLOUR, -1.4, 1, QUICK_PSNR_TOLERANCE,
-                   max_shift=MAX_PSNR_SHIFT, headroom=0.3, prunes=PSNR_PRUNES, reach=(1.0, 0.4))
+                   max_shift=MAX_PSNR_SHIFT, headroom=0.3, prunes=PSNR_PRUNES, reach=(2.0, 0.4),
+                   max_coarser=MAX_PSNR_COARSER)
 
 
 class Found(NamedTuple):
@@ -417,14 +429,15 @@ def finished(rgb: np.ndarray, measure: Measure, target: float, tolerance: float,
 
     def shifted(finer: float) -> tuple[tuple[float, ...], float]:
         """The log2 factors on the steps and on the pruning's strength ``finer`` octaves finer (the
-        measure grows with it)."""
-        return tuple(-finer * f for f in measure.shifted), -finer * measure.prunes
+        measure grows with it); the steps move at most `Measure.max_shift`."""
+        steps = max(finer, -measure.max_shift)
+        return tuple(-steps * f for f in measure.shifted), -finer * measure.prunes
 
     usual = miss_at(shifted(0.0))
     tried = {0.0: usual}
     if abs(usual) > tolerance and worth_shifting(usual + target):
-        tried = solve(lambda x: miss_at(shifted(x)), 0.0, -measure.per_shift, -measure.max_shift, measure.max_shift,
-                      tolerance, FINISHES)
+        tried = solve(lambda x: miss_at(shifted(x)), 0.0, -measure.per_shift, -measure.max_coarser,
+                      measure.max_shift, tolerance, FINISHES)
     finer = min(tried, key=lambda x: (abs(tried[x]), x))  # of equally close ones, the coarser steps
     best = shifted(finer)
     below = [x for x in tried if tried[x] < -tolerance]
