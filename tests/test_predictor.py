@@ -77,6 +77,31 @@ def test_predict_any_size(h: int, w: int) -> None:
         stages[1:], plan.budgets, strict=True))
 
 
+def test_predict_runs_the_planless_stages_once_per_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stages 0 and 1 do not depend on the plan: a second plan for the same image reuses them
+    and gives what a fresh run gives; another image or another model runs them again."""
+    net = tiny()
+    stages_run: list[int] = []
+    forward = net.forward
+    monkeypatch.setattr(net, "forward", lambda image, residual, stage: (stages_run.append(stage),
+                                                                         forward(image, residual, stage))[1])
+    target = torch.from_numpy(smooth_image(40, 56).astype(np.float32) / 255) - 0.5
+    plans = StagePlan((9, 6, 3)), StagePlan((3, 2, 1), threshold=1e-3), StagePlan((4,))
+    initializer._last = None
+    shared = [predict(target, plan, net) for plan in plans]
+    assert stages_run == [0, 1, 2, 3, 2, 3]  # stages 0 and 1 once, for the first plan
+    for plan, (stages, summary) in zip(plans, shared, strict=True):
+        initializer._last = None
+        fresh, fresh_summary = predict(target, plan, net)
+        assert torch.equal(summary, fresh_summary)
+        for a, b in zip(stages, fresh, strict=True):
+            assert all(torch.equal(getattr(a, k), getattr(b, k)) for k in ("means", "scales", "angles", "colors"))
+    stages_run.clear()
+    predict(target.flip(0), plans[0], net)
+    predict(target.flip(0), plans[0], tiny(1))
+    assert stages_run == [0, 1, 2, 3]  # the other model's forward is not counted, only its own run
+
+
 def test_adapt_scales_each_attribute() -> None:
     steps = Steps(pos_step=0.5, scale_den=6, angle_levels=64, color_step=(0.01, 0.02, 0.02))
     assert adapt(steps, [0.0] * 5) == steps

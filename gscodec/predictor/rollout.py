@@ -49,14 +49,25 @@ def predict_stage(model: StagedPredictor, image: torch.Tensor, current: torch.Te
     features (for `StagedPredictor.step_factors`): ``image`` and ``current`` (the render of
     earlier stages) are [B, 3, H, W], H and W multiples of the stage's patch. ``threshold``
     None keeps every candidate; else Stage Control with at most ``budget``."""
-    patch = model.config.patch_sizes[stage]
+    found, summary = stage_candidates(model, image, current, stage)
+    return controlled(found, image, current, model.config.patch_sizes[stage], threshold, budget), summary
+
+
+def stage_candidates(model: StagedPredictor, image: torch.Tensor, current: torch.Tensor,
+                     stage: int) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """Stage ``stage``'s candidates, one per patch (`network.candidates`), and its feature summary."""
     raw, mean_residual, summary = model(image, image - current, stage)
-    means, scales, angles, colors = candidates(raw, mean_residual, patch)
+    return candidates(raw, mean_residual, model.config.patch_sizes[stage]), summary
+
+
+def controlled(found: tuple[torch.Tensor, ...], image: torch.Tensor, current: torch.Tensor, patch: int,
+               threshold: float | None, budget: int | None = None) -> list[StageSplats]:
+    """Per image, the candidates ``found`` that Stage Control keeps (all if ``threshold`` is None)."""
+    means, scales, angles, colors = found
     if threshold is None:
         keep = torch.ones(means.shape[:2], dtype=torch.bool)
     else:
         with torch.no_grad():
             keep = stage_control(rgb_error(current, image), patch, threshold, budget).reshape(len(image), -1)
-    kept = [StageSplats(means[b][keep[b]], scales[b][keep[b]], angles[b][keep[b]], colors[b][keep[b]])
+    return [StageSplats(means[b][keep[b]], scales[b][keep[b]], angles[b][keep[b]], colors[b][keep[b]])
             for b in range(len(image))]
-    return kept, summary
