@@ -78,8 +78,8 @@ def test_predict_any_size(h: int, w: int) -> None:
 
 
 def test_predict_runs_the_planless_stages_once_per_image(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stages 0 and 1 do not depend on the plan: a second plan for the same image reuses them
-    and gives what a fresh run gives; another image or another model runs them again."""
+    """Stages 0 and 1 do not depend on the plan: within `sharing_stages` a second plan for the
+    same image reuses them and gives what a fresh run gives; another image runs them again."""
     net = tiny()
     stages_run: list[int] = []
     forward = net.forward
@@ -87,19 +87,22 @@ def test_predict_runs_the_planless_stages_once_per_image(monkeypatch: pytest.Mon
                                                                          forward(image, residual, stage))[1])
     target = torch.from_numpy(smooth_image(40, 56).astype(np.float32) / 255) - 0.5
     plans = StagePlan((9, 6, 3)), StagePlan((3, 2, 1), threshold=1e-3), StagePlan((4,))
-    initializer._last = None
-    shared = [predict(target, plan, net) for plan in plans]
+    with initializer.sharing_stages():
+        shared = [predict(target, plan, net) for plan in plans]
     assert stages_run == [0, 1, 2, 3, 2, 3]  # stages 0 and 1 once, for the first plan
     for plan, (stages, summary) in zip(plans, shared, strict=True):
-        initializer._last = None
         fresh, fresh_summary = predict(target, plan, net)
         assert torch.equal(summary, fresh_summary)
         for a, b in zip(stages, fresh, strict=True):
             assert all(torch.equal(getattr(a, k), getattr(b, k)) for k in ("means", "scales", "angles", "colors"))
+    assert stages_run == [0, 1, 2, 3, 2, 3] + [0, 1, 2, 3] * 2 + [0, 1]  # outside, nothing is shared
     stages_run.clear()
-    predict(target.flip(0), plans[0], net)
-    predict(target.flip(0), plans[0], tiny(1))
-    assert stages_run == [0, 1, 2, 3]  # the other model's forward is not counted, only its own run
+    with initializer.sharing_stages():
+        predict(target, plans[0], net)
+        predict(target.flip(0), plans[0], net)
+        other = predict(target.flip(0), plans[0], tiny(1))[1]
+    assert stages_run == [0, 1, 2, 3] * 2  # another image runs them again
+    assert torch.equal(other, predict(target.flip(0), plans[0], tiny(1))[1])  # so does another model
 
 
 def test_adapt_scales_each_attribute() -> None:

@@ -48,6 +48,7 @@ import numpy as np
 from ..errors import GscError
 from ..format.codec import decode_splats
 from ..metrics import psnr
+from ..predictor.initializer import sharing_stages
 from ..quant.policy import adapt
 from ..quant.stream import encode_splats
 from ..render.numba.decode import render_rgb
@@ -313,6 +314,12 @@ def search(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, e
     """The encode whose measure comes closest to ``target`` (see the module's docstring).
     At most `QUICK_ENCODES` quick encodes and three refinements at ``effort`` with `FINISHES`
     (and `JUMP_FINISHES`) finishes each."""
+    with sharing_stages():  # the predictor's stages that no quality changes run once per search
+        return _searched(rgb, measure, target, tolerance, effort, progress, seed, device, init)
+
+
+def _searched(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, effort: int,
+              progress: Progress | None, seed: int, device: str, init: str) -> Searched:
     report = progress or (lambda _: None)
     quick: dict[float, tuple[bytes, float]] = {}  # quality -> its quick encode and measure
 
