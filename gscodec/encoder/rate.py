@@ -308,18 +308,13 @@ def solve(f: Callable[[float], float], x: float, slope: float, lo: float, hi: fl
     return tried
 
 
+@sharing_stages()  # the predictor's stages that no quality changes run once per search
 def search(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, effort: int,
            progress: Progress | None = None, seed: int = 0, device: str = "cpu", init: str = DEFAULT_INIT,
            ) -> Searched:
     """The encode whose measure comes closest to ``target`` (see the module's docstring).
     At most `QUICK_ENCODES` quick encodes and three refinements at ``effort`` with `FINISHES`
     (and `JUMP_FINISHES`) finishes each."""
-    with sharing_stages():  # the predictor's stages that no quality changes run once per search
-        return _searched(rgb, measure, target, tolerance, effort, progress, seed, device, init)
-
-
-def _searched(rgb: np.ndarray, measure: Measure, target: float, tolerance: float, effort: int,
-              progress: Progress | None, seed: int, device: str, init: str) -> Searched:
     report = progress or (lambda _: None)
     quick: dict[float, tuple[bytes, float]] = {}  # quality -> its quick encode and measure
 

@@ -60,6 +60,7 @@ class _Unplanned:
     """What the predictor gives an image whatever the plan: stage 0 keeps every candidate, so
     stage 1 sees the same residual at every quality and splat budget."""
 
+    model: StagedPredictor
     image: torch.Tensor  # [1, 3, H, W], the padded target they belong to
     first: StageSplats  # stage 0's splats, those of patches wholly in the padding dropped
     first_summary: torch.Tensor
@@ -68,7 +69,7 @@ class _Unplanned:
 
 
 # Within `sharing_stages`: the last image's `_Unplanned` (a list of at most one), else None
-_shared: ContextVar[list[tuple[StagedPredictor, _Unplanned]] | None] = ContextVar("_shared", default=None)
+_shared: ContextVar[list[_Unplanned] | None] = ContextVar("_shared", default=None)
 
 
 @contextmanager
@@ -86,16 +87,15 @@ def sharing_stages() -> Iterator[None]:
 
 def _unplanned(model: StagedPredictor, image: torch.Tensor, inside: torch.Tensor) -> _Unplanned:
     shared = _shared.get()
-    if shared and shared[0][0] is model and shared[0][1].image.shape == image.shape \
-            and torch.equal(shared[0][1].image, image):
-        return shared[0][1]
+    if shared and shared[0].model is model and torch.equal(shared[0].image, image):  # False for other shapes
+        return shared[0]
     (first,), summary = predict_stage(model, image, torch.zeros_like(image), 0, None)
     keep = (F.avg_pool2d(inside, model.config.patch_sizes[0]) > 0).reshape(-1)
     first = StageSplats(first.means[keep], first.scales[keep], first.angles[keep], first.colors[keep])
     current = render([first], *image.shape[2:])[None] * inside  # the padding never counts as error
-    found = _Unplanned(image, first, summary, current)
+    found = _Unplanned(model, image, first, summary, current)
     if shared is not None:
-        shared[:] = [(model, found)]
+        shared[:] = [found]
     return found
 
 
