@@ -178,6 +178,7 @@ class PsnrModelCodec(ModelCodec):
         super().__init__(monkeypatch, gain)
         measure = rate.psnr_measure(np.zeros((H, W, 3), np.float32))
         measure.of = lambda data: len(data) / 1000
+        measure.model = None  # no removal costs here: the shifts are aimed by the secant alone
         monkeypatch.setattr(rate, "psnr_measure", lambda rgb: measure)
         self.measure = measure
         self.shifts: list[tuple[tuple[float, ...], float]] = []
@@ -284,3 +285,62 @@ def test_a_second_refinement_that_overshoots_is_followed_by_a_third_between_the_
     # at 34 dB both miss by more than twice the reach: one finish each, at the usual steps
     assert (refines[1] - refines[0] > 2) == second_shifted
     assert (refines[2] - refines[1] > 2) == second_shifted
+
+
+# removal costs of 1000 splats (spread as refined splats' are, some below zero) and the squared
+# error they were computed at, for `PruningModel`'s tests
+COSTS = np.exp(np.random.default_rng(0).normal(0.0, 1.5, 1000)) - 0.05
+COSTS_TOTAL = 400.0
+
+
+def test_the_pruning_model_adds_the_costs_a_shift_drops() -> None:
+    model = rate.PruningModel(COSTS, COSTS_TOTAL, 2.0, rate.PSNR_PRUNES, 30.0, 3 * H * W)
+    usual = pipeline.prune_threshold(2.0, COSTS_TOTAL, len(COSTS))
+    coarser = pipeline.prune_threshold(2.0 * 2 ** rate.PSNR_PRUNES, COSTS_TOTAL, len(COSTS))  # an octave
+    assert model.added(0.0) == 0.0
+    assert model.added(-1.0) == pytest.approx(COSTS[(COSTS >= usual) & (COSTS < coarser)].sum())
+    assert model.added(0.5) == pytest.approx(-COSTS[(COSTS >= usual / 2) & (COSTS < usual)].sum())
+    error = 3 * H * W * 10 ** -3.0
+    assert model.psnr(-1.0, 0.5) == pytest.approx(30.0 - 10 * math.log10(1 + 0.5 * model.added(-1.0) / error))
+    assert model.psnr(-1.0, 0.5) < model.psnr(-0.5, 0.5) < model.psnr(0.0, 0.5) == 30.0 < model.psnr(0.5, 0.5)
+    assert model.share(-0.7, model.psnr(-0.7, 0.4)) == pytest.approx(0.4)
+    assert model.share(0.0, 29.0) is None  # the usual steps drop nothing more
+    assert model.share(-0.7, 30.5) is None  # a coarser finish measuring higher says nothing
+
+
+class PrunedPsnrModelCodec(PsnrModelCodec):
+    """As `PsnrModelCodec`, but the refinement's finishes lose what a `PruningModel` of the
+    removal costs `COSTS` predicts with the share ``share`` (not `PRUNED_ERROR_SHARE`), and
+    colour steps a further 0.2 dB per octave coarser (which the model does not see)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, gain: float, share: float) -> None:
+        super().__init__(monkeypatch, gain)
+        self.share = share
+        self.measure.model = self.model
+
+    def usual(self, quality: float) -> float:
+        return self.quick_db(quality) + rate.effort_change(4, quality)[1] + self.gain
+
+    def model(self, quality: float, prunes: float, usual: float) -> rate.PruningModel:
+        assert usual == pytest.approx(self.usual(quality), abs=1e-3), "the model starts at the usual finish"
+        return rate.PruningModel(COSTS, COSTS_TOTAL, 2.0, prunes, usual, 3 * H * W)
+
+    def encode_refined(self, refined: float, factors: tuple[float, ...], prune: float = 0.0) -> bytes:
+        self.calls.append("finish")
+        self.shifts.append((factors, prune))
+        truth = rate.PruningModel(COSTS, COSTS_TOTAL, 2.0, rate.PSNR_PRUNES, self.usual(refined), 3 * H * W)
+        return bytes(round(1000 * (truth.psnr(-prune / rate.PSNR_PRUNES, self.share) - 0.2 * factors[3])))
+
+
+@pytest.mark.parametrize("share", [0.4, 0.9])  # the truth's, where the model starts from 0.66
+@pytest.mark.parametrize("gain", [-0.45, 0.4, 1.2])  # the prior's miss, dB
+def test_psnr_shifts_aimed_by_the_pruning_model_land_in_three_finishes(
+        monkeypatch: pytest.MonkeyPatch, gain: float, share: float) -> None:
+    """The refinement lands 0.15 dB below to 1.5 dB above the target at the usual steps (the
+    headroom and the prior's miss); the model, its share corrected by the second finish,
+    brings the third onto the target at the latest."""
+    codec = PrunedPsnrModelCodec(monkeypatch, gain, share)
+    data = rate.encode_to_psnr(np.zeros((H, W, 3), np.float32), 30.0, 4)
+    assert abs(len(data) / 1000 - 30.0) <= rate.PSNR_TOLERANCE
+    assert codec.calls.count("refine") == 1
+    assert 2 <= codec.calls.count("finish") <= 3

@@ -43,10 +43,15 @@ class Refined:
         the removal costs once for every strength)."""
         strength = self.plan.prune if strength is None else strength
         if strength not in self._pruned:
-            if self._costs is None and strength > 0 and len(self.splats.means):
-                self._costs = self.encoder.removal_costs(self.splats)
-            self._pruned[strength] = prune(self.encoder, self.splats, self.start.layer, strength, self._costs)
+            costs = self.removal_costs() if strength > 0 and len(self.splats.means) else None
+            self._pruned[strength] = prune(self.encoder, self.splats, self.start.layer, strength, costs)
         return self._pruned[strength]
+
+    def removal_costs(self) -> tuple[torch.Tensor, float]:
+        """`Encoder.removal_costs` of the refined splats (computed once)."""
+        if self._costs is None:
+            self._costs = self.encoder.removal_costs(self.splats)
+        return self._costs
 
 
 def refine_image(
@@ -144,11 +149,17 @@ def prune(enc: Encoder, s: SplatTensors, layer: torch.Tensor, strength: float,
     if strength <= 0 or not len(s.means):
         return s, layer
     costs, total = costs or enc.removal_costs(s)
-    keep = costs >= strength * SQUARED_ERROR_PER_BIT * total / len(costs)
+    keep = costs >= prune_threshold(strength, total, len(costs))
     keep[torch.argmax(costs)] = True  # never prune every splat: the most useful one stays
     kept = SplatTensors(s.means[keep], s.scales[keep], s.angles[keep], s.colors[keep])
     colors = enc.solve_colors(kept, 5, kept.colors)
     return SplatTensors(kept.means, kept.scales, kept.angles, colors), layer[keep.to(layer.device)]
+
+
+def prune_threshold(strength: float, total: float, n: int) -> float:
+    """The removal cost below which `prune` drops a splat: ``strength`` x
+    `SQUARED_ERROR_PER_BIT` x the squared error ``total`` shared among the ``n`` splats."""
+    return strength * SQUARED_ERROR_PER_BIT * total / n
 
 
 def snap(s: SplatTensors, layer: torch.Tensor, patch_sizes: tuple[int, ...], steps: Steps, width: int, height: int,

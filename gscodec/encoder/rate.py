@@ -25,7 +25,9 @@ after them:
    search shifts at most half an octave, together with the pruning's strength, 1 to 4 times
    the plan's, which costs little and reaches further (`PSNR_PRUNES`); coarser than that,
    the pruning alone goes on, to 8 times (`MAX_PSNR_COARSER`). It aims its refinement
-   `headroom` above the target.
+   `headroom` above the target, and each shift after the usual steps' finish where the
+   removal costs of the splats that shift drops or keeps say it lands (`PruningModel`),
+   rather than on a secant: PSNR bends with the shift by image and quality, the costs follow it.
 3. If no shift within the measure's range (`max_shift`, `max_coarser`) reaches the target
    (the prior was off by more than the steps can make up), the quality is aimed again with
    the prior corrected by this image's own miss, on a line through the quick encodes already
@@ -85,6 +87,18 @@ PSNR_PRUNES = 2.0
 # (and the pruning, `PSNR_PRUNES`)
 POSITION_AND_COLOUR = (1.0, 0.0, 0.0, 1.0, 1.0)
 COLOUR = (0.0, 0.0, 0.0, 1.0, 1.0)
+# A PSNR shift's pruning adds about this share of the squared error that the removal costs of
+# the splats it drops predict (`PruningModel`; the finish's polish makes up for the rest, and
+# the colour steps, shifted with the pruning, are folded in). On 8 Sun-Hays crops (768 x 512,
+# seed 22) at qualities 15 / 35 / 55 / 75, each refined once and finished at shifts from 1
+# octave coarser to 0.5 finer: 0.66 by least squares, the prediction correlating 0.95 with the
+# squared error added (0.84 at the coarsest). The share grows at high qualities on the finer
+# side (to 1.6 at quality 90 on 8 other crops, seed 23), where the colour steps weigh more;
+# each search corrects it by its own finishes. Searches simulated on those finishes (targets
+# 0.3 +- 0.6 dB below the usual finish, the prior's miss): 2.87 finishes a refinement where the
+# shift was needed on the secant, 2.18 with this model (seed 22), 2.87 and 2.35 (seed 23), and
+# 0.66 the best start of 0.6-1.0 on both.
+PRUNED_ERROR_SHARE = 0.66
 QUICK_ENCODES = 6  # at most, per quality search
 # How close the quick search comes before refining (log rate, dB). The prior misses single
 # images by more (sd 0.074 in log rate; `quick_encode`): a quick miss anywhere within 0.06 (sd
@@ -126,6 +140,75 @@ def effort_change(effort: int, quality: float) -> tuple[float, float]:
             float(np.interp(quality, EFFORT_CHANGE_QUALITIES, db)))
 
 
+class PruningModel:
+    """The PSNR of one refinement's finishes at each shift of a PSNR search, predicted from the
+    removal costs of its splats (`pipeline.Refined.removal_costs`): a shift ``finer`` octaves
+    finer prunes at 2**(-finer x ``prunes``) times the plan's strength, so it drops (or keeps)
+    the splats whose costs lie between the two thresholds (`pipeline.prune_threshold`), and
+    adds ``share`` of their costs to the squared error of the finish at the usual steps."""
+
+    def __init__(self, costs: np.ndarray, total: float, strength: float, prunes: float, usual: float,
+                 samples: int) -> None:
+        self.sorted = np.sort(costs)
+        self.dropping = np.cumsum(self.sorted)  # the costs of the splats up to each, summed
+        self.total, self.strength, self.prunes = total, strength, prunes
+        self.usual = usual
+        self.error = samples * 10 ** (-usual / 10)  # the usual finish's squared error (units of `costs`)
+        self.dropped = self._dropped(0.0)
+
+    @classmethod
+    def of(cls, refined: Refined, prunes: float, usual: float) -> PruningModel | None:
+        """The model of ``refined`` whose usual finish measured ``usual`` dB; None where a shift
+        prunes nothing or nothing is left to predict (an exact decode)."""
+        if refined.plan.prune <= 0 or not len(refined.splats.means) or usual >= EXACT_PSNR:
+            return None
+        costs, total = refined.removal_costs()
+        return cls(costs.cpu().double().numpy(), total, refined.plan.prune, prunes, usual,
+                   3 * refined.encoder.h * refined.encoder.w)
+
+    def _dropped(self, finer: float) -> float:
+        threshold = pipeline.prune_threshold(self.strength * 2.0 ** (-finer * self.prunes), self.total,
+                                             len(self.sorted))
+        i = int(np.searchsorted(self.sorted, threshold))
+        return float(self.dropping[i - 1]) if i else 0.0
+
+    def added(self, finer: float) -> float:
+        """The removal costs a shift ``finer`` octaves finer drops beyond the usual (negative:
+        keeps)."""
+        return self._dropped(finer) - self.dropped
+
+    def psnr(self, finer: float, share: float) -> float:
+        return self.usual - 10 * math.log10(max(1 + share * self.added(finer) / self.error, 1e-9))
+
+    def share(self, finer: float, measured: float) -> float | None:
+        """The share that a finish at ``finer`` measuring ``measured`` dB says (None where it
+        says nothing: no cost moved, or the measure moved the other way)."""
+        added = self.added(finer)
+        share = (10 ** ((self.usual - measured) / 10) - 1) * self.error / added if added else 0.0
+        return share if share > 0 else None
+
+    def solve(self, miss: Callable[[float], float], target: float, tolerance: float, lo: float, hi: float,
+              budget: int) -> dict[float, float]:
+        """As `solve` (the usual steps already tried, and missed: ``miss(0)`` is cached), each
+        try aimed where the model, its share corrected by the try closest to the target so far,
+        meets ``target``; within the tries that bracket it."""
+        tried = {0.0: miss(0.0)}
+        share = PRUNED_ERROR_SHARE
+        while len(tried) < budget:
+            low = max((x for x, y in tried.items() if y < 0), default=lo)  # the root is finer than these
+            high = min((x for x, y in tried.items() if y > 0), default=hi)
+            candidates = [x for x in np.linspace(low, high, 129).tolist() if x not in tried]
+            if not candidates:
+                break
+            x = min(candidates, key=lambda c: abs(self.psnr(c, share) - target))
+            tried[x] = miss(x)
+            if abs(tried[x]) <= tolerance:
+                break
+            closest = min((c for c in tried if c), key=lambda c: abs(tried[c]))
+            share = self.share(closest, tried[closest] + target) or share
+        return tried
+
+
 class Measure:
     """What a search measures of an encode's bytes, in additive units that grow with quality
     and with finer steps, and how fast it typically grows (to aim the first tries)."""
@@ -133,7 +216,8 @@ class Measure:
     def __init__(self, of: Callable[[bytes], float], per_quality: float, shifted: tuple[float, ...],
                  per_shift: float, prior: int, quick_tolerance: float, max_shift: float = MAX_SHIFT,
                  headroom: float = 0.0, prunes: float = 0.0, reach: tuple[float, float] | None = None,
-                 max_coarser: float | None = None) -> None:
+                 max_coarser: float | None = None,
+                 model: Callable[[Refined, float, float], PruningModel | None] | None = None) -> None:
         self.of = of
         self.per_quality = per_quality  # growth per quality point
         self.shifted = shifted  # which steps a shift scales (`POSITION_AND_COLOUR`, `COLOUR`)
@@ -151,6 +235,9 @@ class Measure:
         self.prunes = prunes
         # how far the shift typically moves the measure down and up (default: symmetric)
         self.reach = reach or (max_shift * abs(per_shift),) * 2
+        # how a refinement's finishes measure at each shift, from the refinement and its prunes
+        # and usual measure, to aim the shifts (`PruningModel`; None: the secant alone)
+        self.model = model
 
 
 def rate_measure(pixels: int) -> Measure:
@@ -175,7 +262,7 @@ def psnr_measure(rgb: np.ndarray) -> Measure:
     # 2.72x one encode against 2.44x (bench/README.md, "the pruning goes on alone")
     return Measure(decoded_psnr, (32.73 - 25.09) / 60, COLOUR, -1.4, 1, QUICK_PSNR_TOLERANCE,
                    max_shift=MAX_PSNR_SHIFT, headroom=0.3, prunes=PSNR_PRUNES, reach=(2.0, 0.4),
-                   max_coarser=MAX_PSNR_COARSER)
+                   max_coarser=MAX_PSNR_COARSER, model=PruningModel.of)
 
 
 class Found(NamedTuple):
@@ -439,8 +526,13 @@ def finished(rgb: np.ndarray, measure: Measure, target: float, tolerance: float,
     usual = miss_at(shifted(0.0))
     tried = {0.0: usual}
     if abs(usual) > tolerance and worth_shifting(usual + target):
-        tried = solve(lambda x: miss_at(shifted(x)), 0.0, -measure.per_shift, -measure.max_coarser,
-                      measure.max_shift, tolerance, FINISHES)
+        model = measure.model(refined, measure.prunes, usual + target) if measure.model else None
+        if model:
+            tried = model.solve(lambda x: miss_at(shifted(x)), target, tolerance, -measure.max_coarser,
+                                measure.max_shift, FINISHES)
+        else:
+            tried = solve(lambda x: miss_at(shifted(x)), 0.0, -measure.per_shift, -measure.max_coarser,
+                          measure.max_shift, tolerance, FINISHES)
     finer = min(tried, key=lambda x: (abs(tried[x]), x))  # of equally close ones, the coarser steps
     best = shifted(finer)
     below = [x for x in tried if tried[x] < -tolerance]
