@@ -22,9 +22,9 @@ after them:
    with too many bits (kodim02 at 33 dB: 1.36 octaves coarser landed at 0.645 bpp, where
    refining the right quality gave 0.459; on 3 training crops, 1.5 octaves coarser saves
    11-12 % of the rate for 0.2-1.2 dB, half an octave 4 % for 0.02-0.19 dB), so the PSNR
-   search shifts at most half an octave, together with the pruning's strength, 1 to 4 times
-   the plan's, which costs little and reaches further (`PSNR_PRUNES`); coarser than that,
-   the pruning alone goes on, to 8 times (`MAX_PSNR_COARSER`). It aims its refinement
+   search shifts at most half an octave, together with the pruning's strength, 1 to 4 (the
+   plan's is 2), which costs little and reaches further (`PSNR_PRUNES`); coarser than that,
+   the pruning alone goes on, to 16 (`MAX_PSNR_COARSER`). It aims its refinement
    `headroom` above the target, and each shift after the usual steps' finish where the
    removal costs of the splats that shift drops or keeps say it lands (`PruningModel`),
    rather than on a secant: PSNR bends with the shift by image and quality, the costs follow it.
@@ -67,13 +67,20 @@ EXACT_PSNR = 200.0  # dB: what the PSNR search counts an exact decode (a flat im
 # rate, +-MAX_PSNR_SHIFT for a PSNR (see the module's docstring; `MAX_PSNR_COARSER`)
 MAX_SHIFT = 1.5
 MAX_PSNR_SHIFT = 0.5
-# A coarser PSNR shift goes on past MAX_PSNR_SHIFT with the pruning alone, to 2**(2 x 1.0) times
-# the plan's strength (8): on 6 Sun-Hays crops at the default (qualities 20 / 50 / 80; each image
+# A coarser PSNR shift goes on past MAX_PSNR_SHIFT with the pruning alone. To 1 octave, 2**(2 x 1.0)
+# times the plan's strength (8): on 6 Sun-Hays crops at the default (qualities 20 / 50 / 80; each image
 # refined once, then finished at each strength), strength 8 takes 2.34 / 2.60 / 1.44 dB off
 # strength 2's, at 0.55 / 0.16 / -0.09 dB below the line of the image's own curve through it
 # (strength 4: 0.80 / 0.93 / 0.39 dB off, 0.11 / 0.02 / -0.10 below). So one refinement reaches
 # about 2 dB down (`Measure.reach`), where it reached 1 dB, and fewer searches refine again.
-MAX_PSNR_COARSER = 1.0
+# Further, to 1.5 octaves (strength 16): PSNR searches at 27 / 30 / 33 dB on 12 Sun-Hays crops
+# (seed 25), each pair of reaches in one process: 1.0 -> 1.25 octaves refined once, twice,
+# three times 30 / 5 / 1 -> 33 / 2 / 1 of 36 searches, 2.15 -> 2.02x one encode; 1.25 -> 1.5:
+# 33 / 2 / 1 -> 34 / 2 / 0, 2.21 -> 2.09x, and two searches at quality 0 land that did not.
+# Where the longer reach spared a refinement, the harder-pruned encode of the higher quality
+# took 2-8 % fewer bits at equal PSNR than the lower quality's (rate corrected by the typical
+# 0.25 of log rate per dB): the pruning is cheaper there than a lower quality.
+MAX_PSNR_COARSER = 1.5
 # A PSNR shift also scales the rate-distortion pruning's strength (`pipeline.prune`), 2**PSNR_PRUNES
 # times per octave of coarser colour steps: strengths 1 to 4 about the plan's 2, where pruning
 # is nearly free. On 6 Sun-Hays crops at the default (qualities 20 / 50 / 80; each image refined
@@ -197,7 +204,9 @@ class PruningModel:
         while len(tried) < budget:
             low = max((x for x, y in tried.items() if y < 0), default=lo)  # the root is finer than these
             high = min((x for x, y in tried.items() if y > 0), default=hi)
-            candidates = [x for x in np.linspace(low, high, 129).tolist() if x not in tried]
+            # steps of 0.004 octave over the whole range: about 0.01 dB, where PSNR moves 2-3 dB an
+            # octave (a grid 4 times coarser left the tolerance between two points on steep costs)
+            candidates = [x for x in np.linspace(low, high, 513).tolist() if x not in tried]
             if not candidates:
                 break
             x = min(candidates, key=lambda c: abs(self.psnr(c, share) - target))
