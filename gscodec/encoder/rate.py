@@ -67,20 +67,20 @@ EXACT_PSNR = 200.0  # dB: what the PSNR search counts an exact decode (a flat im
 # rate, +-MAX_PSNR_SHIFT for a PSNR (see the module's docstring; `MAX_PSNR_COARSER`)
 MAX_SHIFT = 1.5
 MAX_PSNR_SHIFT = 0.5
-# A coarser PSNR shift goes on past MAX_PSNR_SHIFT with the pruning alone. To 1 octave, 2**(2 x 1.0)
-# times the plan's strength (8): on 6 Sun-Hays crops at the default (qualities 20 / 50 / 80; each image
-# refined once, then finished at each strength), strength 8 takes 2.34 / 2.60 / 1.44 dB off
-# strength 2's, at 0.55 / 0.16 / -0.09 dB below the line of the image's own curve through it
+# A coarser PSNR shift goes on past MAX_PSNR_SHIFT with the pruning alone. To 1 octave (strength
+# 8, 2**(2 x 1.0) times the plan's 2): on 6 Sun-Hays crops at the default (qualities 20 / 50 / 80;
+# each image refined once, then finished at each strength), strength 8 takes 2.34 / 2.60 / 1.44 dB
+# off strength 2's, at 0.55 / 0.16 / -0.09 dB below the line of the image's own curve through it
 # (strength 4: 0.80 / 0.93 / 0.39 dB off, 0.11 / 0.02 / -0.10 below). So one refinement reaches
 # about 2 dB down (`Measure.reach`), where it reached 1 dB, and fewer searches refine again.
 # Further, to 1.5 octaves (strength 16): PSNR searches at 27 / 30 / 33 dB on 12 Sun-Hays crops
-# (seed 25), each pair of reaches in one process: 1.0 -> 1.25 octaves refined once, twice,
-# three times 30 / 5 / 1 -> 33 / 2 / 1 of 36 searches, 2.15 -> 2.02x one encode; 1.25 -> 1.5:
-# 33 / 2 / 1 -> 34 / 2 / 0, 2.21 -> 2.09x, and two searches at quality 0 land that did not.
-# Where the longer reach spared a refinement, the harder-pruned encode of the higher quality
-# took 2-8 % fewer bits at equal PSNR than the lower quality's (rate corrected by the typical
-# 0.25 of log rate per dB): the pruning is cheaper there than a lower quality. (Measured with
-# the model's earlier grid, 129 points.)
+# (seed 25), each pair of reaches in one process: 1.0 -> 1.25 octaves refined once, twice, three
+# times 30 / 5 / 1 -> 33 / 2 / 1 of 36 searches, 2.15 -> 2.02x one encode; 1.25 -> 1.5: 33 / 2 / 1
+# -> 34 / 2 / 0, 2.21 -> 2.09x, and two searches at quality 0 land that did not. Where the longer
+# reach spared a refinement, the harder-pruned encode of the higher quality took 2-8 % fewer bits
+# at equal PSNR than the lower quality's (rate corrected by the typical 0.25 of log rate per dB):
+# the pruning is cheaper there than a lower quality. (Measured with the model's earlier grid, 129
+# points, and `Measure.reach` kept at 2 dB, as it still is.)
 MAX_PSNR_COARSER = 1.5
 # A PSNR shift also scales the rate-distortion pruning's strength (`pipeline.prune`), 2**PSNR_PRUNES
 # times per octave of coarser colour steps: strengths 1 to 4 about the plan's 2, where pruning
