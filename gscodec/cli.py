@@ -110,13 +110,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     enc.add_argument("paths", nargs="+", metavar="IN...", help="image(s) to compress; without -o, IN then OUT.gsc")
     _add_output_options(enc, "OUT.gsc, or a folder: DIR/<stem>.gsc for each IN (needed for several inputs)")
-    rate = enc.add_mutually_exclusive_group()
-    rate.add_argument("-q", "--quality", type=_number(0, 100), default=None,
-                      help=f"0-100, higher is larger and better (default {DEFAULT_QUALITY})")
-    rate.add_argument("-b", "--target-bpp", type=_number(0, None), default=None, metavar="BPP",
-                      help="search the quality that gives this many bits per pixel")
-    rate.add_argument("--target-psnr", type=_number(0, None), default=None, metavar="DB",
-                      help="search the quality whose decode has this PSNR-RGB (dB)")
+    _add_rate_options(enc)
     enc.add_argument("-e", "--effort", type=_integer(0, MAX_EFFORT), default=DEFAULT_EFFORT,
                      help=f"0-{MAX_EFFORT}, more refinement (slower), default {DEFAULT_EFFORT}")
     enc.add_argument("--init", choices=INITS, default=DEFAULT_INIT,
@@ -162,13 +156,7 @@ def _build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--to", default="gsc", metavar="FORMAT",
                       help="gsc (default: encode images), or an image format Pillow writes such as png: "
                            "decode .gsc files")
-    rate = conv.add_mutually_exclusive_group()
-    rate.add_argument("-q", "--quality", type=_number(0, 100), default=None,
-                      help=f"0-100, higher is larger and better (default {DEFAULT_QUALITY})")
-    rate.add_argument("-b", "--target-bpp", type=_number(0, None), default=None, metavar="BPP",
-                      help="search the quality that gives this many bits per pixel")
-    rate.add_argument("--target-psnr", type=_number(0, None), default=None, metavar="DB",
-                      help="search the quality whose decode has this PSNR-RGB (dB)")
+    _add_rate_options(conv)
     conv.add_argument("-e", "--effort", type=_integer(0, MAX_EFFORT), default=None,
                       help=f"0-{MAX_EFFORT}, more refinement (slower), default {DEFAULT_EFFORT}")
     conv.add_argument("--init", choices=INITS, default=None, help=f"where splats start (default {DEFAULT_INIT})")
@@ -220,6 +208,17 @@ def _add_output_options(parser: argparse.ArgumentParser, output_help: str) -> No
                         help=output_help + "; -o DIR: an existing folder (a trailing / says it is one)")
     parser.add_argument("-y", "--force", action="store_true",
                         help="replace existing output files (never an input); without it they are refused")
+
+
+def _add_rate_options(parser: argparse.ArgumentParser) -> None:
+    """-q, -b and --target-psnr: one of them (None where not given: the default quality)."""
+    rate = parser.add_mutually_exclusive_group()
+    rate.add_argument("-q", "--quality", type=_number(0, 100), default=None,
+                      help=f"0-100, higher is larger and better (default {DEFAULT_QUALITY})")
+    rate.add_argument("-b", "--target-bpp", type=_number(0, None), default=None, metavar="BPP",
+                      help="search the quality that gives this many bits per pixel")
+    rate.add_argument("--target-psnr", type=_number(0, None), default=None, metavar="DB",
+                      help="search the quality whose decode has this PSNR-RGB (dB)")
 
 
 def _number(lo: float, hi: float | None) -> Callable[[str], float]:
