@@ -74,10 +74,14 @@ def test_backends_fit_alike(monkeypatch: pytest.MonkeyPatch) -> None:
     numba kernels: the same losses, and the same splats but for a few that Adam (which
     divides by the gradients' size) carries a little apart from float32 rounding. (With the
     default rough solve after a relocation, 5 steps, float32 rounding carries one splat of
-    60 about 2 px apart; 15 steps keep the comparison tight.)"""
+    60 about 2 px apart; 15 steps keep the comparison tight. With the default 24 % of the
+    splats moved a relocation, both backends move the same splats, but placement, drawing more
+    of them from error maps that differ in float32 rounding, puts two 8 px from where the other
+    backend puts them (24 px after the second relocation); with 5 % the draws agree.)"""
     import gscodec.encoder.optimize
 
     monkeypatch.setattr(gscodec.encoder.optimize, "RELOCATION_SOLVE", 15)
+    monkeypatch.setattr(gscodec.encoder.optimize, "RELOCATE_FRACTION", 0.05)
     results = {}
     for backend in ("numba", "torch"):
         enc, _ = synthetic(backend)
@@ -112,11 +116,18 @@ def test_refine_relocates_as_often_as_asked(relocations: int, expected: int, mon
 
 
 def test_relocation_moves_the_weakest_and_solves_only_their_colours() -> None:
-    """The k splats of least energy move; the others keep every value; the moved ones get
-    colours that lower the error against what the others leave (zero colours would not)."""
-    enc, truth = synthetic()
+    """The k splats whose removal costs least move; the others keep every value; the moved ones
+    get colours that lower the error against what the others leave (zero colours would not)."""
+    _, truth = synthetic()
+    # the target holds all but the first six, which are faint (removing one costs nearly
+    # nothing), and a blob that no splat covers, for the moved ones to fit
+    blob = render_splats(torch.tensor([[W / 2, H / 2]]), torch.tensor([[3.0, 3.0]]), torch.zeros(1),
+                         torch.tensor([[0.1, 0.03, -0.03]]), H, W, backend="torch")
+    target = blob + render_splats(truth.means[6:], truth.scales[6:], truth.angles[6:], truth.colors[6:], H, W,
+                                  backend="torch")
+    enc = Encoder(target, seed=1)
     colors = truth.colors.clone()
-    colors[:6] *= 0.01  # the six weakest, by far
+    colors[:6] *= 0.01
     s = SplatTensors(truth.means, truth.scales, truth.angles, colors)
     out = enc.relocate(s, 6)
     moved = (out.means != s.means).any(1)
@@ -127,6 +138,22 @@ def test_relocation_moves_the_weakest_and_solves_only_their_colours() -> None:
     assert out.colors[:6].abs().sum() > 0
     blank = SplatTensors(out.means, out.scales, out.angles, torch.cat([torch.zeros(6, 3), out.colors[6:]]))
     assert enc.loss(out) < enc.loss(blank)
+
+
+def test_relocation_moves_a_splat_that_only_adds_error_first() -> None:
+    """Removal cost, not energy, picks what moves: a bright splat the target does not hold
+    (removing it lowers the error) moves before the faintest splat of the target."""
+    enc, truth = synthetic()
+    intruder = SplatTensors(torch.tensor([[W / 2, H / 2]]), torch.tensor([[3.0, 3.0]]), torch.zeros(1),
+                            torch.tensor([[0.8, 0.3, -0.3]]))
+    s = SplatTensors(*(torch.cat([a, b]) for a, b in zip(
+        (truth.means, truth.scales, truth.angles, truth.colors),
+        (intruder.means, intruder.scales, intruder.angles, intruder.colors), strict=True)))
+    energy = s.colors.square().sum(1) * s.scales.prod(1)
+    assert energy[-1] > energy.min() * 10  # by energy it would stay
+    out = enc.relocate(s, 1)
+    moved = (out.means != s.means).any(1)
+    assert moved[-1] and moved.sum() == 1
 
 
 @pytest.mark.parametrize("weighted", [False, True])
@@ -299,12 +326,12 @@ def test_harder_pruning_finishes_smaller_with_the_removal_costs_computed_once(mo
     from gscodec.encoder.rate import encode_refined
     from gscodec.format.codec import decode_splats
 
-    costs = []
-    removal_costs = Encoder.removal_costs
-    monkeypatch.setattr(Encoder, "removal_costs", lambda self, s: costs.append(1) or removal_costs(self, s))
     rng = np.random.default_rng(1)
     rgb = np.clip(np.linspace(0, 1, 48 * 64 * 3).reshape(48, 64, 3) + 0.2 * rng.random((48, 64, 3)), 0, 1)
     refined = pipeline.refine_image(rgb.astype(np.float32), 60, 1)
+    costs = []  # counted after refinement, whose relocations have removal costs of their own
+    removal_costs = Encoder.removal_costs
+    monkeypatch.setattr(Encoder, "removal_costs", lambda self, s: costs.append(1) or removal_costs(self, s))
     usual = len(decode_splats(encode_refined(refined, (0.0,) * 5)))
     harder = len(decode_splats(encode_refined(refined, (0.0,) * 5, prune=1.5)))
     lighter = len(decode_splats(encode_refined(refined, (0.0,) * 5, prune=-1.5)))

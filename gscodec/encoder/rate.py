@@ -125,16 +125,16 @@ BEYOND_REACH = 2.0
 # quality, at the qualities EFFORT_CHANGE_QUALITIES: the log of the ratio of file sizes, and dB
 # of PSNR-RGB. Means over 8 training images (centre crops of Kodak's size, 768 x 512, from
 # Sun-Hays80), measured by `python -m training.effort_priors --efforts 1 2 3 4 --crop 768x512
-# --only sun_hays80 --out training/runs/effort_priors.json` on 2026-12-04. Between images they
-# spread by 0.017-0.079 in log rate (sd; 0.12-0.19 when quick encodes were pruned) and 0.58-1.45
-# dB. Above quality 50 effort 2 is effort 1 (`plan.HIGH_QUALITY`), hence their equal rows there.
-# Efforts above 4 use effort 4's.
+# --only sun_hays80 --out training/runs/effort_priors.json` on 2026-12-06, after relocation by
+# removal cost (`optimize.RELOCATE_FRACTION`). Between images they spread by 0.016-0.041 in log
+# rate (sd; 0.12-0.19 when quick encodes were pruned) and 0.32-1.62 dB. Above quality 50 effort
+# 2 is effort 1 (`plan.HIGH_QUALITY`), hence their equal rows there. Efforts above 4 use effort 4's.
 EFFORT_CHANGE_QUALITIES = (10.0, 30.0, 50.0, 70.0, 90.0)
 EFFORT_CHANGE = {
-    1: ((0.099, 0.010, -0.028, 0.099, 0.156), (1.59, 1.94, 2.53, 4.43, 6.13)),
-    2: ((0.155, 0.092, 0.066, 0.099, 0.156), (1.94, 2.39, 3.24, 4.43, 6.13)),
-    3: ((0.247, 0.206, 0.191, 0.225, 0.270), (2.38, 2.91, 3.95, 5.11, 6.53)),
-    4: ((0.293, 0.249, 0.224, 0.255, 0.307), (2.67, 3.19, 4.42, 5.76, 7.30)),
+    1: ((-0.025, -0.094, -0.136, -0.020, 0.058), (1.22, 1.72, 2.26, 4.11, 5.88)),
+    2: ((0.022, -0.052, -0.078, -0.020, 0.058), (1.61, 2.08, 2.88, 4.11, 5.88)),
+    3: ((0.105, 0.038, 0.019, 0.062, 0.127), (1.85, 2.43, 3.42, 4.65, 6.19)),
+    4: ((0.161, 0.089, 0.064, 0.102, 0.161), (2.23, 2.72, 3.88, 5.22, 6.83)),
 }
 
 
