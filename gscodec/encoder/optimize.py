@@ -48,9 +48,9 @@ LRS = (0.3, 0.08, 0.1, 0.008)
 # -3.6 %, 24 % -3.8 / -4.4 / -4.6 %, 32 % -5.3 %, 40 % -5.9 %; by energy 8 % -0.6 %, 24 %
 # -2.7 %. At effort 4 (4 crops) by removal cost 5 % -1.1 %, 10 % -2.5 %, 24 % -3.7 %. An encode
 # takes 3-7 % longer. The more move, the more the pruning drops later and the lower each
-# quality's rate (at 24 %, 10-12 % less at qualities 80-95; 32 % and 40 % less still, where
-# 24 % keeps the default's quality 100 at 1.64 bpp on Kodak, above the 1.5 bpp its benchmark
-# reaches): bench/README.md, "Relocation by removal cost".
+# quality's rate: at 24 %, 10-12 % less at qualities 80-95, and the default's quality 100
+# still gives 1.64 bpp on Kodak, above the 1.5 bpp its benchmark must reach; 32 % and 40 % lower
+# the rates further (bench/README.md, "Relocation by removal cost").
 RELOCATE_FRACTION = 0.24
 # Measured on 6 training crops (512 x 384, effort 4, qualities 50 / 80, 30 polish steps per
 # snap): polishing at 0.3 of the starting rates gave +0.03 / +0.10 dB over 0.1 (where
