@@ -171,14 +171,15 @@ class Encoder:
             rz = rz_new
         return x
 
-    def removal_costs(self, s: SplatTensors) -> tuple[torch.Tensor, float]:
+    def removal_costs(self, s: SplatTensors, error: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
         """Per splat, how much the squared RGB error (summed over pixels and channels) would
         grow if that splat alone were removed, and the squared error now. Removing splat i
         (colour c_i, weights w_i) changes the error e by -c_i w_i: the growth is
-        |c_i|^2 sum w_i^2 - 2 c_i . sum w_i e, both through the colour operator."""
+        |c_i|^2 sum w_i^2 - 2 c_i . sum w_i e, both through the colour operator. ``error``: the
+        splats' render less the target, if the caller has it."""
         with torch.no_grad():
             op = color_operator(s.means, s.scales, s.angles, self.h, self.w, backend=self.backend)
-            error = op.apply(s.colors) - self.target
+            error = op.apply(s.colors) - self.target if error is None else error
             pulled = op.adjoint(error) @ self.rgb
             colors = s.colors @ self.rgb
             costs = colors.square().sum(1) * op.squared_sums() - 2 * (colors * pulled).sum(1)
@@ -260,14 +261,15 @@ class Encoder:
         error goes first, however bright) to where the error is largest (in place: each keeps
         its index, so per-splat data such as its layer stays aligned), their colours solved for
         what the other splats leave (`RELOCATION_SOLVE` steps; the others keep theirs)."""
-        weakest = torch.topk(self.removal_costs(s)[0], k, largest=False).indices
         with torch.no_grad():
-            img = render_splats(s.means, s.scales, s.angles, s.colors, self.h, self.w, backend=self.backend)
-            new = self.place(blur(((img - self.target) @ self.rgb).square().sum(-1), 1.0), k, len(s.means) * 2)
+            error = render_splats(s.means, s.scales, s.angles, s.colors, self.h, self.w,
+                                  backend=self.backend) - self.target
+            weakest = torch.topk(self.removal_costs(s, error)[0], k, largest=False).indices
+            new = self.place(blur((error @ self.rgb).square().sum(-1), 1.0), k, len(s.means) * 2)
             weakest = weakest[: len(new.means)]
             # what the others leave: the image's error, with the weakest splats' part given back
-            left = self.target - img + render_splats(s.means[weakest], s.scales[weakest], s.angles[weakest],
-                                                     s.colors[weakest], self.h, self.w, backend=self.backend)
+            left = render_splats(s.means[weakest], s.scales[weakest], s.angles[weakest], s.colors[weakest],
+                                 self.h, self.w, backend=self.backend) - error
 
         def put(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             out = a.clone()
