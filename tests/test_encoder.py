@@ -339,3 +339,76 @@ def test_harder_pruning_finishes_smaller_with_the_removal_costs_computed_once(mo
     assert encode_refined(refined, (0.0,) * 5, prune=1.5) == encode_refined(refined, (0.0,) * 5, prune=1.5)
     assert len(refined._pruned) == 3
     assert len(costs) == 1
+
+
+def no_bits(rows: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(indices.shape[:2])
+
+
+@pytest.mark.parametrize("rounds", [1, 4])
+def test_quantized_colours_lie_on_the_grid_and_err_less_in_shares(rounds: int) -> None:
+    """`Encoder.quantize_colors` gives multiples of the step; without a price on bits, one share
+    picks per splat the grid colour nearest in weighted RGB error, and more shares, each made up
+    for by the colours still free, end with less error than rounding every colour at once."""
+    enc, truth = synthetic()
+    step = torch.tensor([0.05, 0.08, 0.08])
+    colors = enc.quantize_colors(truth, step, no_bits, 0.0, rounds)
+    indices = colors / step
+    torch.testing.assert_close(indices, torch.round(indices), rtol=0, atol=1e-4)
+
+    def error(c: torch.Tensor) -> float:
+        return float(enc.loss(SplatTensors(truth.means, truth.scales, truth.angles, c)))
+
+    rounded = torch.round(truth.colors / step) * step
+    if rounds == 1:
+        assert ((colors - truth.colors).abs() <= step + 1e-6).all()  # every channel down or up, no further
+        assert error(colors) <= error(rounded)
+    else:
+        assert error(colors) < 0.8 * error(enc.quantize_colors(truth, step, no_bits, 0.0, 1))
+
+
+def test_a_price_on_bits_draws_colours_to_the_cheap_indices() -> None:
+    """A splat's colour goes to the grid value whose bits cost least once bits are priced
+    high; with no price, the nearest."""
+    enc, truth = synthetic()
+    g = torch.Generator().manual_seed(5)  # colours off the target's, so that a bit has a price
+    truth = SplatTensors(truth.means, truth.scales, truth.angles, truth.colors + 0.05 * torch.randn(60, 3, generator=g))
+    step = torch.tensor([0.5, 0.5, 0.5])
+
+    def zero_is_cheap(rows: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return (indices != 0).sum(-1).to(torch.float32) * 8.0
+
+    cheap = enc.quantize_colors(truth, step, zero_is_cheap, 1e6, 1)
+    nearest = enc.quantize_colors(truth, step, zero_is_cheap, 0.0, 1)
+    reachable = (truth.colors.abs() < step).all(1)  # zero is floor or ceil in every channel
+    assert reachable.sum() > 10
+    assert (cheap[reachable] == 0).all()
+    assert (nearest != 0).any()
+
+
+def test_code_lengths_are_the_adaptive_models_order_0_lengths() -> None:
+    import numpy as np
+
+    from gscodec.quant.layer import code_lengths
+
+    first, bits = code_lengths(np.array([3, 3, 3, 4]))
+    assert first == 2  # one below the least, up to one above the largest
+    weights = np.array([1.0, 7.0, 3.0, 1.0])  # 2h + 1 for the values 2, 3, 4, 5
+    np.testing.assert_allclose(bits, np.log2(weights.sum() / weights))
+    assert code_lengths(np.zeros(0, np.int64))[1].shape == (1,)
+
+
+def test_finished_colours_are_what_the_decoder_reads() -> None:
+    """The finish puts the colours on the quantizer's own grid: the stream holds them exactly."""
+    import numpy as np
+
+    from gscodec.encoder import pipeline
+    from gscodec.format.codec import decode_splats
+    from gscodec.quant.stream import encode_splats
+
+    rng = np.random.default_rng(3)
+    rgb = np.clip(np.linspace(0, 1, 48 * 64 * 3).reshape(48, 64, 3) + 0.2 * rng.random((48, 64, 3)), 0, 1)
+    splats, steps = pipeline.finish(pipeline.refine_image(rgb.astype(np.float32), 60, 1))
+    decoded = decode_splats(encode_splats(splats, steps=steps))
+    key = lambda s: np.lexsort((s.means[:, 1], s.means[:, 0], s.layer))  # noqa: E731
+    np.testing.assert_allclose(decoded.colors[key(decoded)], splats.colors[key(splats)], rtol=0, atol=1e-6)

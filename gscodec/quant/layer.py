@@ -40,7 +40,7 @@ def fit_params(splats: Splats, patch_size: int, steps: Steps) -> LayerParams:
     lo = int(log_idx.min()) if len(splats) else 0
     hi = int(log_idx[:, 0].max()) if len(splats) else 0
     lo = max(lo, -16 * den)
-    color_step = tuple(max(1, round(s * COLOR_UNIT)) for s in steps.color_step)
+    color_step = color_steps(steps)
     cmin, clev = [], []
     for c in range(3):
         idx = np.rint(splats.colors[:, c].astype(np.float64) * COLOR_UNIT / color_step[c]).astype(np.int64)
@@ -62,6 +62,23 @@ def fit_params(splats: Splats, patch_size: int, steps: Steps) -> LayerParams:
         color_min=tuple(cmin),  # type: ignore[arg-type]
         color_levels=tuple(clev),  # type: ignore[arg-type]
     )
+
+
+def color_steps(steps: Steps) -> tuple[int, int, int]:
+    """The colour steps a layer stores for ``steps`` (Y, Cb, Cr, in units of 1/COLOR_UNIT)."""
+    return tuple(max(1, round(v * COLOR_UNIT)) for v in steps.color_step)  # type: ignore[return-value]
+
+
+def code_lengths(indices: np.ndarray) -> tuple[int, np.ndarray]:
+    """Bits per value of integer ``indices`` under the order-0 model that the format's
+    adaptive model learns from them (weights 2h + 1, SPEC 5.2), for every value from one
+    below their least to one above their largest: (that first value, the bits)."""
+    indices = np.asarray(indices, np.int64)
+    if not len(indices):
+        return 0, np.zeros(1)
+    first = int(indices.min()) - 1
+    weights = 2.0 * np.bincount(indices - first, minlength=int(indices.max()) - first + 2) + 1.0
+    return first, np.log2(weights.sum()) - np.log2(weights)
 
 
 def quantize_layer(splats: Splats, params: LayerParams) -> tuple[LayerSymbols, np.ndarray]:
