@@ -160,8 +160,8 @@ class Encoder:
     def quantize_colors(self, s: SplatTensors, step: torch.Tensor, bits: IndexBits, bit_cost: float,
                         rounds: int = COLOR_ROUNDS) -> torch.Tensor:
         """``s``'s colours (least-squares ones, say) moved onto the quantizer's grid, integer
-        multiples of ``step`` ([3], per channel), in ``rounds`` shares, the largest splats
-        first. In each share every channel goes down or up to a grid value, whichever of the
+        multiples of ``step`` ([3], per channel), in ``rounds`` shares, the splats of largest
+        squared weights first. In each share every channel goes down or up to a grid value, whichever of the
         eight choices costs least: the squared RGB error it adds (the splat's squared weights
         times the change) plus the bits ``bits`` gives its indices, a bit counting as
         ``bit_cost`` x D / N of squared error (D the squared RGB error of ``s``, N the splats).
@@ -172,8 +172,8 @@ class Encoder:
         b = op.adjoint(self.target)
         colors = s.colors.detach().clone()
         if len(colors):
-            error = float(((op.apply(colors) - self.target) @ self.rgb).square().sum())
-            bit_cost = bit_cost * error / len(colors)
+            squared_error = float(((op.apply(colors) - self.target) @ self.rgb).square().sum())
+            bit_cost = bit_cost * squared_error / len(colors)
         free = torch.ones(len(colors), dtype=torch.bool, device=self.device)
         order = torch.argsort(weights, descending=True, stable=True)
         corners = torch.tensor([[(k >> c) & 1 for c in range(3)] for k in range(8)], dtype=colors.dtype,
@@ -182,8 +182,8 @@ class Encoder:
             rows = order[r * len(order) // rounds:(r + 1) * len(order) // rounds]
             low = torch.floor(colors[rows] / step)
             candidates = low[:, None, :] + corners  # [k, 8, 3] indices
-            error = ((candidates * step - colors[rows, None, :]) @ self.rgb).square().sum(-1)
-            cost = weights[rows, None] * error + bit_cost * bits(rows, candidates)
+            change = ((candidates * step - colors[rows, None, :]) @ self.rgb).square().sum(-1)
+            cost = weights[rows, None] * change + bit_cost * bits(rows, candidates)
             best = candidates[torch.arange(len(rows)), cost.argmin(1)]
             colors[rows] = best * step
             free[rows] = False

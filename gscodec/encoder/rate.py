@@ -125,16 +125,16 @@ BEYOND_REACH = 2.0
 # quality, at the qualities EFFORT_CHANGE_QUALITIES: the log of the ratio of file sizes, and dB
 # of PSNR-RGB. Means over 8 training images (centre crops of Kodak's size, 768 x 512, from
 # Sun-Hays80), measured by `python -m training.effort_priors --efforts 1 2 3 4 --crop 768x512
-# --only sun_hays80 --out training/runs/effort_priors.json` on 2026-12-06, after relocation by
-# removal cost (`optimize.RELOCATE_FRACTION`). Between images they spread by 0.016-0.041 in log
-# rate (sd; 0.12-0.19 when quick encodes were pruned) and 0.32-1.62 dB. Above quality 50 effort
+# --only sun_hays80 --out training/runs/effort_priors.json` on 2026-12-06, after the colours'
+# rate-distortion quantization (`Encoder.quantize_colors`). Between images they spread by
+# 0.020-0.044 in log rate (sd; 0.12-0.19 when quick encodes were pruned) and 0.34-1.63 dB. Above quality 50 effort
 # 2 is effort 1 (`plan.HIGH_QUALITY`), hence their equal rows there. Efforts above 4 use effort 4's.
 EFFORT_CHANGE_QUALITIES = (10.0, 30.0, 50.0, 70.0, 90.0)
 EFFORT_CHANGE = {
-    1: ((-0.025, -0.094, -0.136, -0.020, 0.058), (1.22, 1.72, 2.26, 4.11, 5.88)),
-    2: ((0.022, -0.052, -0.078, -0.020, 0.058), (1.61, 2.08, 2.88, 4.11, 5.88)),
-    3: ((0.105, 0.038, 0.019, 0.062, 0.127), (1.85, 2.43, 3.42, 4.65, 6.19)),
-    4: ((0.161, 0.089, 0.064, 0.102, 0.161), (2.23, 2.72, 3.88, 5.22, 6.83)),
+    1: ((-0.015, -0.079, -0.124, -0.008, 0.071), (1.27, 1.78, 2.34, 4.24, 6.03)),
+    2: ((0.034, -0.036, -0.066, -0.008, 0.071), (1.69, 2.17, 2.99, 4.24, 6.03)),
+    3: ((0.117, 0.054, 0.031, 0.073, 0.140), (1.89, 2.47, 3.48, 4.73, 6.28)),
+    4: ((0.173, 0.106, 0.077, 0.114, 0.174), (2.31, 2.79, 3.97, 5.34, 6.96)),
 }
 
 
