@@ -89,6 +89,22 @@ def test_a_prior_off_by_more_than_the_steps_reach_takes_a_second_refinement(
     assert codec.calls.count("quick") <= rate.QUICK_ENCODES
 
 
+def test_a_search_refines_for_finishes_that_quantize_colours_in_one_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search finishes its refinement several times, each with `SEARCH_COLOR_ROUNDS` shares
+    (not `plan.COLOR_ROUNDS`); the rest of its plan is the effort's own."""
+    from gscodec.encoder.plan import COLOR_ROUNDS, plan_for
+
+    codec = ModelCodec(monkeypatch, gain=1.15)
+    plans = []
+    refine = codec.refine_image
+    monkeypatch.setattr(pipeline, "refine_image", lambda *args: plans.append(args[-1]) or refine(*args))
+    rate.encode_to_rate(np.zeros((H, W, 3), np.float32), 1.0, 4)
+    assert plans and rate.SEARCH_COLOR_ROUNDS < COLOR_ROUNDS
+    for plan in plans:
+        assert plan.color_rounds == rate.SEARCH_COLOR_ROUNDS
+        assert plan.iterations == plan_for(50, 4, H, W).iterations
+
+
 def test_quick_encodes_above_effort_0_skip_pruning(monkeypatch: pytest.MonkeyPatch) -> None:
     plans = []
     monkeypatch.setattr(pipeline, "encode_image", lambda rgb, quality, effort, *args: plans.append(args[-1]) or b"")
