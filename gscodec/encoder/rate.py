@@ -134,8 +134,9 @@ BEYOND_REACH = 2.0
 # Sun-Hays80), measured by `python -m training.effort_priors --efforts 1 2 3 4 --crop 768x512
 # --only sun_hays80 --out training/runs/effort_priors.json` on 2026-12-06, after the colours'
 # rate-distortion quantization (`Encoder.quantize_colors`). Between images they spread by
-# 0.020-0.044 in log rate (sd; 0.12-0.19 when quick encodes were pruned) and 0.34-1.63 dB. Above quality 50 effort
-# 2 is effort 1 (`plan.HIGH_QUALITY`), hence their equal rows there. Efforts above 4 use effort 4's.
+# 0.020-0.044 in log rate (sd; 0.12-0.19 when quick encodes were pruned) and 0.34-1.63 dB.
+# Above quality 50 effort 2 is effort 1 (`plan.HIGH_QUALITY`), hence their equal rows there.
+# Efforts above 4 use effort 4's.
 EFFORT_CHANGE_QUALITIES = (10.0, 30.0, 50.0, 70.0, 90.0)
 EFFORT_CHANGE = {
     1: ((-0.015, -0.079, -0.124, -0.008, 0.071), (1.27, 1.78, 2.34, 4.24, 6.03)),
