@@ -87,12 +87,55 @@ class ColorOperator:
         means, scales, angles = self.geometry
         return self._rendered_adjoint((means, scales / math.sqrt(2.0), angles), pixels)[:, 0]
 
+    def reshaped(self, scales: torch.Tensor, angles: torch.Tensor, image: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the splats' weights would be with another shape each (``scales`` [N, 2],
+        ``angles`` [N]) at the same centres: per splat, those weights w' summed against
+        ``image`` ([H, W, 3]; [N, 3]), sum w'^2 ([N]) and sum w w' with the weights now ([N]).
+        On the CPU one pass over each new shape's pixels (`gscodec.render.numba.weights.reshaped_sums`);
+        elsewhere through renders, sum w w' being the weights of one Gaussian (at one centre,
+        conics add)."""
+        means = self.geometry[0]
+        if self.stored is not None:
+            from .numba.weights import reshaped_sums
+
+            with torch.no_grad():
+                m, conic, _, _ = prepare(*self.geometry, means[:, :1], self.height, self.width, 1.0, self.origin)
+                _, other, _, boxes = prepare(means, scales, angles, means[:, :1], self.height, self.width, 1.0,
+                                             self.origin)
+            planar = image.reshape(self.height * self.width, 3).T.detach().numpy()
+            sums = torch.from_numpy(reshaped_sums(*(t.contiguous().numpy() for t in (m, conic, other, *boxes)),
+                                                  self.width, planar))
+            return sums[:, :3].to(image.dtype), sums[:, 3].to(image.dtype), sums[:, 4].to(image.dtype)
+        shaped = ColorOperator(means, scales, angles, self.height, self.width, self.origin, self.backend)
+        product = ColorOperator(means, *_product_shape(self.geometry[1], self.geometry[2], scales, angles),
+                                self.height, self.width, self.origin, self.backend)
+        ones = torch.ones(self.height * self.width, 1, device=self.device)
+        return shaped.adjoint(image), shaped.squared_sums(), product.adjoint(ones)[:, 0]
+
     def _rendered_adjoint(self, geometry, image: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
             c = torch.zeros(len(geometry[0]), image.shape[1], device=self.device, requires_grad=True)
             out = render_splats(*geometry, c, self.height, self.width, origin=self.origin, backend=self.backend)
             (grad,) = torch.autograd.grad(out.view(-1, image.shape[1]), c, image)
         return grad
+
+
+def _product_shape(scales: torch.Tensor, angles: torch.Tensor, other_scales: torch.Tensor, other_angles: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scales and angles of the product of two Gaussians at one centre, exp(-q/2) exp(-q'/2):
+    their conics (inverse covariances) add."""
+
+    def conic(sc: torch.Tensor, an: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        i1, i2 = 1.0 / sc[:, 0].double().square(), 1.0 / sc[:, 1].double().square()
+        cos, sin = torch.cos(an.double()), torch.sin(an.double())
+        return i1 * cos * cos + i2 * sin * sin, (i1 - i2) * sin * cos, i1 * sin * sin + i2 * cos * cos
+
+    a, b, c = (x + y for x, y in zip(conic(scales, angles), conic(other_scales, other_angles), strict=True))
+    mean, half = (a + c) / 2, torch.sqrt(((a - c) / 2).square() + b.square())
+    # the axis at angle atan2(2b, a - c) / 2 has the conic's larger eigenvalue: it is the shorter
+    scales = torch.stack([torch.rsqrt(mean + half), torch.rsqrt((mean - half).clamp(min=1e-30))], 1)
+    return scales.to(other_scales.dtype), (0.5 * torch.atan2(2 * b, a - c)).to(other_angles.dtype)
 
 
 def color_operator(means: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor, height: int, width: int, *,

@@ -18,7 +18,7 @@ import numba
 import numpy as np
 
 from ...format.constants import Q_CUT_F32
-from .kernels import GROUP_SPLATS, _groups_of_3, _row_span, _weight, pixel_centres, run_threads
+from .kernels import CHUNK, GROUP_SPLATS, _exp, _groups_of_3, _row_span, _weight, pixel_centres, run_threads
 
 
 @numba.njit(cache=True)
@@ -103,6 +103,55 @@ def gather_spans(rows, offsets, first_pixel, weights, image, squared, out, first
                 t1 += np.float64(w * image1[p + i])
                 t2 += np.float64(w * image2[p + i])
         out[k, 0], out[k, 1], out[k, 2] = t0, t1, t2
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def reshaped_spans(means, conic, other, x0, y0, nx, ny, image, q_cut, centres, out, first, stop
+                   ):  # pragma: no cover - compiled
+    """For splats [first, stop), each with its shape ``conic`` [N, 3] and another at the same
+    centre, ``other`` (with that shape's boxes): out[k] := the other shape's weights w' summed
+    against the planar image [3, P] (3), sum w'^2 and sum w w' (float64 sums)."""
+    width = len(centres) - CHUNK
+    image0, image1, image2 = image[0], image[1], image[2]
+    for k in range(first, stop):
+        mx, my = means[k, 0], means[k, 1]
+        a, b, c = other[k, 0], other[k, 1], other[k, 2]
+        b2 = np.float32(2.0) * b
+        a0, b0, c0 = conic[k, 0], np.float32(2.0) * conic[k, 1], conic[k, 2]
+        t0, t1, t2, squares, cross = 0.0, 0.0, 0.0, 0.0, 0.0
+        for iy in range(y0[k], y0[k] + ny[k]):
+            dy = np.float32(iy) + np.float32(0.5) - my
+            cyy, cyy0 = c * dy * dy, c0 * dy * dy
+            lo, hi = _row_span(a, b, c, dy, x0[k], nx[k], mx)
+            end = np.float32(hi)
+            row = iy * width
+            for ix in range(lo, hi):
+                w, dx = _weight(a, b2, cyy, dy, mx, ix, end, centres, q_cut)
+                q0 = a0 * dx * dx + b0 * dx * dy + cyy0
+                w0 = _exp(np.float32(-0.5) * q0) if q0 <= q_cut else np.float32(0.0)
+                t0 += np.float64(w * image0[row + ix])
+                t1 += np.float64(w * image1[row + ix])
+                t2 += np.float64(w * image2[row + ix])
+                squares += np.float64(w * w)
+                cross += np.float64(w * w0)
+        out[k, 0], out[k, 1], out[k, 2], out[k, 3], out[k, 4] = t0, t1, t2, squares, cross
+
+
+def reshaped_sums(means, conic, other, x0, y0, nx, ny, width: int, image: np.ndarray) -> np.ndarray:
+    """[N, 5] float64: `reshaped_spans` for every splat, the image [3, P] planar (float32)."""
+    n = len(means)
+    out = np.empty((n, 5), np.float64)
+    centres = pixel_centres(width)
+    image = np.ascontiguousarray(image, np.float32)
+    groups = -(-n // GROUP_SPLATS)
+
+    def worker(take: Callable[[], int]) -> None:
+        while (g := take()) < groups:
+            reshaped_spans(means, conic, other, x0, y0, nx, ny, image, Q_CUT_F32, centres, out, g * GROUP_SPLATS,
+                           min(n, (g + 1) * GROUP_SPLATS))
+
+    run_threads(worker, groups)
+    return out
 
 
 def _planes_of_3(image: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
