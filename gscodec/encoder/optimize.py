@@ -192,14 +192,14 @@ class Encoder:
                 colors = _conjugate_gradients(op, b, colors, COLOR_ROUND_SOLVE, free, weights)
         return colors
 
-    def reshape_costs(self, s: SplatTensors, shapes: list[tuple[torch.Tensor, torch.Tensor]]
-                      ) -> tuple[torch.Tensor, float]:
+    def replacement_costs(self, s: SplatTensors, candidates: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+                          ) -> tuple[torch.Tensor, float]:
         """Costs [N, K] and the squared RGB error now: per splat, how much the squared RGB error
-        would grow if that splat alone took the k-th of ``shapes`` (scales [N, 2], angles [N])
-        at its centre, its colour solved again for it alone; the other splats stay as they are.
-        With r the error without the splat and w its weights, the best error is
-        |r|^2 - |u|^2 / sum w^2, u = sum w r: the cost is that term now less the shape's
-        (`ColorOperator.reshaped` gives the shape's sums)."""
+        would grow if that splat alone were replaced by its row of the k-th candidate geometry
+        (means [N, 2], scales [N, 2], angles [N]), its colour solved again for it alone; the
+        other splats stay as they are. With r the error without the splat and w its weights,
+        the best error is |r|^2 - |u|^2 / sum w^2, u = sum w r: the cost is that term now less
+        the candidate's (`ColorOperator.replaced` gives the candidate's sums)."""
         with torch.no_grad():
             op = color_operator(s.means, s.scales, s.angles, self.h, self.w, backend=self.backend)
             error = op.apply(s.colors) - self.target
@@ -211,7 +211,7 @@ class Encoder:
 
             squared = op.squared_sums()
             now = gain(op.adjoint(error), squared, squared)
-            costs = [now - gain(*op.reshaped(scales, angles, error)) for scales, angles in shapes]
+            costs = [now - gain(*op.replaced(*candidate, error)) for candidate in candidates]
             return torch.stack(costs, 1), float((error @ self.rgb).square().sum())
 
     def removal_costs(self, s: SplatTensors, error: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:

@@ -94,6 +94,8 @@ def finish(refined: Refined, steps: Steps | None = None, progress: Progress | No
     steps = steps or default_steps(refined)
     s, layer = refined.pruned(prune_strength)
     weight = finish_weight(plan)
+    if plan.centres_by_rate:
+        s = choose_centres(enc, s, layer, start.patch_sizes, steps)
     s, layer = snap(s, layer, start.patch_sizes, steps, w, h, ("means",))
     s = enc.polish(s, plan.polish_steps, ("scales", "angles", "colors"))
     report((2 + plan.polish_steps) / weight)
@@ -108,11 +110,46 @@ def finish(refined: Refined, steps: Steps | None = None, progress: Progress | No
                   patch_sizes=start.patch_sizes), steps
 
 
+def choose_centres(enc: Encoder, s: SplatTensors, layer: torch.Tensor, patch_sizes: tuple[int, ...], steps: Steps
+                   ) -> SplatTensors:
+    """``s`` with each centre at one of the four position cells nearest it (the quantizer
+    rounds to the one holding it), chosen by `Encoder.replacement_costs` and the offsets' bits
+    as in `choose_shapes`."""
+    n = len(s.means)
+    if not n:
+        return s
+    layer_np = layer.cpu().numpy()
+    means = s.means.cpu().double().numpy()
+    step = np.zeros(n)
+    for index, patch in enumerate(patch_sizes):
+        step[layer_np == index] = patch / (1 << int(np.clip(round(math.log2(patch / steps.pos_step)), 0, 8)))
+    step = step[:, None]
+    cells = means / step
+    held = np.floor(cells)
+    toward = np.where(cells - held >= 0.5, 1.0, -1.0)  # the nearer neighbour, per axis
+    h, w = enc.h, enc.w
+    top = np.stack([np.ceil(w / step[:, 0]), np.ceil(h / step[:, 0])], 1) - 1  # a bound; the quantizer clamps
+    candidates, bits = [], np.zeros((n, 4))
+    rounded = held % (np.asarray(patch_sizes)[layer_np][:, None] / step)
+    for k in range(4):
+        cell = np.clip(held + toward * np.array([k & 1, k >> 1 & 1]), 0, top)
+        offset = cell % (np.asarray(patch_sizes)[layer_np][:, None] / step)
+        for index in np.unique(layer_np):
+            mine = layer_np == index
+            bits[mine, k] = _bits(rounded[mine, 0], offset[mine, 0]) + _bits(rounded[mine, 1], offset[mine, 1])
+        candidates.append((torch.from_numpy((cell + 0.5) * step).to(s.means), s.scales, s.angles))
+    costs, squared_error = enc.replacement_costs(s, candidates)
+    price = GEOMETRY_PRICE * SQUARED_ERROR_PER_BIT / BITS_PER_SPLAT * squared_error / n
+    best = (costs + price * torch.from_numpy(bits).to(costs)).argmin(1)
+    chosen = torch.stack([m for m, _, _ in candidates], 1)[torch.arange(n, device=best.device), best]
+    return SplatTensors(chosen, s.scales, s.angles, s.colors)
+
+
 def choose_shapes(enc: Encoder, s: SplatTensors, layer: torch.Tensor, steps: Steps) -> SplatTensors:
     """``s`` with scales and angles on the quantizer's grid for ``steps``, each splat's chosen
     by rate and distortion rather than rounded: of the eight ways to round its major and minor
-    log-scales and its angle down or up, the one whose squared error (`Encoder.reshape_costs`)
-    and bits cost least, a bit counting `SHAPE_PRICE` x `SQUARED_ERROR_PER_BIT` x D / B (D the
+    log-scales and its angle down or up, the one whose squared error (`Encoder.replacement_costs`)
+    and bits cost least, a bit counting `GEOMETRY_PRICE` x `SQUARED_ERROR_PER_BIT` x D / B (D the
     squared error, the stream's B bits counted as `BITS_PER_SPLAT` a splat). The bits are
     those of an order-0 model of each layer's rounded major, gap and angle indices, the
     streams the format codes them in (`code_lengths`)."""
@@ -142,13 +179,13 @@ def choose_shapes(enc: Encoder, s: SplatTensors, layer: torch.Tensor, steps: Ste
             cost += np.where(gap[mine] > 0, _bits(rounded_angle[mine][angled], a[mine]), 0.0)
             bits[mine, k] = cost
         shape = np.stack([2.0 ** (m / den), 2.0 ** ((m - gap) / den)], 1), a * (math.pi / levels)
-        shapes.append(tuple(torch.from_numpy(v).to(s.scales) for v in shape))
-    costs, squared_error = enc.reshape_costs(s, shapes)
-    price = SHAPE_PRICE * SQUARED_ERROR_PER_BIT / BITS_PER_SPLAT * squared_error / n
+        shapes.append((s.means, *(torch.from_numpy(v).to(s.scales) for v in shape)))
+    costs, squared_error = enc.replacement_costs(s, shapes)
+    price = GEOMETRY_PRICE * SQUARED_ERROR_PER_BIT / BITS_PER_SPLAT * squared_error / n
     best = (costs + price * torch.from_numpy(bits).to(costs)).argmin(1)
     rows = torch.arange(n, device=best.device)
-    chosen_scales = torch.stack([sc for sc, _ in shapes], 1)[rows, best]
-    chosen_angles = torch.stack([an for _, an in shapes], 1)[rows, best]
+    chosen_scales = torch.stack([sc for _, sc, _ in shapes], 1)[rows, best]
+    chosen_angles = torch.stack([an for _, _, an in shapes], 1)[rows, best]
     return SplatTensors(s.means, chosen_scales, chosen_angles, s.colors)
 
 
@@ -222,13 +259,14 @@ SQUARED_ERROR_PER_BIT = 0.83
 # bits on 4 training crops (768 x 512, effort 1) at qualities 20 / 50 / 80. The price barely
 # matters: 0.6x and 1.8x of it gave the same BD-rate within 0.1 % (4 crops, seed 81)
 BITS_PER_SPLAT = 34.0
-# `choose_shapes`' bit counts this many times the pruning's and the colours' price: its costs
-# re-solve only the splat's own colour, where the finish then solves all of them together, so
-# they overstate what a shape's error will cost. On 4 Sun-Hays crops (768 x 512, seed 93, effort
-# 1, qualities 20 / 50 / 80), BD-rate against rounding: 0 (distortion alone) -0.59 %, 1 -1.78 %,
-# 2 -2.20 %, 3 -2.29 %, 4 -2.37 %, 6 -2.30 %. Without re-solving the splat's colour in the
-# costs: 0 +0.38 %, 1 -0.69 %.
-SHAPE_PRICE = 3.0
+# `choose_centres` and `choose_shapes` count a bit this many times the pruning's and the
+# colours' price: their costs re-solve only the splat's own colour, where the finish then polishes
+# and solves all of them together, so they overstate what a choice's error will cost. On Sun-Hays
+# crops (768 x 512, effort 1, qualities 20 / 50 / 80), BD-rate against rounding: shapes (4 crops,
+# seed 93) at 0 (distortion alone) -0.59 %, 1 -1.78 %, 2 -2.20 %, 3 -2.29 %, 4 -2.37 %, 6
+# -2.30 % (without re-solving the splat's colour in the costs: 0 +0.38 %, 1 -0.69 %); centres,
+# after the shapes (4 crops, seed 96), at 0 -1.40 %, 3 -1.70 %, 6 -1.82 %.
+GEOMETRY_PRICE = 4.0
 
 
 def prune(enc: Encoder, s: SplatTensors, layer: torch.Tensor, strength: float,

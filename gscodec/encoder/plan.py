@@ -110,8 +110,9 @@ class Plan:
     # shares of the colours' move onto the quantizer's grid (`Encoder.quantize_colors`; 0: the
     # quantizer rounds them)
     color_rounds: int = COLOR_ROUNDS
-    # scales and angles onto the quantizer's grid by rate and distortion (`pipeline.choose_shapes`;
-    # False: the quantizer rounds them)
+    # centres, then scales and angles onto the quantizer's grid by rate and distortion
+    # (`pipeline.choose_centres`, `pipeline.choose_shapes`; False: the quantizer rounds them)
+    centres_by_rate: bool = True
     shapes_by_rate: bool = True
 
 

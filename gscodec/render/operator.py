@@ -87,31 +87,29 @@ class ColorOperator:
         means, scales, angles = self.geometry
         return self._rendered_adjoint((means, scales / math.sqrt(2.0), angles), pixels)[:, 0]
 
-    def reshaped(self, scales: torch.Tensor, angles: torch.Tensor, image: torch.Tensor
+    def replaced(self, means: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor, image: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """What the splats' weights would be with another shape each (``scales`` [N, 2],
-        ``angles`` [N]) at the same centres: per splat, those weights w' summed against
-        ``image`` ([H, W, 3]; [N, 3]), sum w'^2 ([N]) and sum w w' with the weights now ([N]).
-        On the CPU one pass over each new shape's pixels (`gscodec.render.numba.weights.reshaped_sums`);
-        elsewhere through renders, sum w w' being the weights of one Gaussian (at one centre,
-        conics add)."""
-        means = self.geometry[0]
+        """What the weights would be with each splat replaced by another (``means`` [N, 2],
+        ``scales`` [N, 2], ``angles`` [N]): per splat, the other's weights w' summed against
+        ``image`` ([H, W, 3]; [N, 3]), sum w'^2 ([N]) and sum w w' with its weights now ([N]).
+        On the CPU one pass over each other splat's pixels
+        (`gscodec.render.numba.weights.replaced_sums`); elsewhere through renders, w w' being
+        a Gaussian too (`_product`)."""
         if self.stored is not None:
-            from .numba.weights import reshaped_sums
+            from .numba.weights import replaced_sums
 
             with torch.no_grad():
-                m, conic, _, _ = prepare(*self.geometry, means[:, :1], self.height, self.width, 1.0, self.origin)
-                _, other, _, boxes = prepare(means, scales, angles, means[:, :1], self.height, self.width, 1.0,
-                                             self.origin)
+                now = prepare(*self.geometry, means[:, :1], self.height, self.width, 1.0, self.origin)
+                other = prepare(means, scales, angles, means[:, :1], self.height, self.width, 1.0, self.origin)
+            arrays = (now[0], now[1], other[0], other[1], *other[3])
             planar = image.reshape(self.height * self.width, 3).T.detach().numpy()
-            sums = torch.from_numpy(reshaped_sums(*(t.contiguous().numpy() for t in (m, conic, other, *boxes)),
-                                                  self.width, planar))
+            sums = torch.from_numpy(replaced_sums(*(t.contiguous().numpy() for t in arrays), self.width, planar))
             return sums[:, :3].to(image.dtype), sums[:, 3].to(image.dtype), sums[:, 4].to(image.dtype)
-        shaped = ColorOperator(means, scales, angles, self.height, self.width, self.origin, self.backend)
-        product = ColorOperator(means, *_product_shape(self.geometry[1], self.geometry[2], scales, angles),
-                                self.height, self.width, self.origin, self.backend)
+        other = ColorOperator(means, scales, angles, self.height, self.width, self.origin, self.backend)
+        *geometry, factor = _product(*self.geometry, means, scales, angles)
+        product = ColorOperator(*geometry, self.height, self.width, self.origin, self.backend)
         ones = torch.ones(self.height * self.width, 1, device=self.device)
-        return shaped.adjoint(image), shaped.squared_sums(), product.adjoint(ones)[:, 0]
+        return other.adjoint(image), other.squared_sums(), product.adjoint(ones)[:, 0] * factor
 
     def _rendered_adjoint(self, geometry, image: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
@@ -121,21 +119,36 @@ class ColorOperator:
         return grad
 
 
-def _product_shape(scales: torch.Tensor, angles: torch.Tensor, other_scales: torch.Tensor, other_angles: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scales and angles of the product of two Gaussians at one centre, exp(-q/2) exp(-q'/2):
-    their conics (inverse covariances) add."""
+def _product(means, scales, angles, other_means, other_scales, other_angles):
+    """The product of two Gaussians exp(-q/2) exp(-q'/2) as one: its centre, scales and angle,
+    and a factor. Conics (inverse covariances) A, B add; the centre is (A + B)^-1 (A m + B m');
+    the factor exp(-d^T A (A + B)^-1 B d / 2), d = m - m'."""
 
     def conic(sc: torch.Tensor, an: torch.Tensor) -> tuple[torch.Tensor, ...]:
         i1, i2 = 1.0 / sc[:, 0].double().square(), 1.0 / sc[:, 1].double().square()
         cos, sin = torch.cos(an.double()), torch.sin(an.double())
         return i1 * cos * cos + i2 * sin * sin, (i1 - i2) * sin * cos, i1 * sin * sin + i2 * cos * cos
 
-    a, b, c = (x + y for x, y in zip(conic(scales, angles), conic(other_scales, other_angles), strict=True))
+    (a1, b1, c1), (a2, b2, c2) = conic(scales, angles), conic(other_scales, other_angles)
+    a, b, c = a1 + a2, b1 + b2, c1 + c2
+    det = a * c - b * b
+    m1, m2 = means.double(), other_means.double()
+    # A m + B m', then (A + B)^-1 of it
+    vx = a1 * m1[:, 0] + b1 * m1[:, 1] + a2 * m2[:, 0] + b2 * m2[:, 1]
+    vy = b1 * m1[:, 0] + c1 * m1[:, 1] + b2 * m2[:, 0] + c2 * m2[:, 1]
+    centre = torch.stack([(c * vx - b * vy) / det, (a * vy - b * vx) / det], 1)
+    # A (A + B)^-1 B d: B d, then (A + B)^-1, then A
+    d = m1 - m2
+    bx, by = a2 * d[:, 0] + b2 * d[:, 1], b2 * d[:, 0] + c2 * d[:, 1]
+    sx, sy = (c * bx - b * by) / det, (a * by - b * bx) / det
+    ax, ay = a1 * sx + b1 * sy, b1 * sx + c1 * sy
+    factor = torch.exp(-0.5 * (d[:, 0] * ax + d[:, 1] * ay))
     mean, half = (a + c) / 2, torch.sqrt(((a - c) / 2).square() + b.square())
     # the axis at angle atan2(2b, a - c) / 2 has the conic's larger eigenvalue: it is the shorter
-    scales = torch.stack([torch.rsqrt(mean + half), torch.rsqrt((mean - half).clamp(min=1e-30))], 1)
-    return scales.to(other_scales.dtype), (0.5 * torch.atan2(2 * b, a - c)).to(other_angles.dtype)
+    product_scales = torch.stack([torch.rsqrt(mean + half), torch.rsqrt((mean - half).clamp(min=1e-30))], 1)
+    dtype = other_scales.dtype
+    return (centre.to(dtype), product_scales.to(dtype), (0.5 * torch.atan2(2 * b, a - c)).to(dtype),
+            factor.to(dtype))
 
 
 def color_operator(means: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor, height: int, width: int, *,
