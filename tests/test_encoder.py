@@ -450,21 +450,6 @@ def test_replacement_costs_are_what_replacing_each_splat_costs(backend: str) -> 
         assert costs[i, 1].item() == pytest.approx(best_error(means, scales, angles, i) - now, **tolerance)
 
 
-@pytest.mark.parametrize("backend", ["numba", "torch"])
-def test_a_splat_replaced_by_itself_gives_its_own_sums(backend: str) -> None:
-    """`ColorOperator.replaced` with the splats' own geometry: their adjoint, their squared
-    sums, and cross sums equal to those (on renders: the product of a Gaussian with itself)."""
-    from gscodec.render.operator import color_operator
-
-    means, scales, angles, _ = random_splats(80, H, W, seed=8)
-    image = torch.randn(H, W, 3, generator=torch.Generator().manual_seed(9))
-    op = color_operator(means, scales, angles, H, W, backend=backend)
-    pulled, squared, cross = op.replaced(means, scales, angles, image)
-    torch.testing.assert_close(pulled, op.adjoint(image), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(squared, op.squared_sums(), rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(cross, squared, rtol=1e-4, atol=1e-6)
-
-
 def test_chosen_centres_and_shapes_are_on_the_grid_and_beat_rounding() -> None:
     """`choose_centres` keeps each centre within a cell of the one holding it and
     `choose_shapes` each log-scale and angle within a step of its own, all on the quantizer's

@@ -61,3 +61,27 @@ def test_no_splats() -> None:
     assert op.apply(torch.zeros(0, 3)).shape == (H, W, 3)
     assert op.adjoint(torch.ones(H, W, 3)).shape == (0, 3)
     assert op.squared_sums().shape == (0,)
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_replaced_sums_are_the_weight_matrices(backend: str) -> None:
+    """`ColorOperator.replaced`: each splat's replacement's weights W' against an image, sum W'^2
+    and sum W W', from the weight matrices. The CPU's pass is exact; renders (products of
+    Gaussians, squared weights from half covariances) lose the weights their footprint cut
+    leaves out; a splat replaced by itself gives its own adjoint and squared sums on both."""
+    means, scales, angles, _ = random_splats(50, H, W, seed=8)
+    g = torch.Generator().manual_seed(9)
+    other = (means + 0.6 * torch.randn(50, 2, generator=g), scales * torch.exp(0.3 * torch.randn(50, 2, generator=g)),
+             angles + 0.4 * torch.randn(50, generator=g))
+    image = torch.randn(H, W, 3, generator=g)
+    op = color_operator(means, scales, angles, H, W, backend=backend)
+    now, then = weight_matrix(means, scales, angles), weight_matrix(*other)
+    pulled, squared, cross = op.replaced(*other, image)
+    torch.testing.assert_close(pulled, then.T @ image.view(-1, 3), rtol=1e-4, atol=1e-4)
+    loose = dict(rtol=1e-4, atol=1e-5) if backend == "numba" else dict(rtol=0.05, atol=0.05)
+    torch.testing.assert_close(squared, then.square().sum(0), **loose)
+    torch.testing.assert_close(cross, (now * then).sum(0), **loose)
+    pulled, squared, cross = op.replaced(means, scales, angles, image)
+    torch.testing.assert_close(pulled, op.adjoint(image), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(squared, op.squared_sums(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(cross, squared, rtol=1e-4, atol=1e-6)

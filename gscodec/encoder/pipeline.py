@@ -13,7 +13,14 @@ import torch
 
 from ..format.color import RGB_TO_YCBCR
 from ..format.constants import BACKGROUND_UNIT, COLOR_UNIT
-from ..quant.layer import canonical_shape, code_lengths, color_steps, quantize_background, snap_geometry
+from ..quant.layer import (
+    canonical_shape,
+    code_lengths,
+    color_steps,
+    position_bits,
+    quantize_background,
+    snap_geometry,
+)
 from ..quant.policy import Steps, adapt, steps_for_quality
 from ..quant.stream import encode_splats
 from ..splats import Splats, SplatTensors
@@ -82,7 +89,7 @@ def finish(refined: Refined, steps: Steps | None = None, progress: Progress | No
            prune_strength: float | None = None) -> tuple[Splats, Steps]:
     """Pruning at the plan's strength (or ``prune_strength``), then the quantization-aware finish
     on the grid of ``steps`` (default: the initializer's, else the policy's for the quality):
-    the centres moved onto the quantizer's grid, the other attributes polished to make up for
+    the centres moved onto the quantizer's grid (`choose_centres`), the other attributes polished to make up for
     it (see `gscodec.encoder.plan.POLISH_FRACTION` for why one polish), then scales and angles
     moved onto theirs (`choose_shapes`), the colours solved for the final geometry and moved
     onto their grid (`quantize_colors`). Returns the splats and the quantizer steps that
@@ -112,31 +119,26 @@ def finish(refined: Refined, steps: Steps | None = None, progress: Progress | No
 
 def choose_centres(enc: Encoder, s: SplatTensors, layer: torch.Tensor, patch_sizes: tuple[int, ...], steps: Steps
                    ) -> SplatTensors:
-    """``s`` with each centre at one of the four position cells nearest it (the quantizer
-    rounds to the one holding it), chosen by `Encoder.replacement_costs` and the offsets' bits
-    as in `choose_shapes`."""
+    """``s`` with each centre on the quantizer's position grid for ``steps``: of the cell holding
+    it (where the quantizer puts it) and its nearer neighbours across and down, the cell whose
+    squared error (`Encoder.replacement_costs`) and offset bits cost least, priced as in
+    `choose_shapes`."""
     n = len(s.means)
     if not n:
         return s
     layer_np = layer.cpu().numpy()
-    means = s.means.cpu().double().numpy()
-    step = np.zeros(n)
-    for index, patch in enumerate(patch_sizes):
-        step[layer_np == index] = patch / (1 << int(np.clip(round(math.log2(patch / steps.pos_step)), 0, 8)))
-    step = step[:, None]
-    cells = means / step
+    side = np.array([1 << position_bits(p, steps) for p in patch_sizes])[layer_np][:, None]  # cells a patch side
+    step = np.asarray(patch_sizes)[layer_np][:, None] / side
+    cells = s.means.cpu().double().numpy() / step
     held = np.floor(cells)
     toward = np.where(cells - held >= 0.5, 1.0, -1.0)  # the nearer neighbour, per axis
-    h, w = enc.h, enc.w
-    top = np.stack([np.ceil(w / step[:, 0]), np.ceil(h / step[:, 0])], 1) - 1  # a bound; the quantizer clamps
+    last = np.ceil(np.array([enc.w, enc.h]) / step) - 1  # the image's last cells (the quantizer clamps too)
     candidates, bits = [], np.zeros((n, 4))
-    rounded = held % (np.asarray(patch_sizes)[layer_np][:, None] / step)
     for k in range(4):
-        cell = np.clip(held + toward * np.array([k & 1, k >> 1 & 1]), 0, top)
-        offset = cell % (np.asarray(patch_sizes)[layer_np][:, None] / step)
+        cell = np.clip(held + toward * np.array([k & 1, k >> 1 & 1]), 0, last)
         for index in np.unique(layer_np):
             mine = layer_np == index
-            bits[mine, k] = _bits(rounded[mine, 0], offset[mine, 0]) + _bits(rounded[mine, 1], offset[mine, 1])
+            bits[mine, k] = sum(_bits(held[mine, i] % side[mine, 0], cell[mine, i] % side[mine, 0]) for i in (0, 1))
         candidates.append((torch.from_numpy((cell + 0.5) * step).to(s.means), s.scales, s.angles))
     costs, squared_error = enc.replacement_costs(s, candidates)
     price = GEOMETRY_PRICE * SQUARED_ERROR_PER_BIT / BITS_PER_SPLAT * squared_error / n

@@ -132,17 +132,18 @@ BEYOND_REACH = 2.0
 # quality, at the qualities EFFORT_CHANGE_QUALITIES: the log of the ratio of file sizes, and dB
 # of PSNR-RGB. Means over 8 training images (centre crops of Kodak's size, 768 x 512, from
 # Sun-Hays80), measured by `python -m training.effort_priors --efforts 1 2 3 4 --crop 768x512
-# --only sun_hays80 --out training/runs/effort_priors.json` on 2026-12-06, after the colours'
-# rate-distortion quantization (`Encoder.quantize_colors`). Between images they spread by
-# 0.020-0.044 in log rate (sd; 0.12-0.19 when quick encodes were pruned) and 0.34-1.63 dB.
+# --only sun_hays80 --out training/runs/effort_priors.json` on 2026-12-06, after centres,
+# scales and angles went onto the grid by rate and distortion (`pipeline.choose_centres`,
+# `choose_shapes`; not in the quick encodes). Between images they spread by 0.022-0.048 in log
+# rate (sd; 0.12-0.19 when quick encodes were pruned) and 0.33-1.68 dB.
 # Above quality 50 effort 2 is effort 1 (`plan.HIGH_QUALITY`), hence their equal rows there.
 # Efforts above 4 use effort 4's.
 EFFORT_CHANGE_QUALITIES = (10.0, 30.0, 50.0, 70.0, 90.0)
 EFFORT_CHANGE = {
-    1: ((-0.015, -0.079, -0.124, -0.008, 0.071), (1.27, 1.78, 2.34, 4.24, 6.03)),
-    2: ((0.034, -0.036, -0.066, -0.008, 0.071), (1.69, 2.17, 2.99, 4.24, 6.03)),
-    3: ((0.117, 0.054, 0.031, 0.073, 0.140), (1.89, 2.47, 3.48, 4.73, 6.28)),
-    4: ((0.173, 0.106, 0.077, 0.114, 0.174), (2.31, 2.79, 3.97, 5.34, 6.96)),
+    1: ((-0.078, -0.127, -0.160, -0.036, 0.045), (1.23, 1.81, 2.38, 4.31, 6.13)),
+    2: ((-0.020, -0.076, -0.097, -0.036, 0.045), (1.67, 2.19, 3.02, 4.31, 6.13)),
+    3: ((0.080, 0.025, 0.006, 0.053, 0.120), (1.90, 2.52, 3.52, 4.81, 6.41)),
+    4: ((0.144, 0.082, 0.057, 0.096, 0.159), (2.33, 2.85, 4.02, 5.43, 7.12)),
 }
 
 
@@ -365,8 +366,12 @@ def quick_encode(rgb: np.ndarray, quality: float, effort: int, seed: int = 0, de
     so the rate of an unpruned quick encode follows the refined encode's more closely. On 10
     training crops of Kodak's size (Sun-Hays80), log(effort-1 rate / quick rate) spread by
     0.074 (sd, about its mean at each of qualities 20 / 40 / 60 / 80) against 0.144 with
-    pruning; PSNR spread the same (0.78 and 0.76 dB)."""
-    plan = None if effort <= 0 else dataclasses.replace(plan_for(quality, 0, *rgb.shape[:2]), prune=0.0)
+    pruning; PSNR spread the same (0.78 and 0.76 dB). Its geometry is rounded onto the grid
+    (`pipeline.choose_centres` and `choose_shapes` took an effort-0 finish from 0.25 to 0.37 s
+    on 768 x 512 training crops): the quick encode only predicts the refined one, through
+    `EFFORT_CHANGE`."""
+    plan = None if effort <= 0 else dataclasses.replace(plan_for(quality, 0, *rgb.shape[:2]), prune=0.0,
+                                                         centres_by_rate=False, shapes_by_rate=False)
     return pipeline.encode_image(rgb, quality, 0, None, seed, device, init, plan)
 
 

@@ -33,7 +33,7 @@ def fit_params(splats: Splats, patch_size: int, steps: Steps) -> LayerParams:
     if patch_size < 1 or patch_size & (patch_size - 1) or patch_size > 128:
         raise GscError(f"patch size must be a power of two up to 128, got {patch_size}")
     patch_log2 = patch_size.bit_length() - 1
-    pos_bits = int(np.clip(round(math.log2(patch_size / steps.pos_step)), 0, 8))
+    pos_bits = position_bits(patch_size, steps)
     scales, _ = canonical_shape(splats.scales, splats.angles)
     den = steps.scale_den
     log_idx = np.rint(np.log2(scales) * den).astype(np.int64) if len(splats) else np.zeros((0, 2), np.int64)
@@ -62,6 +62,12 @@ def fit_params(splats: Splats, patch_size: int, steps: Steps) -> LayerParams:
         color_min=tuple(cmin),  # type: ignore[arg-type]
         color_levels=tuple(clev),  # type: ignore[arg-type]
     )
+
+
+def position_bits(patch_size: int, steps: Steps) -> int:
+    """Bits of each offset in a layer of ``patch_size`` patches: 2^bits cells a patch side, the
+    cell nearest ``steps.pos_step`` pixels."""
+    return int(np.clip(round(math.log2(patch_size / steps.pos_step)), 0, 8))
 
 
 def color_steps(steps: Steps) -> tuple[int, int, int]:
