@@ -211,7 +211,7 @@ class Encoder:
 
             squared = op.squared_sums()
             now = gain(op.adjoint(error), squared, squared)
-            costs = [now - gain(*op.replaced(*candidate, error)) for candidate in candidates]
+            costs = [now - gain(*sums) for sums in op.replaced(candidates, error)]
             return torch.stack(costs, 1), float((error @ self.rgb).square().sum())
 
     def removal_costs(self, s: SplatTensors, error: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:

@@ -87,26 +87,32 @@ class ColorOperator:
         means, scales, angles = self.geometry
         return self._rendered_adjoint((means, scales / math.sqrt(2.0), angles), pixels)[:, 0]
 
-    def replaced(self, means: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor, image: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """What the weights would be with each splat replaced by another (``means`` [N, 2],
-        ``scales`` [N, 2], ``angles`` [N]): per splat, the other's weights w' summed against
-        ``image`` ([H, W, 3]; [N, 3]), sum w'^2 ([N]) and sum w w' with its weights now ([N]).
-        On the CPU one pass over each other splat's pixels
-        (`gscodec.render.numba.weights.replaced_sums`); elsewhere through renders, w w' being
-        a Gaussian too (`_product`)."""
-        if self.stored is not None:
-            from .numba.weights import replaced_sums
+    def replaced(self, candidates: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], image: torch.Tensor
+                 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """What the weights would be with each splat replaced by another: for each candidate
+        geometry (means [N, 2], scales [N, 2], angles [N]), per splat, its replacement's weights
+        w' summed against ``image`` ([H, W, 3]; [N, 3]), sum w'^2 ([N]) and sum w w' with its
+        weights now ([N]). On the CPU one pass over each replacement's pixels
+        (`gscodec.render.numba.weights.replaced_sums`); elsewhere through renders, w w' being a
+        Gaussian too (`_product`)."""
+        if self.stored is None:
+            return [self._rendered_replaced(candidate, image) for candidate in candidates]
+        from .numba.weights import replaced_sums
 
+        def prepared(means: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor) -> tuple[np.ndarray, ...]:
             with torch.no_grad():
-                now = prepare(*self.geometry, means[:, :1], self.height, self.width, 1.0, self.origin)
-                other = prepare(means, scales, angles, means[:, :1], self.height, self.width, 1.0, self.origin)
-            arrays = (now[0], now[1], other[0], other[1], *other[3])
-            planar = image.reshape(self.height * self.width, 3).T.detach().numpy()
-            sums = torch.from_numpy(replaced_sums(*(t.contiguous().numpy() for t in arrays), self.width, planar))
-            return sums[:, :3].to(image.dtype), sums[:, 3].to(image.dtype), sums[:, 4].to(image.dtype)
-        other = ColorOperator(means, scales, angles, self.height, self.width, self.origin, self.backend)
-        *geometry, factor = _product(*self.geometry, means, scales, angles)
+                m, conic, _, boxes = prepare(means, scales, angles, means[:, :1], self.height, self.width, 1.0,
+                                             self.origin)
+            return tuple(t.contiguous().numpy() for t in (m, conic, *boxes))
+
+        planar = image.reshape(self.height * self.width, 3).T.detach().numpy()
+        sums = replaced_sums(*prepared(*self.geometry)[:2], self.width, planar, [prepared(*c) for c in candidates])
+        return [(s[:, :3], s[:, 3], s[:, 4]) for s in (torch.from_numpy(s).to(image.dtype) for s in sums)]
+
+    def _rendered_replaced(self, candidate: tuple[torch.Tensor, torch.Tensor, torch.Tensor], image: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        other = ColorOperator(*candidate, self.height, self.width, self.origin, self.backend)
+        *geometry, factor = _product(*self.geometry, *candidate)
         product = ColorOperator(*geometry, self.height, self.width, self.origin, self.backend)
         ones = torch.ones(self.height * self.width, 1, device=self.device)
         return other.adjoint(image), other.squared_sums(), product.adjoint(ones)[:, 0] * factor

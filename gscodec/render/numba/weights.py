@@ -105,60 +105,69 @@ def gather_spans(rows, offsets, first_pixel, weights, image, squared, out, first
         out[k, 0], out[k, 1], out[k, 2] = t0, t1, t2
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+@numba.njit(cache=True, nogil=True)
 def replaced_spans(means, conic, other_means, other, x0, y0, nx, ny, image, q_cut, centres, out, first, stop
                    ):  # pragma: no cover - compiled
     """For splats [first, stop) (centres ``means``, ``conic`` [N, 3]), each with another splat
     to stand in for it (``other_means``, ``other`` and the other's boxes): out[k] := the other's
-    weights w' summed against the planar image [3, P] (3), sum w'^2 and sum w w' (float64)."""
+    weights w' summed against the planar image [3, P + CHUNK] (zero-padded: the masked lanes
+    past a row's end read it) (3), sum w'^2 and sum w w' (float64). Per-lane partial sums, as
+    `kernels._backward_splats`: the pixel loop vectorizes."""
     width = len(centres) - CHUNK
-    image0, image1, image2 = image[0], image[1], image[2]
+    part = np.empty((5, CHUNK), np.float32)
     for k in range(first, stop):
+        part[:] = 0.0
         mx, my = other_means[k, 0], other_means[k, 1]
         a, b, c = other[k, 0], other[k, 1], other[k, 2]
         b2 = np.float32(2.0) * b
         a0, b0, c0 = conic[k, 0], np.float32(2.0) * conic[k, 1], conic[k, 2]
         shift_x, shift_y = mx - means[k, 0], my - means[k, 1]  # the other's centre less this one's
-        t0, t1, t2, squares, cross = 0.0, 0.0, 0.0, 0.0, 0.0
         for iy in range(y0[k], y0[k] + ny[k]):
             dy = np.float32(iy) + np.float32(0.5) - my
             dy0 = dy + shift_y
             cyy, cyy0, bdy0 = c * dy * dy, c0 * dy0 * dy0, b0 * dy0
             lo, hi = _row_span(a, b, c, dy, x0[k], nx[k], mx)
-            end = np.float32(hi)
-            row = iy * width
-            # a row's sums in float32 (the loop vectorizes), added up in float64
-            zero = np.float32(0.0)
-            r0, r1, r2, rs, rc = zero, zero, zero, zero, zero
-            for ix in range(lo, hi):
-                w, dx = _weight(a, b2, cyy, dy, mx, ix, end, centres, q_cut)
-                dx0 = dx + shift_x
-                q0 = a0 * dx0 * dx0 + bdy0 * dx0 + cyy0
-                w0 = _exp(np.float32(-0.5) * q0) * np.float32(q0 <= q_cut)
-                r0 += w * image0[row + ix]
-                r1 += w * image1[row + ix]
-                r2 += w * image2[row + ix]
-                rs += w * w
-                rc += w * w0
-            t0, t1, t2, squares, cross = t0 + r0, t1 + r1, t2 + r2, squares + rs, cross + rc
-        out[k, 0], out[k, 1], out[k, 2], out[k, 3], out[k, 4] = t0, t1, t2, squares, cross
+            base, end, end_f = np.uint64(iy * width), np.uint64(hi), np.float32(hi)
+            for start in range(np.uint64(lo), end, np.uint64(CHUNK)):
+                for lane in range(np.uint64(CHUNK)):
+                    ix = start + lane
+                    w, dx = _weight(a, b2, cyy, dy, mx, ix, end_f, centres, q_cut)
+                    dx0 = dx + shift_x
+                    q0 = a0 * dx0 * dx0 + bdy0 * dx0 + cyy0
+                    w0 = _exp(np.float32(-0.5) * q0) if q0 <= q_cut else np.float32(0.0)
+                    part[0, lane] += w * image[0, base + ix]
+                    part[1, lane] += w * image[1, base + ix]
+                    part[2, lane] += w * image[2, base + ix]
+                    part[3, lane] += w * w
+                    part[4, lane] += w * w0
+        for i in range(5):
+            total = 0.0
+            for lane in range(CHUNK):
+                total += np.float64(part[i, lane])
+            out[k, i] = total
 
 
-def replaced_sums(means, conic, other_means, other, x0, y0, nx, ny, width: int, image: np.ndarray) -> np.ndarray:
-    """[N, 5] float64: `replaced_spans` for every splat, the image [3, P] planar (float32)."""
+def replaced_sums(means, conic, width: int, image: np.ndarray, candidates) -> list[np.ndarray]:
+    """Per candidate (other means, conic and boxes x0, y0, nx, ny), [N, 5] float64: its
+    `replaced_spans` for every splat, the image [3, P] planar."""
     n = len(means)
-    out = np.empty((n, 5), np.float64)
     centres = pixel_centres(width)
-    image = np.ascontiguousarray(image, np.float32)
+    padded = np.zeros((3, image.shape[1] + CHUNK), np.float32)
+    padded[:, : image.shape[1]] = image
     groups = -(-n // GROUP_SPLATS)
+    outs = []
+    for other_means, other, x0, y0, nx, ny in candidates:
+        out = np.empty((n, 5), np.float64)
 
-    def worker(take: Callable[[], int]) -> None:
-        while (g := take()) < groups:
-            replaced_spans(means, conic, other_means, other, x0, y0, nx, ny, image, Q_CUT_F32, centres, out,
-                           g * GROUP_SPLATS, min(n, (g + 1) * GROUP_SPLATS))
+        def worker(take: Callable[[], int], other_means=other_means, other=other, boxes=(x0, y0, nx, ny), out=out
+                   ) -> None:
+            while (g := take()) < groups:
+                replaced_spans(means, conic, other_means, other, *boxes, padded, Q_CUT_F32, centres, out,
+                               g * GROUP_SPLATS, min(n, (g + 1) * GROUP_SPLATS))
 
-    run_threads(worker, groups)
-    return out
+        run_threads(worker, groups)
+        outs.append(out)
+    return outs
 
 
 def _planes_of_3(image: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
