@@ -105,13 +105,14 @@ def test_a_search_refines_for_finishes_that_quantize_colours_in_one_share(monkey
         assert plan.iterations == plan_for(50, 4, H, W).iterations
 
 
-def test_quick_encodes_above_effort_0_skip_pruning(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_quick_encodes_above_effort_0_skip_pruning_and_round_the_geometry(monkeypatch: pytest.MonkeyPatch) -> None:
     plans = []
     monkeypatch.setattr(pipeline, "encode_image", lambda rgb, quality, effort, *args: plans.append(args[-1]) or b"")
     rgb = np.zeros((H, W, 3), np.float32)
     rate.quick_encode(rgb, 50.0, 1)
     rate.quick_encode(rgb, 50.0, 0)
     assert plans[0].prune == 0 and plans[0].iterations == 0
+    assert not plans[0].centres_by_rate and not plans[0].shapes_by_rate  # rounded: a prediction only
     assert plans[1] is None  # effort 0's own plan, pruned: the encode a search at effort 0 returns
 
 
@@ -364,3 +365,24 @@ def test_psnr_shifts_aimed_by_the_pruning_model_land_in_three_finishes(
     assert abs(len(data) / 1000 - 30.0) <= rate.PSNR_TOLERANCE
     assert codec.calls.count("refine") == 1
     assert 2 <= codec.calls.count("finish") <= 3
+
+
+@pytest.mark.parametrize("target, gain, edge", [(0.11, 1.4, True), (1.0, 1.15, False)])
+def test_a_refinement_at_the_end_of_the_quality_range_gets_more_finishes(
+        monkeypatch: pytest.MonkeyPatch, target: float, gain: float, edge: bool) -> None:
+    """Quality 0 refined gives more than 0.11 bpp: no other refinement can go lower, so its
+    shift may take `EDGE_FINISHES` more finishes; in the range's middle, `FINISHES`."""
+    ModelCodec(monkeypatch, gain=gain)
+    budgets, qualities = [], []
+    solve, refine = rate.solve, pipeline.refine_image
+
+    def shift_budgets(f, x, slope, lo, *args):  # the shift's search starts at 0, its low end below 0
+        if lo < 0:
+            budgets.append(args[-1])
+        return solve(f, x, slope, lo, *args)
+
+    monkeypatch.setattr(rate, "solve", shift_budgets)
+    monkeypatch.setattr(pipeline, "refine_image", lambda *args: qualities.append(args[1]) or refine(*args))
+    rate.search_rate(np.zeros((H, W, 3), np.float32), target, 4)
+    assert (qualities[0] == 0.0) == edge
+    assert budgets == [rate.FINISHES + rate.EDGE_FINISHES * edge]
