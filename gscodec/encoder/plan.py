@@ -13,11 +13,11 @@ import numpy as np
 EFFORT_ITERATIONS = (0, 40, 80, 150, 300, 450, 600, 900, 1300, 2000)
 # The default: the predictor + 40 refinement steps (up to 160 above quality 50, `HIGH_QUALITY`),
 # coarser scale and colour steps (`SHORT_STEP_FACTORS`). On Kodak (2026-12-06, 24 images, after
-# the colours' rate-distortion quantization) BD-rate -20.3 % against the optimisation encoder
-# that was the default before the predictor (detail placement + 300 steps,
+# the geometry's and the colours' rate-distortion choice) BD-rate -24.0 % against the
+# optimisation encoder that was the default before the predictor (detail placement + 300 steps,
 # bench/results/kodak/gscodec.json at 455bd94), and above JPEG at every rate of JPEG's curve
 # (0.22-1.57 bpp); 1.0-2.2 s an image at quality 50 on 2-core machines (median of kodim01-06;
-# 1.18-1.55x AVIF's time in the same runs). Effort 4 (the default before) saves about 9 % of the
+# 1.18-1.84x AVIF's time in the same runs). Effort 4 (the default before) saves about 8 % of the
 # bits in 1.8-5.5 times the time (bench/README.md).
 DEFAULT_EFFORT = 1
 MAX_EFFORT = len(EFFORT_ITERATIONS) - 1

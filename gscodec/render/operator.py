@@ -30,7 +30,7 @@ MAX_WEIGHTS = 1 << 24
 class ColorOperator:
     """W for one geometry, ``height`` x ``width`` pixels: `apply` gives W c ([H, W, C]),
     `adjoint` W^T y ([N, C]), `normal` W^T D W c and `squared_sums` sum_p w_p^2 d_p per splat
-    ([N]), D = diag(d) a weight per pixel."""
+    ([N]), D = diag(d) a weight per pixel; `replaced` the sums a splat's replacement would have."""
 
     def __init__(self, means: torch.Tensor, scales: torch.Tensor, angles: torch.Tensor, height: int, width: int,
                  origin: tuple[int, int] = (0, 0), backend: str = "auto") -> None:
@@ -95,7 +95,7 @@ class ColorOperator:
         weights now ([N]). On the CPU one pass over each replacement's pixels
         (`gscodec.render.numba.weights.replaced_sums`); elsewhere through renders, w w' being a
         Gaussian too (`_product`)."""
-        if self.stored is None:
+        if self.backend != "numba":  # the fused pass needs no stored weights
             return [self._rendered_replaced(candidate, image) for candidate in candidates]
         from .numba.weights import replaced_sums
 
