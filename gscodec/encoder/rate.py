@@ -5,10 +5,10 @@ Refinement is most of an encode's time and its result does not depend on the qua
 steps, so the search spends one refinement where it can (at most three) and tunes the rest
 after them:
 
-1. Quick encodes (effort 0 without pruning, `quick_encode`) find the quality whose quick
-   encode, plus what refinement at the user's effort typically adds (`EFFORT_CHANGE`),
-   measures the target (a secant search in quality, `solve`), to within what the prior's
-   miss of single images blurs anyway (`QUICK_RATE_TOLERANCE`).
+1. Quick encodes (effort 0 without pruning, the geometry rounded, `quick_encode`) find the
+   quality whose quick encode, plus what refinement at the user's effort typically adds
+   (`EFFORT_CHANGE`), measures the target (a secant search in quality, `solve`), to within
+   what the prior's miss of single images blurs anyway (`QUICK_RATE_TOLERANCE`).
 2. That quality is refined once at the user's effort (`pipeline.refine_image`); the refined
    splats are then finished (`pipeline.finish`) with steps scaled by 2**shift, the shift
    searched so that the finished encode measures the target: each try costs the finish only
