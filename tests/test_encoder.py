@@ -450,7 +450,7 @@ def test_replacement_costs_are_what_replacing_each_splat_costs(backend: str) -> 
         assert costs[i, 1].item() == pytest.approx(best_error(means, scales, angles, i) - now, **tolerance)
 
 
-def test_chosen_centres_and_shapes_are_on_the_grid_and_beat_rounding() -> None:
+def test_chosen_centres_and_shapes_are_on_the_grid_and_beat_rounding(monkeypatch: pytest.MonkeyPatch) -> None:
     """`choose_centres` keeps each centre within a cell of the one holding it and
     `choose_shapes` each log-scale and angle within a step of its own, all on the quantizer's
     grid (snapping leaves them); with no price on bits each splat's choice costs no more than
@@ -482,12 +482,8 @@ def test_chosen_centres_and_shapes_are_on_the_grid_and_beat_rounding() -> None:
     after, _ = canonical_shape(shaped.scales.numpy(), shaped.angles.numpy())
     assert (np.abs(np.log2(after / before)) * steps.scale_den <= 1 + 1e-4).all()
 
-    original = pipeline.GEOMETRY_PRICE
-    try:
-        pipeline.GEOMETRY_PRICE = 0.0
-        free = pipeline.choose_shapes(enc, centred, layer, steps)
-    finally:
-        pipeline.GEOMETRY_PRICE = original
+    monkeypatch.setattr(pipeline, "GEOMETRY_PRICE", 0.0)
+    free = pipeline.choose_shapes(enc, centred, layer, steps)
     rounded, _ = pipeline.snap(centred, layer, sizes, steps, W, H, ("means", "scales", "angles"))
     costs, _ = enc.replacement_costs(centred, [(free.means, free.scales, free.angles),
                                                (rounded.means, rounded.scales, rounded.angles)])

@@ -89,8 +89,9 @@ def finish(refined: Refined, steps: Steps | None = None, progress: Progress | No
            prune_strength: float | None = None) -> tuple[Splats, Steps]:
     """Pruning at the plan's strength (or ``prune_strength``), then the quantization-aware finish
     on the grid of ``steps`` (default: the initializer's, else the policy's for the quality):
-    the centres moved onto the quantizer's grid (`choose_centres`), the other attributes polished to make up for
-    it (see `gscodec.encoder.plan.POLISH_FRACTION` for why one polish), then scales and angles
+    the centres moved onto the quantizer's grid (`choose_centres`), the other attributes
+    polished to make up for it (see `gscodec.encoder.plan.POLISH_FRACTION` for why one polish),
+    then scales and angles
     moved onto theirs (`choose_shapes`), the colours solved for the final geometry and moved
     onto their grid (`quantize_colors`). Returns the splats and the quantizer steps that
     `gscodec.quant.stream.encode_splats` codes them with; ``refined`` is left as it was, so it
@@ -121,8 +122,7 @@ def choose_centres(enc: Encoder, s: SplatTensors, layer: torch.Tensor, patch_siz
                    ) -> SplatTensors:
     """``s`` with each centre on the quantizer's position grid for ``steps``: of the cell holding
     it (where the quantizer puts it) and its nearer neighbours across and down, the cell whose
-    squared error (`Encoder.replacement_costs`) and offset bits cost least, priced as in
-    `choose_shapes`."""
+    squared error and offset bits cost least (`_cheapest`)."""
     n = len(s.means)
     if not n:
         return s
@@ -133,16 +133,16 @@ def choose_centres(enc: Encoder, s: SplatTensors, layer: torch.Tensor, patch_siz
     held = np.floor(cells)
     toward = np.where(cells - held >= 0.5, 1.0, -1.0)  # the nearer neighbour, per axis
     last = np.ceil(np.array([enc.w, enc.h]) / step) - 1  # the image's last cells (the quantizer clamps too)
+    offsets = {index: [_order0(held[layer_np == index, i] % side[layer_np == index, 0]) for i in (0, 1)]
+               for index in np.unique(layer_np)}
     candidates, bits = [], np.zeros((n, 4))
     for k in range(4):
         cell = np.clip(held + toward * np.array([k & 1, k >> 1 & 1]), 0, last)
-        for index in np.unique(layer_np):
+        for index, models in offsets.items():
             mine = layer_np == index
-            bits[mine, k] = sum(_bits(held[mine, i] % side[mine, 0], cell[mine, i] % side[mine, 0]) for i in (0, 1))
+            bits[mine, k] = sum(model(cell[mine, i] % side[mine, 0]) for i, model in enumerate(models))
         candidates.append((torch.from_numpy((cell + 0.5) * step).to(s.means), s.scales, s.angles))
-    costs, squared_error = enc.replacement_costs(s, candidates)
-    price = GEOMETRY_PRICE * SQUARED_ERROR_PER_BIT / BITS_PER_SPLAT * squared_error / n
-    best = (costs + price * torch.from_numpy(bits).to(costs)).argmin(1)
+    best = _cheapest(enc, s, candidates, bits)
     chosen = torch.stack([m for m, _, _ in candidates], 1)[torch.arange(n, device=best.device), best]
     return SplatTensors(chosen, s.scales, s.angles, s.colors)
 
@@ -150,11 +150,8 @@ def choose_centres(enc: Encoder, s: SplatTensors, layer: torch.Tensor, patch_siz
 def choose_shapes(enc: Encoder, s: SplatTensors, layer: torch.Tensor, steps: Steps) -> SplatTensors:
     """``s`` with scales and angles on the quantizer's grid for ``steps``, each splat's chosen
     by rate and distortion rather than rounded: of the eight ways to round its major and minor
-    log-scales and its angle down or up, the one whose squared error (`Encoder.replacement_costs`)
-    and bits cost least, a bit counting `GEOMETRY_PRICE` x `SQUARED_ERROR_PER_BIT` x D / B (D the
-    squared error, the stream's B bits counted as `BITS_PER_SPLAT` a splat). The bits are
-    those of an order-0 model of each layer's rounded major, gap and angle indices, the
-    streams the format codes them in (`code_lengths`)."""
+    log-scales and its angle down or up, the one whose squared error and bits cost least
+    (`_cheapest`), the bits those of the streams the format codes them in (major, gap, angle)."""
     n = len(s.means)
     if not n:
         return s
@@ -167,34 +164,44 @@ def choose_shapes(enc: Encoder, s: SplatTensors, layer: torch.Tensor, steps: Ste
     rounded_major = np.rint(log_scale[:, 0])
     rounded_gap = rounded_major - np.minimum(np.rint(log_scale[:, 1]), rounded_major)
     rounded_angle = np.mod(np.rint(turn), levels)
+    models = {}
+    for index in np.unique(layer_np):
+        mine = layer_np == index
+        angled = mine & (rounded_gap > 0)
+        models[index] = _order0(rounded_major[mine]), _order0(rounded_gap[mine]), _order0(rounded_angle[angled])
     bits = np.zeros((n, 8))
     shapes = []
     for k in range(8):
-        up_major, up_minor, up_angle = k & 1, k >> 1 & 1, k >> 2 & 1
-        m = major + up_major
-        gap = m - np.minimum(minor + up_minor, m)
-        a = np.mod(angle + up_angle, levels)
-        for index in np.unique(layer_np):
+        m = major + (k & 1)
+        gap = m - np.minimum(minor + (k >> 1 & 1), m)
+        a = np.mod(angle + (k >> 2 & 1), levels)
+        for index, (major_bits, gap_bits, angle_bits) in models.items():
             mine = layer_np == index
-            cost = _bits(rounded_major[mine], m[mine]) + _bits(rounded_gap[mine], gap[mine])
-            angled = rounded_gap[mine] > 0
-            cost += np.where(gap[mine] > 0, _bits(rounded_angle[mine][angled], a[mine]), 0.0)
-            bits[mine, k] = cost
+            bits[mine, k] = (major_bits(m[mine]) + gap_bits(gap[mine])
+                             + np.where(gap[mine] > 0, angle_bits(a[mine]), 0.0))  # round splats code no angle
         shape = np.stack([2.0 ** (m / den), 2.0 ** ((m - gap) / den)], 1), a * (math.pi / levels)
         shapes.append((s.means, *(torch.from_numpy(v).to(s.scales) for v in shape)))
-    costs, squared_error = enc.replacement_costs(s, shapes)
-    price = GEOMETRY_PRICE * SQUARED_ERROR_PER_BIT / BITS_PER_SPLAT * squared_error / n
-    best = (costs + price * torch.from_numpy(bits).to(costs)).argmin(1)
+    best = _cheapest(enc, s, shapes, bits)
     rows = torch.arange(n, device=best.device)
-    chosen_scales = torch.stack([sc for _, sc, _ in shapes], 1)[rows, best]
-    chosen_angles = torch.stack([an for _, _, an in shapes], 1)[rows, best]
-    return SplatTensors(s.means, chosen_scales, chosen_angles, s.colors)
+    return SplatTensors(s.means, torch.stack([sc for _, sc, _ in shapes], 1)[rows, best],
+                        torch.stack([an for _, _, an in shapes], 1)[rows, best], s.colors)
 
 
-def _bits(rounded: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Bits of integer ``values`` under `code_lengths`' order-0 model of the ``rounded`` indices."""
+def _cheapest(enc: Encoder, s: SplatTensors, candidates: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+              bits: np.ndarray) -> torch.Tensor:
+    """Per splat, the index of the candidate geometry (``bits`` [N, K] its bits) that costs least:
+    the squared error it adds (`Encoder.replacement_costs`) plus its bits, a bit counting
+    `GEOMETRY_PRICE` x `SQUARED_ERROR_PER_BIT` x D / B (D the squared error, the stream's B bits
+    counted as `BITS_PER_SPLAT` a splat)."""
+    costs, squared_error = enc.replacement_costs(s, candidates)
+    price = GEOMETRY_PRICE * SQUARED_ERROR_PER_BIT / BITS_PER_SPLAT * squared_error / len(s.means)
+    return (costs + price * torch.from_numpy(bits).to(costs)).argmin(1)
+
+
+def _order0(rounded: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The bits of integer values under `code_lengths`' order-0 model of the ``rounded`` indices."""
     first, bits = code_lengths(rounded.astype(np.int64))
-    return bits[np.clip(values.astype(np.int64) - first, 0, len(bits) - 1)]
+    return lambda values: bits[np.clip(values.astype(np.int64) - first, 0, len(bits) - 1)]
 
 
 def quantize_colors(enc: Encoder, s: SplatTensors, layer: torch.Tensor, steps: Steps, rounds: int) -> torch.Tensor:
