@@ -489,3 +489,39 @@ def test_chosen_centres_and_shapes_are_on_the_grid_and_beat_rounding(monkeypatch
                                                (rounded.means, rounded.scales, rounded.angles)])
     assert (costs[:, 0] <= costs[:, 1] + 1e-6).all()
     assert (costs[:, 0] < costs[:, 1] - 1e-6).any()
+
+
+def test_moves_on_the_grid_stay_on_it_one_step_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`finish`'s rounds on the grid (``on_grid``): each centre stays or moves one cell along one
+    axis, each shape one step in one of major, minor and angle; all stay on the grid, and with
+    no price on bits no splat's move costs more than staying."""
+    import numpy as np
+
+    from gscodec.encoder import pipeline
+    from gscodec.quant.layer import canonical_shape
+    from gscodec.quant.policy import steps_for_quality
+
+    enc, truth = synthetic()
+    g = torch.Generator().manual_seed(11)
+    inside = torch.minimum(truth.means.clamp(min=0), torch.tensor([W - 0.01, H - 0.01]))
+    s = SplatTensors(inside + 0.3 * torch.randn(60, 2, generator=g),
+                     truth.scales * torch.exp(0.2 * torch.randn(60, 2, generator=g)), truth.angles, truth.colors)
+    layer, sizes, steps = torch.arange(60) % 2, (8, 4), steps_for_quality(60)
+    s, layer = pipeline.snap(s, layer, sizes, steps, W, H, ("means", "scales", "angles"))
+    monkeypatch.setattr(pipeline, "GEOMETRY_PRICE", 0.0)
+    moved = pipeline.choose_centres(enc, s, layer, sizes, steps, on_grid=True)
+    cells = ((moved.means - s.means).abs() / steps.pos_step).round()
+    assert (cells.sum(1) <= 1).all() and (cells.sum(1) == 1).any()
+    shaped = pipeline.choose_shapes(enc, moved, layer, steps, on_grid=True)
+    snapped, kept = pipeline.snap(shaped, layer, sizes, steps, W, H, ("means", "scales", "angles"))
+    assert len(kept) == len(s.means)
+    torch.testing.assert_close(snapped.means, shaped.means, rtol=0, atol=1e-5)
+    before, turn_before = canonical_shape(moved.scales.numpy(), moved.angles.numpy())
+    after, turn_after = canonical_shape(shaped.scales.numpy(), shaped.angles.numpy())
+    scale_steps = np.abs(np.log2(after / before)) * steps.scale_den
+    turned = np.abs(np.angle(np.exp(1j * (turn_after - turn_before) * 2))) / 2 / (np.pi / steps.angle_levels)
+    assert (np.rint(scale_steps).sum(1) + np.rint(turned) * (before[:, 0] > before[:, 1]) <= 1).all()
+    for chosen, start in ((moved, s), (shaped, moved)):
+        costs, _ = enc.replacement_costs(start, [(chosen.means, chosen.scales, chosen.angles)])
+        assert (costs <= 1e-6).all()
+        assert (costs < -1e-6).any()

@@ -112,7 +112,7 @@ def test_quick_encodes_above_effort_0_skip_pruning_and_round_the_geometry(monkey
     rate.quick_encode(rgb, 50.0, 1)
     rate.quick_encode(rgb, 50.0, 0)
     assert plans[0].prune == 0 and plans[0].iterations == 0
-    assert not plans[0].centres_by_rate and not plans[0].shapes_by_rate  # rounded: a prediction only
+    assert not plans[0].centres_by_rate and not plans[0].shapes_by_rate and not plans[0].grid_rounds  # rounded
     assert plans[1] is None  # effort 0's own plan, pruned: the encode a search at effort 0 returns
 
 

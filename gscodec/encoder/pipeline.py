@@ -92,8 +92,10 @@ def finish(refined: Refined, steps: Steps | None = None, progress: Progress | No
     the centres moved onto the quantizer's grid (`choose_centres`), the other attributes
     polished to make up for it (see `gscodec.encoder.plan.POLISH_FRACTION` for why one polish),
     then scales and angles
-    moved onto theirs (`choose_shapes`), the colours solved for the final geometry and moved
-    onto their grid (`quantize_colors`). Returns the splats and the quantizer steps that
+    moved onto theirs (`choose_shapes`), the colours solved for that geometry; then the plan's
+    rounds of moves on the grid (`Plan.grid_rounds`: each centre a cell, each shape a step, by
+    the same choice, the colours solved again), and the colours moved onto their grid
+    (`quantize_colors`). Returns the splats and the quantizer steps that
     `gscodec.quant.stream.encode_splats` codes them with; ``refined`` is left as it was, so it
     can be finished again."""
     enc, plan, start = refined.encoder, refined.plan, refined.start
@@ -111,6 +113,11 @@ def finish(refined: Refined, steps: Steps | None = None, progress: Progress | No
         s = choose_shapes(enc, s, layer, steps)
     s, layer = snap(s, layer, start.patch_sizes, steps, w, h, ("means", "scales", "angles"))
     s = SplatTensors(s.means, s.scales, s.angles, enc.solve_colors(s, plan.color_iterations, s.colors))
+    for _ in range(plan.grid_rounds):
+        s = choose_centres(enc, s, layer, start.patch_sizes, steps, on_grid=True)
+        s = choose_shapes(enc, s, layer, steps, on_grid=True)
+        s, layer = snap(s, layer, start.patch_sizes, steps, w, h, ("means", "scales", "angles"))
+        s = SplatTensors(s.means, s.scales, s.angles, enc.solve_colors(s, GRID_ROUND_SOLVE, s.colors))
     colors = (quantize_colors(enc, s, layer, steps, plan.color_rounds) if plan.color_rounds else s.colors).cpu().numpy()
     report(1.0)
     means, scales, angles = (t.cpu().numpy() for t in (s.means, s.scales, s.angles))
@@ -118,11 +125,12 @@ def finish(refined: Refined, steps: Steps | None = None, progress: Progress | No
                   patch_sizes=start.patch_sizes), steps
 
 
-def choose_centres(enc: Encoder, s: SplatTensors, layer: torch.Tensor, patch_sizes: tuple[int, ...], steps: Steps
-                   ) -> SplatTensors:
+def choose_centres(enc: Encoder, s: SplatTensors, layer: torch.Tensor, patch_sizes: tuple[int, ...], steps: Steps,
+                   on_grid: bool = False) -> SplatTensors:
     """``s`` with each centre on the quantizer's position grid for ``steps``: of the cell holding
     it (where the quantizer puts it) and its nearer neighbours across and down, the cell whose
-    squared error and offset bits cost least (`_cheapest`)."""
+    squared error and offset bits cost least (`_cheapest`). ``on_grid``: the centres are on the
+    grid already, and each stays or moves one cell along either axis."""
     n = len(s.means)
     if not n:
         return s
@@ -131,13 +139,17 @@ def choose_centres(enc: Encoder, s: SplatTensors, layer: torch.Tensor, patch_siz
     step = np.asarray(patch_sizes)[layer_np][:, None] / side
     cells = s.means.cpu().double().numpy() / step
     held = np.floor(cells)
-    toward = np.where(cells - held >= 0.5, 1.0, -1.0)  # the nearer neighbour, per axis
+    if on_grid:
+        moves = [np.array(m, np.float64) for m in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))]
+    else:
+        toward = np.where(cells - held >= 0.5, 1.0, -1.0)  # the nearer neighbour, per axis
+        moves = [toward * np.array([k & 1, k >> 1 & 1]) for k in range(4)]
     last = np.ceil(np.array([enc.w, enc.h]) / step) - 1  # the image's last cells (the quantizer clamps too)
     offsets = {index: [_order0(held[layer_np == index, i] % side[layer_np == index, 0]) for i in (0, 1)]
                for index in np.unique(layer_np)}
-    candidates, bits = [], np.zeros((n, 4))
-    for k in range(4):
-        cell = np.clip(held + toward * np.array([k & 1, k >> 1 & 1]), 0, last)
+    candidates, bits = [], np.zeros((n, len(moves)))
+    for k, move in enumerate(moves):
+        cell = np.clip(held + move, 0, last)
         for index, models in offsets.items():
             mine = layer_np == index
             bits[mine, k] = sum(model(cell[mine, i] % side[mine, 0]) for i, model in enumerate(models))
@@ -147,34 +159,40 @@ def choose_centres(enc: Encoder, s: SplatTensors, layer: torch.Tensor, patch_siz
     return SplatTensors(chosen, s.scales, s.angles, s.colors)
 
 
-def choose_shapes(enc: Encoder, s: SplatTensors, layer: torch.Tensor, steps: Steps) -> SplatTensors:
+def choose_shapes(enc: Encoder, s: SplatTensors, layer: torch.Tensor, steps: Steps, on_grid: bool = False
+                  ) -> SplatTensors:
     """``s`` with scales and angles on the quantizer's grid for ``steps``, each splat's chosen
     by rate and distortion rather than rounded: of the eight ways to round its major and minor
     log-scales and its angle down or up, the one whose squared error and bits cost least
-    (`_cheapest`), the bits those of the streams the format codes them in (major, gap, angle)."""
+    (`_cheapest`), the bits those of the streams the format codes them in (major, gap, angle).
+    ``on_grid``: the shapes are on the grid already, and each stays or moves one step in one of
+    the three."""
     n = len(s.means)
     if not n:
         return s
     den, levels = steps.scale_den, steps.angle_levels
     scales, angles = canonical_shape(s.scales.cpu().numpy(), s.angles.cpu().numpy())
-    log_scale = np.log2(scales) * den  # [N, 2] in steps, major first
-    turn = angles / math.pi * levels  # in angle steps
-    major, minor, angle = np.floor(log_scale[:, 0]), np.floor(log_scale[:, 1]), np.floor(turn)
+    values = np.stack([np.log2(scales[:, 0]) * den, np.log2(scales[:, 1]) * den, angles / math.pi * levels], 1)
+    rounded = np.rint(values)  # [N, 3] major and minor log-scale and angle, in steps
+    if on_grid:
+        base, moves = rounded, [np.array(m, np.float64) for m in ((0, 0, 0), (1, 0, 0), (-1, 0, 0), (0, 1, 0),
+                                                                  (0, -1, 0), (0, 0, 1), (0, 0, -1))]
+    else:
+        base, moves = np.floor(values), [np.array([k & 1, k >> 1 & 1, k >> 2 & 1], np.float64) for k in range(8)]
     layer_np = layer.cpu().numpy()
-    rounded_major = np.rint(log_scale[:, 0])
-    rounded_gap = rounded_major - np.minimum(np.rint(log_scale[:, 1]), rounded_major)
-    rounded_angle = np.mod(np.rint(turn), levels)
+    rounded_gap = rounded[:, 0] - np.minimum(rounded[:, 1], rounded[:, 0])
+    rounded_angle = np.mod(rounded[:, 2], levels)
     models = {}
     for index in np.unique(layer_np):
         mine = layer_np == index
         angled = mine & (rounded_gap > 0)
-        models[index] = _order0(rounded_major[mine]), _order0(rounded_gap[mine]), _order0(rounded_angle[angled])
-    bits = np.zeros((n, 8))
+        models[index] = _order0(rounded[mine, 0]), _order0(rounded_gap[mine]), _order0(rounded_angle[angled])
+    bits = np.zeros((n, len(moves)))
     shapes = []
-    for k in range(8):
-        m = major + (k & 1)
-        gap = m - np.minimum(minor + (k >> 1 & 1), m)
-        a = np.mod(angle + (k >> 2 & 1), levels)
+    for k, move in enumerate(moves):
+        m, minor, a = (base + move).T
+        gap = m - np.minimum(minor, m)
+        a = np.mod(a, levels)
         for index, (major_bits, gap_bits, angle_bits) in models.items():
             mine = layer_np == index
             bits[mine, k] = (major_bits(m[mine]) + gap_bits(gap[mine])
@@ -276,6 +294,8 @@ BITS_PER_SPLAT = 34.0
 # -2.30 % (without re-solving the splat's colour in the costs: 0 +0.38 %, 1 -0.69 %); centres,
 # after the shapes (4 crops, seed 96), at 0 -1.40 %, 3 -1.70 %, 6 -1.82 %.
 GEOMETRY_PRICE = 4.0
+# conjugate-gradient steps of the colour solve after each of `Plan.grid_rounds`
+GRID_ROUND_SOLVE = 5
 
 
 def prune(enc: Encoder, s: SplatTensors, layer: torch.Tensor, strength: float,

@@ -371,12 +371,13 @@ def quick_encode(rgb: np.ndarray, quality: float, effort: int, seed: int = 0, de
     so the rate of an unpruned quick encode follows the refined encode's more closely. On 10
     training crops of Kodak's size (Sun-Hays80), log(effort-1 rate / quick rate) spread by
     0.074 (sd, about its mean at each of qualities 20 / 40 / 60 / 80) against 0.144 with
-    pruning; PSNR spread the same (0.78 and 0.76 dB). Its geometry is rounded onto the grid
-    (`pipeline.choose_centres` and `choose_shapes` took an effort-0 finish from 0.25 to 0.37 s
-    on 768 x 512 training crops): the quick encode only predicts the refined one, through
-    `EFFORT_CHANGE`."""
+    pruning; PSNR spread the same (0.78 and 0.76 dB). Its geometry is rounded onto the grid,
+    with no rounds on it (`pipeline.choose_centres` and `choose_shapes` took an effort-0 finish
+    from 0.25 to 0.37 s on 768 x 512 training crops, a round 0.1 s more): the quick encode only
+    predicts the refined one, through `EFFORT_CHANGE`."""
     plan = None if effort <= 0 else dataclasses.replace(plan_for(quality, 0, *rgb.shape[:2]), prune=0.0,
-                                                         centres_by_rate=False, shapes_by_rate=False)
+                                                         centres_by_rate=False, shapes_by_rate=False,
+                                                         grid_rounds=0)
     return pipeline.encode_image(rgb, quality, 0, None, seed, device, init, plan)
 
 
