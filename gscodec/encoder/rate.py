@@ -137,18 +137,18 @@ BEYOND_REACH = 2.0
 # quality, at the qualities EFFORT_CHANGE_QUALITIES: the log of the ratio of file sizes, and dB
 # of PSNR-RGB. Means over 8 training images (centre crops of Kodak's size, 768 x 512, from
 # Sun-Hays80), measured by `python -m training.effort_priors --efforts 1 2 3 4 --crop 768x512
-# --only sun_hays80 --out training/runs/effort_priors.json` on 2026-12-06, after centres,
-# scales and angles went onto the grid by rate and distortion (`pipeline.choose_centres`,
-# `choose_shapes`; not in the quick encodes). Between images they spread by 0.022-0.048 in log
-# rate (sd; 0.12-0.19 when quick encodes were pruned) and 0.33-1.68 dB.
+# --only sun_hays80 --out training/runs/effort_priors.json` on 2026-12-06, after the finish
+# gained its rounds of moves on the grid (`plan.GRID_ROUNDS`; not in the quick encodes). Between
+# images they spread by 0.026-0.057 in log rate (sd; 0.12-0.19 when quick encodes were pruned)
+# and 0.37-1.80 dB.
 # Above quality 50 effort 2 is effort 1 (`plan.HIGH_QUALITY`), hence their equal rows there.
 # Efforts above 4 use effort 4's.
 EFFORT_CHANGE_QUALITIES = (10.0, 30.0, 50.0, 70.0, 90.0)
 EFFORT_CHANGE = {
-    1: ((-0.078, -0.127, -0.160, -0.036, 0.045), (1.23, 1.81, 2.38, 4.31, 6.13)),
-    2: ((-0.020, -0.076, -0.097, -0.036, 0.045), (1.67, 2.19, 3.02, 4.31, 6.13)),
-    3: ((0.080, 0.025, 0.006, 0.053, 0.120), (1.90, 2.52, 3.52, 4.81, 6.41)),
-    4: ((0.144, 0.082, 0.057, 0.096, 0.159), (2.33, 2.85, 4.02, 5.43, 7.12)),
+    1: ((-0.176, -0.190, -0.224, -0.071, 0.018), (1.15, 1.79, 2.38, 4.42, 6.34)),
+    2: ((-0.104, -0.127, -0.151, -0.071, 0.018), (1.59, 2.19, 3.02, 4.42, 6.34)),
+    3: ((0.003, -0.022, -0.047, 0.014, 0.090), (1.83, 2.50, 3.47, 4.83, 6.51)),
+    4: ((0.083, 0.042, 0.013, 0.064, 0.134), (2.32, 2.87, 3.99, 5.46, 7.24)),
 }
 
 
