@@ -199,7 +199,8 @@ class Encoder:
         (means [N, 2], scales [N, 2], angles [N]), its colour solved again for it alone; the
         other splats stay as they are. With r the error without the splat and w its weights,
         the best error is |r|^2 - |u|^2 / sum w^2, u = sum w r: the cost is that term now less
-        the candidate's (`ColorOperator.replaced` gives the candidate's sums)."""
+        the candidate's (`ColorOperator.replaced` gives the candidate's sums). A candidate
+        that is ``s``'s own geometry (the same tensors: staying) costs 0 and is not computed."""
         with torch.no_grad():
             op = color_operator(s.means, s.scales, s.angles, self.h, self.w, backend=self.backend)
             error = op.apply(s.colors) - self.target
@@ -209,9 +210,12 @@ class Encoder:
                 u = pulled @ self.rgb - colors * cross[:, None]  # sum w' r, r without the splat
                 return u.square().sum(1) / squared.clamp(min=1e-12)
 
+            own = (s.means, s.scales, s.angles)
+            staying = [all(a is b for a, b in zip(c, own, strict=True)) for c in candidates]
             squared = op.squared_sums()
             now = gain(op.adjoint(error), squared, squared)
-            costs = [now - gain(*sums) for sums in op.replaced(candidates, error)]
+            sums = iter(op.replaced([c for c, stay in zip(candidates, staying, strict=True) if not stay], error))
+            costs = [torch.zeros_like(now) if stay else now - gain(*next(sums)) for stay in staying]
             return torch.stack(costs, 1), float((error @ self.rgb).square().sum())
 
     def removal_costs(self, s: SplatTensors, error: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:

@@ -153,7 +153,10 @@ def choose_centres(enc: Encoder, s: SplatTensors, layer: torch.Tensor, patch_siz
         for index, models in offsets.items():
             mine = layer_np == index
             bits[mine, k] = sum(model(cell[mine, i] % side[mine, 0]) for i, model in enumerate(models))
-        candidates.append((torch.from_numpy((cell + 0.5) * step).to(s.means), s.scales, s.angles))
+        if on_grid and not move.any():  # the splats' own centres (`replacement_costs` skips them)
+            candidates.append((s.means, s.scales, s.angles))
+        else:
+            candidates.append((torch.from_numpy((cell + 0.5) * step).to(s.means), s.scales, s.angles))
     best = _cheapest(enc, s, candidates, bits)
     chosen = torch.stack([m for m, _, _ in candidates], 1)[torch.arange(n, device=best.device), best]
     return SplatTensors(chosen, s.scales, s.angles, s.colors)
@@ -197,8 +200,11 @@ def choose_shapes(enc: Encoder, s: SplatTensors, layer: torch.Tensor, steps: Ste
             mine = layer_np == index
             bits[mine, k] = (major_bits(m[mine]) + gap_bits(gap[mine])
                              + np.where(gap[mine] > 0, angle_bits(a[mine]), 0.0))  # round splats code no angle
-        shape = np.stack([2.0 ** (m / den), 2.0 ** ((m - gap) / den)], 1), a * (math.pi / levels)
-        shapes.append((s.means, *(torch.from_numpy(v).to(s.scales) for v in shape)))
+        if on_grid and not move.any():  # the splats' own shapes (`replacement_costs` skips them)
+            shapes.append((s.means, s.scales, s.angles))
+        else:
+            shape = np.stack([2.0 ** (m / den), 2.0 ** ((m - gap) / den)], 1), a * (math.pi / levels)
+            shapes.append((s.means, *(torch.from_numpy(v).to(s.scales) for v in shape)))
     best = _cheapest(enc, s, shapes, bits)
     rows = torch.arange(n, device=best.device)
     return SplatTensors(s.means, torch.stack([sc for _, sc, _ in shapes], 1)[rows, best],
