@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 import gscodec
 from bench import datasets
+from gscodec.format.constants import VERSION
 from gscodec.format.container import parse
 from gscodec.format.symbols import decode_symbols, encode_symbols
 
@@ -38,8 +39,10 @@ def stream_bits(data: bytes) -> dict[str, int]:
     header, chunks = parse(data)
     bits: dict[str, int] = {}
     for chunk in chunks:
-        symbols = decode_symbols(chunk.params, chunk.splat_count, chunk.words, header.width, header.height)
-        words = encode_symbols(chunk.params, symbols, bits)
+        symbols = decode_symbols(chunk.params, chunk.splat_count, chunk.words, header.width, header.height,
+                                 chunk.contexts)
+        words, _ = encode_symbols(chunk.params, symbols, header.width, header.height, header.version, bits,
+                                  flags=chunk.contexts)
         if not np.array_equal(words, chunk.words[: len(words)]):
             raise RuntimeError("coding the decoded symbols again gave other words")  # the coder changed
     out = {group: sum(bits.get(s, 0) for s in streams) for group, streams in GROUPS.items()}
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{q:>7} {entry['bpp']:6.3f} {entry['splats']:7.0f} {cells}")
     out = args.out or RESULTS / f"bits-e{args.effort}.json"
     report = {"name": "bits", "dataset": dataset, "date": time.strftime("%Y-%m-%d"), "effort": args.effort,
-              "format": "1.0", "summary": summary, "per_image": per_image}
+              "format": "{}.{}".format(*VERSION), "summary": summary, "per_image": per_image}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     return 0

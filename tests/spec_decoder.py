@@ -1,4 +1,4 @@
-"""An independent .gsc decoder, written from bitstream/SPEC.md alone (sections 3 to 6).
+"""An independent .gsc decoder (formats 1 and 2), written from bitstream/SPEC.md alone (sections 3 to 6).
 
 Pure Python: struct, zlib and json only (and math for pi). It imports neither gscodec,
 numpy nor constriction, and follows the spec's wording rather than the reference
@@ -47,7 +47,7 @@ def parse_header(data: bytes) -> dict:
     require(len(data) >= HEADER_SIZE, "header-size", f"{len(data)} bytes, the header has {HEADER_SIZE}")
     require(struct.unpack_from("<I", data, 32)[0] == zlib.crc32(data[:32]), "header-crc", "header CRC mismatch")
     major, _minor, flags, width, height, space, layers, _reserved, splats = struct.unpack_from("<BBHIIBBHI", data, 4)
-    require(major == 1, "version", f"major version {major}")
+    require(major in (1, 2), "version", f"major version {major}")
     require(flags == 0, "flags", f"flags {flags:#x}")
     require(space == 0, "colour-space", f"colour space {space}")
     require(1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE, "side", f"size {width}x{height}")
@@ -56,7 +56,7 @@ def parse_header(data: bytes) -> dict:
     require(splats <= MAX_SPLATS, "splat-count", f"{splats} splats")
     background = struct.unpack_from("<hhh", data, 24)
     return {"width": width, "height": height, "layer_count": layers, "splat_count": splats,
-            "background": list(background)}
+            "background": list(background), "major": major}
 
 
 def parse_layer(payload: bytes, header: dict, pos: int) -> dict:
@@ -66,7 +66,9 @@ def parse_layer(payload: bytes, header: dict, pos: int) -> dict:
         struct.unpack_from("<BBBBhHHI", payload, 0)
     colour = [struct.unpack_from("<IiI", payload, 14 + 12 * c) for c in range(3)]  # (step, min, levels) for Y, Cb, Cr
     (n_words,) = struct.unpack_from("<I", payload, 50)
-    require(reserved == 0, "layer-reserved", f"LAYR at byte {pos}: reserved byte {reserved}", pos)
+    # byte 3: reserved in format 1, the context flags (bits 0-4) in format 2 (SPEC 4.1, 5.6)
+    allowed = 0 if header["major"] == 1 else 0b11111
+    require(reserved & ~allowed == 0, "layer-reserved", f"LAYR at byte {pos}: byte 3 is {reserved}", pos)
     ranges = [
         (0 <= patch_log2 <= 7, "patch_log2"), (0 <= pos_bits <= 8, "pos_bits"), (1 <= scale_den <= 64, "scale_den"),
         (-16 * scale_den <= scale_min <= 1024, "scale_min"), (1 <= scale_levels <= MAX_LEVELS, "scale_levels"),
@@ -88,7 +90,7 @@ def parse_layer(payload: bytes, header: dict, pos: int) -> dict:
                    "scale_levels": scale_levels, "angle_levels": angle_levels,
                    "color_step": [c[0] for c in colour], "color_min": [c[1] for c in colour],
                    "color_levels": [c[2] for c in colour]},
-        "splat_count": count, "rows": rows, "cols": cols,
+        "splat_count": count, "rows": rows, "cols": cols, "flags": reserved,
         "words": list(struct.unpack_from(f"<{n_words}I", payload, LAYR_FIXED)),
     }
 
@@ -181,21 +183,69 @@ def decode_stream(decoder: RangeDecoder, n: int, alphabet: int) -> list[int]:
     return out
 
 
+def decode_with_contexts(decoder: RangeDecoder, n: int, alphabet: int, context_of) -> list[int]:
+    """n symbols, each with the model of its context (SPEC 5.6): ``context_of(i, out)`` gives
+    symbol i's context from the symbols before it; each context keeps 5.2's model over its own
+    symbols."""
+    if alphabet == 1:
+        return [0] * n
+    hist, seen, block_end, cdf, out = {}, {}, {}, {}, []
+    for i in range(n):
+        k = context_of(i, out)
+        if k not in hist:
+            hist[k], seen[k], block_end[k] = [0] * alphabet, 0, 0
+        if seen[k] == block_end[k]:  # context k starts a block (5.2's lengths, in its own symbols)
+            block_end[k] += min(4096, max(16, seen[k]))
+            cdf[k] = model_cdf(hist[k])
+        symbol = decoder.decode(cdf[k])
+        hist[k][symbol] += 1
+        seen[k] += 1
+        out.append(symbol)
+    return out
+
+
+def sign(v: int) -> int:
+    return 0 if v < 0 else 1 if v == 0 else 2
+
+
 def decode_layer(layer: dict) -> dict[str, list[int]]:
     """The nine symbol streams of one layer, with the checks of SPEC 4.4 (entropy part)."""
     p, n = layer["params"], layer["splat_count"]
     dec = RangeDecoder(layer["words"])
-    s = {"counts": decode_stream(dec, layer["rows"] * layer["cols"], MAX_PER_PATCH + 1)}
+    flags, cols = layer["flags"], layer["cols"]
+
+    def count_context(i: int, out: list[int]) -> int:  # the table of SPEC 5.6
+        r, c = divmod(i, cols)
+        t = (out[i - 1] if c > 0 else 0) + (out[i - cols - 1] if r > 0 and c > 0 else 0) \
+            + (out[i - cols] if r > 0 else 0) + (out[i - cols + 1] if r > 0 and c + 1 < cols else 0)
+        return [0, 1, 2, 2, 3, 3, 3][t] if t < 7 else 4
+
+    if flags & 1:
+        s = {"counts": decode_with_contexts(dec, layer["rows"] * cols, MAX_PER_PATCH + 1, count_context)}
+    else:
+        s = {"counts": decode_stream(dec, layer["rows"] * cols, MAX_PER_PATCH + 1)}
     require(sum(s["counts"]) == n, "counts-sum", f"patch counts add up to {sum(s['counts'])}, not {n}")
     cells = 1 << p["pos_bits"]
     s["off_x"], s["off_y"] = decode_stream(dec, n, cells), decode_stream(dec, n, cells)
     s["major"] = decode_stream(dec, n, p["scale_levels"])
-    s["minor_gap"] = decode_stream(dec, n, p["scale_levels"])
+    if flags & 2:
+        s["minor_gap"] = decode_with_contexts(dec, n, p["scale_levels"],
+                                              lambda i, out: min(3, 4 * s["major"][i] // p["scale_levels"]))
+    else:
+        s["minor_gap"] = decode_stream(dec, n, p["scale_levels"])
     for major, gap in zip(s["major"], s["minor_gap"], strict=True):
         require(gap <= major + p["scale_min"] + 16 * p["scale_den"], "minor", "minor axis below 2^-16 px")
     s["angle"] = decode_stream(dec, sum(1 for g in s["minor_gap"] if g > 0), p["angle_levels"])
     for c, name in enumerate(("Y", "Cb", "Cr")):
-        s[name] = decode_stream(dec, n, p["color_levels"][c])
+        if not flags & (4 << c):
+            s[name] = decode_stream(dec, n, p["color_levels"][c])
+        elif name == "Cr":  # the sign of the same splat's Cb value
+            s[name] = decode_with_contexts(dec, n, p["color_levels"][c],
+                                           lambda i, out: sign(s["Cb"][i] + p["color_min"][1]))
+        else:  # the sign of the previous splat's value in this channel; the first: 1
+            s[name] = decode_with_contexts(
+                dec, n, p["color_levels"][c],
+                lambda i, out, c=c: sign(out[i - 1] + p["color_min"][c]) if i else 1)
     return s
 
 

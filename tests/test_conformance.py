@@ -50,7 +50,8 @@ def _case(name: str) -> tuple[bytes, dict]:
 
 
 def test_cases_present() -> None:
-    for name in ("typical", "one_pixel", "zero_splats", "three_layers", "huge_splat", "borders", "extremes"):
+    for name in ("typical", "typical_2", "contexts", "one_pixel", "zero_splats", "three_layers", "huge_splat",
+                 "borders", "extremes"):
         assert name in VALID
     assert INVALID
     total = sum(f.stat().st_size for f in ROOT.rglob("*") if f.is_file() and "__pycache__" not in f.parts)
@@ -62,8 +63,8 @@ def test_symbols_exact(name: str) -> None:
     data, test = _case(name)
     expected = json.loads((ROOT / name / "expected_symbols.json").read_text())
     header, chunks = parse(data)
-    assert [header.width, header.height, header.layer_count, header.splat_count] == [
-        expected["width"], expected["height"], expected["layer_count"], expected["splat_count"]]
+    assert [list(header.version), header.width, header.height, header.layer_count, header.splat_count] == [
+        expected["version"], expected["width"], expected["height"], expected["layer_count"], expected["splat_count"]]
     assert list(header.background) == expected["background"]
     assert len(chunks) == len(expected["layers"])
     splats = decode_splats(data)
@@ -72,7 +73,8 @@ def test_symbols_exact(name: str) -> None:
         params = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(chunk.params).items()}
         assert params == want["params"]
         assert chunk.splat_count == want["splat_count"] and len(chunk.words) == want["n_words"]
-        s = decode_symbols(chunk.params, chunk.splat_count, chunk.words, header.width, header.height)
+        assert chunk.contexts == want["contexts"]
+        s = decode_symbols(chunk.params, chunk.splat_count, chunk.words, header.width, header.height, chunk.contexts)
         got = {"counts": s.counts, "off_x": s.off_x, "off_y": s.off_y, "major": s.major, "minor_gap": s.minor_gap,
                "angle": s.angle, "Y": s.color[:, 0], "Cb": s.color[:, 1], "Cr": s.color[:, 2]}
         for key, values in want["symbols"].items():
@@ -87,10 +89,13 @@ def test_symbols_exact(name: str) -> None:
             else:
                 np.testing.assert_allclose(actual, expect, rtol=test["splats"][f"{key}_rtol"], atol=0)
         if test.get("rebuild_exact"):  # the entropy coder reproduces the words exactly
-            np.testing.assert_array_equal(encode_symbols(chunk.params, s), chunk.words)
+            words, flags = encode_symbols(chunk.params, s, header.width, header.height, header.version,
+                                          flags=chunk.contexts)
+            np.testing.assert_array_equal(words, chunk.words)
     if test.get("rebuild_exact"):
-        rebuilt = pack(Header(header.width, header.height, header.layer_count, header.splat_count, header.background),
-                       [LayerChunk(c.params, c.splat_count, c.words) for c in chunks])
+        same = Header(header.width, header.height, header.layer_count, header.splat_count, header.background,
+                      header.version)
+        rebuilt = pack(same, [LayerChunk(c.params, c.splat_count, c.words, c.contexts) for c in chunks])
         assert rebuilt == data
 
 

@@ -29,7 +29,7 @@ from tests.helpers import join, split
 
 CONFORMANCE = Path(__file__).resolve().parents[1] / "bitstream" / "conformance"
 SOURCES = {name: (CONFORMANCE / name / "input.gsc").read_bytes()
-           for name in ("typical", "three_layers", "extremes", "one_pixel", "empty_layer")}
+           for name in ("typical", "typical_2", "contexts", "three_layers", "extremes", "one_pixel", "empty_layer")}
 TIME_BOUND_S = 5.0  # per decode; the largest legal grid (2^26 patches) decodes in about 1.5 s
 RENDER_PIXELS = 1 << 16  # render the decodes of images up to this size
 
@@ -99,7 +99,7 @@ def attempt(data: bytes) -> str:
     return result
 
 
-@pytest.mark.parametrize("name", ["typical", "three_layers", "one_pixel"])
+@pytest.mark.parametrize("name", ["typical", "typical_2", "contexts", "three_layers", "one_pixel"])
 def test_every_truncation(name: str) -> None:
     data = SOURCES[name]
     for n in range(len(data)):
@@ -119,8 +119,9 @@ def test_random_corruption(seed: int, name: str) -> None:
     assert attempt(data) in ("ok", "GscError")
 
 
-def _stream(width: int, height: int, layers: int, splats: int, layer_payloads: list[bytes] = ()) -> bytes:
-    head = _HEADER.pack(MAGIC, 1, 0, 0, width, height, 0, layers, 0, splats, 0, 0, 0, 0)
+def _stream(width: int, height: int, layers: int, splats: int, layer_payloads: list[bytes] = (), major: int = 1
+            ) -> bytes:
+    head = _HEADER.pack(MAGIC, major, 0, 0, width, height, 0, layers, 0, splats, 0, 0, 0, 0)
     return join(head, [[b"LAYR", bytearray(p)] for p in layer_payloads] + [[b"GEND", bytearray()]])
 
 
@@ -142,10 +143,12 @@ def test_huge_header_fields_fail_fast(fields: tuple[int, int, int, int]) -> None
     assert peak < 1 << 20 and time.perf_counter() - start < 0.5
 
 
-def test_largest_legal_grid_stays_bounded() -> None:
-    """A 114-byte stream declaring 2^26 one-pixel patches: decoded in bounded memory."""
-    layer = _LAYER_HEAD.pack(0, 0, 1, 0, 0, 1, 1, 100, *(1, 0, 1) * 3, 0)
-    data = _stream(1 << 16, 1 << 10, 1, 100, [layer])
+@pytest.mark.parametrize(("major", "flags"), [(1, 0), (2, 0), (2, 1)])
+def test_largest_legal_grid_stays_bounded(major: int, flags: int) -> None:
+    """A 114-byte stream declaring 2^26 one-pixel patches: decoded in bounded memory (format 2
+    with the counts' contexts too)."""
+    layer = _LAYER_HEAD.pack(0, 0, 1, flags, 0, 1, 1, 100, *(1, 0, 1) * 3, 0)
+    data = _stream(1 << 16, 1 << 10, 1, 100, [layer], major)
     tracemalloc.start()
     try:
         with pytest.raises(GscError, match="patch counts"):
@@ -162,7 +165,7 @@ def test_error_messages_say_what() -> None:
         decode_splats(b"GIF89a" + bytes(40))
     with pytest.raises(GscError, match="CRC"):
         decode_splats(SOURCES["typical"][:100] + bytes([SOURCES["typical"][100] ^ 1]) + SOURCES["typical"][101:])
-    head[4] = 2
+    head[4] = 3
     with pytest.raises(GscError, match="version"):
         decode_splats(join(head, chunks))
     with pytest.raises(GscError, match="expected bytes"):

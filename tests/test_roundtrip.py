@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 
 import gscodec
 from gscodec import GscError, Splats
-from gscodec.format.codec import decode_splats
-from gscodec.format.constants import BACKGROUND_UNIT
+from gscodec.format.codec import decode_splats, write_stream
+from gscodec.format.constants import BACKGROUND_UNIT, VERSION
+from gscodec.format.container import LayerChunk, pack, parse
 from gscodec.format.params import dequantize_layer
+from gscodec.format.symbols import decode_symbols, encode_symbols
 from gscodec.quant.layer import fit_params, quantize_layer
 from gscodec.quant.policy import Steps
 from gscodec.quant.stream import encode_splats
@@ -177,3 +179,25 @@ def test_zero_layers_stay_zero_layers() -> None:
     decoded = decode_splats(data)
     assert decoded.patch_sizes == () and len(decoded) == 0
     assert encode_splats(decoded) == data
+
+
+@SETTINGS
+@given(splats=splat_sets(), steps=steps_strategy, flags=st.lists(st.integers(0, 31), min_size=3, max_size=3))
+def test_every_format_and_context_choice_decodes_alike(splats: Splats, steps: Steps, flags: list[int]) -> None:
+    """The encoder's stream (format 2.0, contexts where they save bits), the same symbols in format
+    1.0, and in 2.0 with any context flags (SPEC 5.6): the same splats; the encoder's choice is
+    never larger than 1.0 by more than two words a layer (it compares the models' ideal sizes)."""
+    data = encode_splats(splats, steps=steps)
+    header, chunks = parse(data)
+    assert header.version == VERSION == (2, 0)
+    decoded = decode_splats(data)
+    symbols = [decode_symbols(c.params, c.splat_count, c.words, header.width, header.height, c.contexts)
+               for c in chunks]
+    old = write_stream(header.width, header.height, header.background,
+                       [(c.params, s) for c, s in zip(chunks, symbols, strict=True)], version=(1, 0))
+    assert parse(old)[0].version == (1, 0) and decode_splats(old).equals(decoded)
+    assert len(data) <= len(old) + 8 * len(chunks)
+    forced = [LayerChunk(c.params, c.splat_count,
+                         *encode_symbols(c.params, s, header.width, header.height, flags=flags[i % 3]))
+              for i, (c, s) in enumerate(zip(chunks, symbols, strict=True))]
+    assert decode_splats(pack(header, forced)).equals(decoded)

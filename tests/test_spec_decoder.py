@@ -246,7 +246,7 @@ LAYER1 = struct.unpack_from("<I", _three_layers()[1][1][1], 10)[0]  # the second
 TARGETED = [  # (what the stream breaks, the check that must fail first)
     (b"GIF89a" + bytes(40), "magic"), (b"\x89GS", "magic"), (VALID[:35], "header-size"),
     (VALID[:10] + bytes([VALID[10] ^ 1]) + VALID[11:], "header-crc"),
-    (_edit_head(4, "B", 2), "version"), (_edit_head(6, "H", 1), "flags"), (_edit_head(16, "B", 1), "colour-space"),
+    (_edit_head(4, "B", 3), "version"), (_edit_head(6, "H", 1), "flags"), (_edit_head(16, "B", 1), "colour-space"),
     (_edit_head(8, "I", 0), "side"), (_edit_head(12, "I", 65537), "side"),
     (_chunks(lambda h, c: struct.pack_into("<II", h, 8, 65536, 65536)), "pixels"),
     (_edit_head(17, "B", 17), "layer-count"), (_edit_head(20, "I", (1 << 22) + 1), "splat-count"),
@@ -345,7 +345,8 @@ def _mutate(data: bytes, rng: random.Random) -> bytes:
 def test_random_corruptions_agree() -> None:
     """Random corruptions of the conformance inputs: both decoders accept or both fail at the same check."""
     rng = random.Random(2024)
-    sources = [_case(name)[0] for name in ("typical", "three_layers", "extremes", "one_pixel", "empty_layer")]
+    sources = [_case(name)[0] for name in ("typical", "typical_2", "contexts", "three_layers", "extremes", "one_pixel",
+                                           "empty_layer")]
     seen: dict[str | None, int] = {}
     for i in range(400):
         check = assert_agree(_mutate(sources[i % len(sources)], rng))

@@ -9,9 +9,11 @@ Each case is a folder holding
 - ``test.json``: what a decoder must reproduce and with which tolerance.
 
 Hand-built cases are made from explicit integer symbols through the entropy coder
-and the container only, so they pin the format, not the encoder. The ``typical``
-case comes from ``gscodec.encode``; its ``input.gsc`` is written once and then kept
-(the encoder may change, the golden file must not) unless ``--reencode`` is given.
+and the container only, so they pin the format, not the encoder: in format 1.0, and
+``contexts`` in 2.0. The ``typical`` (format 1.0) and ``typical_2`` (2.0) cases come
+from ``gscodec.encode``; their ``input.gsc`` files are golden: written once and then
+kept (the encoder may change, the golden files must not). ``--reencode`` makes
+``typical_2`` again; ``typical`` was made before format 2 and cannot be.
 Invalid cases carry ``"expect": "GscError"``.
 
 Run ``python -m bitstream.conformance.make`` (or ``python bitstream/conformance/make.py``);
@@ -75,14 +77,18 @@ def layer_symbols(p: LayerParams, splats: Sequence[Splat], width: int, height: i
 
 
 def build(
-    width: int, height: int, background: Sequence[int], layers: Sequence[tuple[LayerParams, Sequence[Splat]]]
+    width: int, height: int, background: Sequence[int], layers: Sequence[tuple[LayerParams, Sequence[Splat]]],
+    version: tuple[int, int] = (1, 0), flags: Sequence[int] | None = None,
 ) -> bytes:
-    """A complete .gsc stream from explicit symbols."""
+    """A complete .gsc stream from explicit symbols, in format ``version`` (1.0 unless told), each
+    layer with the given context flags (format 2; the encoder's choice unless told)."""
     chunks = []
-    for p, splats in layers:
+    for i, (p, splats) in enumerate(layers):
         symbols = layer_symbols(p, splats, width, height)
-        chunks.append(LayerChunk(p, len(symbols), encode_symbols(p, symbols)))
-    header = Header(width, height, len(chunks), sum(c.splat_count for c in chunks), tuple(background))  # type: ignore[arg-type]
+        words, used = encode_symbols(p, symbols, width, height, version, flags=None if flags is None else flags[i])
+        chunks.append(LayerChunk(p, len(symbols), words, used))
+    header = Header(width, height, len(chunks), sum(c.splat_count for c in chunks), tuple(background),  # type: ignore[arg-type]
+                    version)
     return pack(header, chunks)
 
 
@@ -160,6 +166,16 @@ def hand_built() -> dict[str, bytes]:
     needles: list[Splat] = [(5 * 16 + 5, 0, 0, 39, 39, 1, 12, 8, 8), (2 * 16 + 11, 1, 0, 39, 39, 2, 4, 12, 8),
                             (9 * 16 + 2, 1, 1, 39, 0, 0, 9, 8, 7)]
     cases["needle"] = build(16, 12, (0, 0, 0), [(ln, needles)])
+    # format 2: every context of SPEC 5.6, with more than 16 symbols in most contexts (so their
+    # models are rebuilt at their own block boundaries) and colours of every sign; a second
+    # layer takes some contexts only
+    w, h = 48, 40
+    lx = params(patch_log2=2, pos_bits=2, scale_den=4, scale_min=-8, scale_levels=24, angle_levels=16,
+                color_step=(2048, 2048, 2048), color_min=(-6, -5, -4), color_levels=(13, 11, 9))
+    ly = params(patch_log2=3, pos_bits=3, scale_den=4, scale_min=-4, scale_levels=20, angle_levels=8)
+    cases["contexts"] = build(w, h, (2048, 0, 0), [(lx, _random_layer(rng, lx, 260, w, h)),
+                                                   (ly, _random_layer(rng, ly, 40, w, h))],
+                              version=(2, 0), flags=[0b11111, 0b10101])
     return cases
 
 
@@ -170,14 +186,13 @@ def invalid(valid: bytes) -> dict[str, bytes]:
     return {"invalid_truncated": valid[: len(valid) // 2], "invalid_crc": bytes(corrupt_crc)}
 
 
-def typical_input(path: Path) -> bytes:
-    """A 64x48 crop of skimage's astronaut encoded by gscodec.encode at effort 1."""
+def typical_input(path: Path, crop: tuple[slice, slice] = (slice(100, 148), slice(180, 244))) -> bytes:
+    """A crop of skimage's astronaut (64x48 unless told) encoded by gscodec.encode at effort 1."""
     import skimage.data
 
     import gscodec
 
-    crop = skimage.data.astronaut()[100:148, 180:244]
-    data = gscodec.encode(crop, effort=1)
+    data = gscodec.encode(skimage.data.astronaut()[crop], effort=1)
     path.write_bytes(data)
     return data
 
@@ -188,7 +203,7 @@ def expected_symbols(data: bytes) -> dict:
     splats = decode_splats(data)
     layers, first = [], 0
     for chunk in chunks:
-        s = decode_symbols(chunk.params, chunk.splat_count, chunk.words, header.width, header.height)
+        s = decode_symbols(chunk.params, chunk.splat_count, chunk.words, header.width, header.height, chunk.contexts)
         n = chunk.splat_count
         part = slice(first, first + n)
         first += n
@@ -196,6 +211,7 @@ def expected_symbols(data: bytes) -> dict:
             "params": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(chunk.params).items()},
             "splat_count": n,
             "n_words": len(chunk.words),
+            "contexts": chunk.contexts,
             "symbols": {
                 "counts": s.counts.tolist(), "off_x": s.off_x.tolist(), "off_y": s.off_y.tolist(),
                 "major": s.major.tolist(), "minor_gap": s.minor_gap.tolist(), "angle": s.angle.tolist(),
@@ -206,7 +222,8 @@ def expected_symbols(data: bytes) -> dict:
             },
         })
     return {
-        "width": header.width, "height": header.height, "layer_count": header.layer_count,
+        "version": list(header.version), "width": header.width, "height": header.height,
+        "layer_count": header.layer_count,
         "splat_count": header.splat_count, "background": list(header.background), "layers": layers,
     }
 
@@ -227,7 +244,7 @@ def reference(data: bytes, scale: float = 1.0, layers: int | None = None, backen
 def renders_for(name: str, layer_count: int) -> list[dict]:
     """Which reference decodes a case carries: always scale 1; more for some cases."""
     out: list[dict] = [{"file": "reference.png", "scale": 1.0, "layers": None}]
-    if name in ("typical", "three_layers", "huge_splat", "needle"):
+    if name in ("typical", "typical_2", "three_layers", "huge_splat", "needle"):
         out += [{"file": "reference_x0.5.png", "scale": 0.5, "layers": None},
                 {"file": "reference_x1.75.png", "scale": 1.75, "layers": None}]
     if name == "three_layers":
@@ -253,7 +270,10 @@ def write_case(folder: Path, name: str, data: bytes, *, description: str) -> Non
 
 
 DESCRIPTIONS = {
-    "typical": "64x48 crop of skimage.data.astronaut() encoded by gscodec.encode(effort=1): a natural image",
+    "typical": "64x48 crop of skimage.data.astronaut() encoded by gscodec.encode(effort=1) in format 1.0: "
+               "a natural image",
+    "typical_2": "96x64 crop of skimage.data.astronaut() encoded by gscodec.encode(effort=1) in format 2.0",
+    "contexts": "format 2.0: every context of SPEC 5.6 (layer flags 31 and 21), colours of every sign",
     "one_pixel": "1x1 image, one splat centred on the pixel",
     "zero_splats": "no layers: the background alone (37x23)",
     "empty_layer": "one layer with no splat (only its counts stream), extreme background",
@@ -268,19 +288,20 @@ DESCRIPTIONS = {
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Regenerate every case folder (the typical input.gsc only if missing or --reencode)."""
+    """Regenerate every case folder (the typical_2 input.gsc only if missing or --reencode)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=HERE, help="output folder (default: this folder)")
-    ap.add_argument("--reencode", action="store_true", help="re-encode the typical case with the current encoder")
+    ap.add_argument("--reencode", action="store_true", help="re-encode the typical_2 case with the current encoder")
     args = ap.parse_args(argv)
     out: Path = args.out
-    typical = out / "typical" / "input.gsc"
-    if typical.exists() and not args.reencode:
-        data = typical.read_bytes()
-    else:
-        typical.parent.mkdir(parents=True, exist_ok=True)
-        data = typical_input(typical)
-    cases = {"typical": data, **hand_built()}
+    typical = out / "typical" / "input.gsc"  # format 1.0, kept: the encoder now writes 2.0
+    if not typical.exists():
+        raise SystemExit(f"{typical} is missing: it is golden (format 1.0) and cannot be made again")
+    typical_2 = out / "typical_2" / "input.gsc"
+    if args.reencode or not typical_2.exists():
+        typical_2.parent.mkdir(parents=True, exist_ok=True)
+        typical_input(typical_2, (slice(80, 144), slice(160, 256)))
+    cases = {"typical": typical.read_bytes(), "typical_2": typical_2.read_bytes(), **hand_built()}
     for name, case in cases.items():
         write_case(out / name, name, case, description=DESCRIPTIONS[name])
     for name, case in invalid(cases["three_layers"]).items():

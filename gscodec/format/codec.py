@@ -11,19 +11,22 @@ import numpy as np
 
 from ..errors import GscError
 from ..splats import Splats
-from .constants import BACKGROUND_UNIT
+from .constants import BACKGROUND_UNIT, VERSION
 from .container import Header, LayerChunk, pack, parse
 from .params import LayerParams, LayerSymbols, dequantize_layer
 from .symbols import decode_symbols, encode_symbols
 
 
 def write_stream(
-    width: int, height: int, background: tuple[int, int, int], layers: list[tuple[LayerParams, LayerSymbols]]
+    width: int, height: int, background: tuple[int, int, int], layers: list[tuple[LayerParams, LayerSymbols]],
+    version: tuple[int, int] = VERSION,
 ) -> bytes:
     """The .gsc bytes of an image of ``width`` x ``height`` pixels: the background (YCbCr, in
-    units of 1/BACKGROUND_UNIT) and each layer's parameters and symbols, in order."""
-    chunks = [LayerChunk(params, len(symbols), encode_symbols(params, symbols)) for params, symbols in layers]
-    header = Header(width, height, len(chunks), sum(c.splat_count for c in chunks), background)
+    units of 1/BACKGROUND_UNIT) and each layer's parameters and symbols, in order, in format
+    ``version`` (the current one unless told)."""
+    chunks = [LayerChunk(params, len(symbols), *encode_symbols(params, symbols, width, height, version))
+              for params, symbols in layers]
+    header = Header(width, height, len(chunks), sum(c.splat_count for c in chunks), background, version)
     return pack(header, chunks)
 
 
@@ -36,8 +39,9 @@ def stream_bits(data: bytes, /) -> tuple[Splats, dict[str, int]]:
     header, chunks = parse(as_bytes(data))
     bits: dict[str, int] = {}
     for chunk in chunks:
-        symbols = decode_symbols(chunk.params, chunk.splat_count, chunk.words, header.width, header.height)
-        encode_symbols(chunk.params, symbols, bits)
+        symbols = decode_symbols(chunk.params, chunk.splat_count, chunk.words, header.width, header.height,
+                                 chunk.contexts)
+        encode_symbols(chunk.params, symbols, header.width, header.height, header.version, bits)
     return decode_splats(data), bits
 
 
@@ -51,7 +55,8 @@ def decode_splats(data: bytes, /, *, layers: int | None = None) -> Splats:
         chunks = chunks[:layers]
     parts = []
     for chunk in chunks:
-        symbols = decode_symbols(chunk.params, chunk.splat_count, chunk.words, header.width, header.height)
+        symbols = decode_symbols(chunk.params, chunk.splat_count, chunk.words, header.width, header.height,
+                                 chunk.contexts)
         parts.append(dequantize_layer(chunk.params, symbols, header.width, header.height))
 
     def cat(i: int, width: int) -> np.ndarray:

@@ -10,7 +10,8 @@ import math
 import numpy as np
 
 MAGIC = b"\x89GSC"
-VERSION = (1, 0)
+VERSION = (2, 0)  # what the encoder writes
+READ_MAJOR = (1, 2)  # the major versions the decoder reads: 1.x has no contexts (SPEC 5.6)
 COLOR_SPACE_YCBCR601 = 0
 
 # limits on every declared size (SPEC 4.3), checked before anything is allocated
@@ -30,6 +31,15 @@ COLOR_UNIT = 1 << 16  # colour steps in units of 1/65536
 FIRST_BLOCK = 16
 MAX_BLOCK = 4096
 PRECISION = 24
+
+# the contexts of format 2 (SPEC 5.6), each stream's used where its layer's flags (LAYR byte 3)
+# have its bit: a patch count's, by the sum of its left, upper-left, upper
+# and upper-right neighbours (0, 1, 2-3, 4-6, 7 or more); a minor gap's, by its major index's
+# quarter of the scale levels; a colour's, by the sign of a colour already decoded
+COUNT_CONTEXTS = np.array([0, 1, 2, 2, 3, 3, 3] + [4] * (4 * MAX_PER_PATCH - 6), np.int64)
+GAP_CONTEXTS = 4
+SIGN_CONTEXTS = 3  # negative, zero, positive
+CONTEXT_BITS = {"counts": 1, "minor_gap": 2, "Y": 4, "Cb": 8, "Cr": 16}
 
 # The largest ratio of a splat's axis variances a renderer uses (SPEC 7): the minor variance is
 # raised to at least 2^-16 times the major one (axes at most 256:1), where float32 renderers agree.

@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import GscError
 from .constants import (
     COLOR_SPACE_YCBCR601,
+    CONTEXT_BITS,
     MAGIC,
     MAX_LAYERS,
     MAX_PATCHES,
@@ -26,6 +27,7 @@ from .constants import (
     MAX_PIXELS,
     MAX_SIDE,
     MAX_SPLATS,
+    READ_MAJOR,
     VERSION,
 )
 from .params import LayerParams
@@ -43,6 +45,7 @@ class Header:
     layer_count: int
     splat_count: int
     background: tuple[int, int, int]  # YCbCr in units of 1/BACKGROUND_UNIT
+    version: tuple[int, int] = VERSION  # (major, minor)
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class LayerChunk:
     params: LayerParams
     splat_count: int
     words: np.ndarray  # uint32 range-coder output
+    contexts: int = 0  # which streams take contexts (format 2: CONTEXT_BITS; format 1: none)
 
 
 def _crc(*parts: bytes) -> int:
@@ -70,13 +74,13 @@ def pack(header: Header, layers: list[LayerChunk]) -> bytes:
     """The complete .gsc byte string."""
     check_size(header.width, header.height)
     head = _HEADER.pack(
-        MAGIC, *VERSION, 0, header.width, header.height, COLOR_SPACE_YCBCR601,
+        MAGIC, *header.version, 0, header.width, header.height, COLOR_SPACE_YCBCR601,
         header.layer_count, 0, header.splat_count, *header.background, 0,
     )
     out = [head, struct.pack("<I", _crc(head))]
     for layer in layers:
         p = layer.params
-        fields = [p.patch_log2, p.pos_bits, p.scale_den, 0, p.scale_min, p.scale_levels, p.angle_levels]
+        fields = [p.patch_log2, p.pos_bits, p.scale_den, layer.contexts, p.scale_min, p.scale_levels, p.angle_levels]
         fields.append(layer.splat_count)
         for c in range(3):
             fields += [p.color_step[c], p.color_min[c], p.color_levels[c]]
@@ -102,8 +106,9 @@ def parse_header(data: bytes) -> Header:
     if crc != _crc(data[: _HEADER.size]):
         raise GscError("corrupt .gsc header (CRC mismatch)")
     _, major, minor, flags, width, height, space, layers, _, splats, by, bcb, bcr, _ = fields
-    if major != VERSION[0]:
-        raise GscError(f".gsc version {major}.{minor} is not supported (this decoder reads {VERSION[0]}.x)")
+    if major not in READ_MAJOR:
+        readable = " and ".join(f"{m}.x" for m in READ_MAJOR)
+        raise GscError(f".gsc version {major}.{minor} is not supported (this decoder reads {readable})")
     if flags:
         raise GscError(f"unknown header flags {flags:#x}")
     if space != COLOR_SPACE_YCBCR601:
@@ -113,7 +118,7 @@ def parse_header(data: bytes) -> Header:
         raise GscError(f"{layers} layers exceed the limit of {MAX_LAYERS}")
     if splats > MAX_SPLATS:
         raise GscError(f"{splats} splats exceed the limit of {MAX_SPLATS}")
-    return Header(width, height, layers, splats, (by, bcb, bcr))
+    return Header(width, height, layers, splats, (by, bcb, bcr), (major, minor))
 
 
 def parse(data: bytes) -> tuple[Header, list[LayerChunk]]:
@@ -173,8 +178,10 @@ def _parse_layer(payload: bytes, header: Header) -> LayerChunk:
     if len(payload) < _LAYER_HEAD.size:
         raise GscError(f"payload of {len(payload)} bytes is shorter than the {_LAYER_HEAD.size} bytes of fixed fields")
     f = _LAYER_HEAD.unpack_from(payload)
-    if f[3] != 0:
+    if header.version[0] == 1 and f[3] != 0:
         raise GscError(f"reserved byte 3 is {f[3]}, not zero")
+    if f[3] & ~sum(CONTEXT_BITS.values()):
+        raise GscError(f"reserved bits 5-7 of byte 3 (the context flags, {f[3]:#x}) are set")
     params = LayerParams(
         patch_log2=f[0], pos_bits=f[1], scale_den=f[2], scale_min=f[4], scale_levels=f[5],
         angle_levels=f[6], color_step=(f[8], f[11], f[14]), color_min=(f[9], f[12], f[15]),
@@ -190,4 +197,4 @@ def _parse_layer(payload: bytes, header: Header) -> LayerChunk:
         raise GscError(f"declares {n_words} words ({4 * n_words} bytes) but holds "
                        f"{len(payload) - _LAYER_HEAD.size} bytes after its fixed fields")
     words = np.frombuffer(payload, "<u4", n_words, _LAYER_HEAD.size).astype(np.uint32)
-    return LayerChunk(params, count, words)
+    return LayerChunk(params, count, words, f[3])
