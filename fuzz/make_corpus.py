@@ -14,6 +14,8 @@ import numpy as np
 import gscodec
 from gscodec.format.entropy import StreamEncoder
 
+from .targets import entropy_streams
+
 ROOT = Path(__file__).resolve().parent / "corpus"
 CONFORMANCE = Path(__file__).resolve().parent.parent / "bitstream" / "conformance"
 
@@ -34,8 +36,8 @@ def main() -> None:
         save("decode", data)
     for alphabet, count in ((2, 10), (16, 300), (300, 1000), (4096, 50)):
         enc = StreamEncoder()
-        enc.encode(rng.integers(0, alphabet, count), alphabet)
-        enc.encode(rng.integers(0, max(1, alphabet // 3), count // 2), max(1, alphabet // 3))
+        for n, size, contexts in entropy_streams(alphabet, count):
+            enc.encode(rng.integers(0, size, n), size, contexts)
         head = (alphabet - 1).to_bytes(2, "little") + count.to_bytes(3, "little")
         save("entropy", head + enc.words().astype("<u4").tobytes())
 

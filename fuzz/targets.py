@@ -1,7 +1,8 @@
 """Fuzz targets: each takes bytes and must end in success or `GscError`, nothing else.
 
 - ``container``: the container parser (header, chunks, CRCs, limits), no entropy decoding.
-- ``entropy``: the adaptive model and range decoder on arbitrary words.
+- ``entropy``: the adaptive model and range decoder on arbitrary words, with and without
+  contexts (SPEC 5.6).
 - ``decode``: the whole public decode, rendering included (`gscodec.decode`).
 
 `repair_crcs` makes a mutated stream's CRCs right again (the structure-aware mode), so
@@ -18,8 +19,9 @@ import zlib
 import numpy as np
 
 import gscodec
+from gscodec.format.constants import COUNT_CONTEXTS, MAX_PER_PATCH
 from gscodec.format.container import HEADER_SIZE, parse
-from gscodec.format.entropy import StreamDecoder
+from gscodec.format.entropy import Contexts, StreamDecoder
 
 MAX_ENTROPY_SYMBOLS = 1 << 12  # per entropy input: about 2 ms a call, so a campaign reaches 10^6 inputs
 
@@ -29,7 +31,8 @@ def container(data: bytes) -> None:
 
 
 def entropy(data: bytes) -> None:
-    """First 2 bytes: alphabet - 1 (mod 4096) + 1; next 3: symbol count; the rest: u32 words."""
+    """First 2 bytes: alphabet - 1 (mod 4096) + 1; next 3: symbol count; the rest: u32 words,
+    decoded as the streams of `entropy_streams`."""
     if len(data) < 5:
         return
     alphabet = int.from_bytes(data[:2], "little") % 4096 + 1
@@ -37,8 +40,19 @@ def entropy(data: bytes) -> None:
     body = data[5:]
     words = np.frombuffer(body[: len(body) // 4 * 4], "<u4")
     decoder = StreamDecoder(words)
-    decoder.decode(count, alphabet)
-    decoder.decode(count // 2, max(1, alphabet // 3))  # a second stream continues in the same words
+    for n, size, contexts in entropy_streams(alphabet, count):
+        decoder.decode(n, size, contexts=contexts)
+
+
+def entropy_streams(alphabet: int, count: int) -> list[tuple[int, int, Contexts | None]]:
+    """The streams the entropy target decodes, one after another in the same words: (symbols,
+    alphabet, contexts): one without contexts, one with contexts by the previous symbol, and
+    patch counts with their neighbours' contexts on a grid of a width the alphabet gives."""
+    cols = alphabet % 61 + 1
+    previous = Contexts.from_previous(np.arange(alphabet) % 3, 1, 3)
+    grid = Contexts.from_neighbours(COUNT_CONTEXTS, cols, int(COUNT_CONTEXTS.max()) + 1)
+    return [(count, alphabet, None), (count // 2, alphabet, previous),
+            (count // 2 // cols * cols, MAX_PER_PATCH + 1, grid)]
 
 
 def decode(data: bytes) -> None:
