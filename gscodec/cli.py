@@ -45,6 +45,7 @@ from .encoder.plan import DEFAULT_EFFORT, DEFAULT_INIT, INITS, MAX_EFFORT
 from .errors import GscError
 from .errors import is_user_error as _is_user_error
 from .format.codec import stream_bits
+from .format.constants import CONTEXT_BITS
 from .format.container import HEADER_SIZE, parse, parse_header
 from .format.symbols import STREAMS
 
@@ -567,10 +568,12 @@ def describe(data: bytes) -> dict[str, object]:
     n = len(splats)
     coded = sum(bits.values())
     return {
+        "format": "{}.{}".format(*header.version),
         "width": header.width,
         "height": header.height,
         "layers": [
-            {"patch_size": int(c.params.patch_size), "splats": int(c.splat_count)} for c in chunks
+            {"patch_size": int(c.params.patch_size), "splats": int(c.splat_count),
+             "contexts": [name for name, bit in CONTEXT_BITS.items() if c.contexts & bit]} for c in chunks
         ],
         "splats": n,
         "bytes": len(data),
@@ -619,9 +622,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
     n = int(d["splats"])  # type: ignore[call-overload]
     rows = [
         ("file", str(args.input)),
+        ("format", str(d["format"])),
         ("image", f"{d['width']} x {d['height']} pixels"),
         ("layers", f"{len(layers)}: " + ", ".join(f"{x['patch_size']} px patches ({x['splats']} splats)"
                                                   for x in layers)),
+        ("  contexts", "; ".join(", ".join(x["contexts"]) or "none" for x in layers)),
         ("splats", str(n)),
         ("size", f"{d['bytes']} bytes, {d['bpp']:.4f} bpp"),
         ("  header", f"{d['header_bytes']} bytes"),

@@ -41,7 +41,7 @@ def stream_bits(data: bytes, /) -> tuple[Splats, dict[str, int]]:
     for chunk in chunks:
         symbols = decode_symbols(chunk.params, chunk.splat_count, chunk.words, header.width, header.height,
                                  chunk.contexts)
-        encode_symbols(chunk.params, symbols, header.width, header.height, header.version, bits)
+        encode_symbols(chunk.params, symbols, header.width, header.height, header.version, bits, chunk.contexts)
     return decode_splats(data), bits
 
 
