@@ -103,16 +103,9 @@ def ideal_bits(symbols: np.ndarray, alphabet: int, contexts: Contexts | None = N
     symbols = np.asarray(symbols, np.int64).ravel()
     if alphabet == 1 or not len(symbols):
         return 0.0
-    of = contexts.of(symbols) if contexts is not None and contexts.count > 1 else np.zeros(len(symbols), np.int64)
-    total = 0.0
-    for context in np.unique(of):
-        mine = symbols[of == context]
-        hist = np.zeros(alphabet, np.int64)
-        for start, stop in _blocks(len(mine)):
-            weights = 2 * hist + 1
-            total += float(np.log2(weights.sum()) * (stop - start) - np.log2(weights[mine[start:stop]]).sum())
-            hist += np.bincount(mine[start:stop], minlength=alphabet)
-    return total
+    if contexts is None or contexts.count == 1:
+        return _ideal_bits(symbols, alphabet, np.zeros(len(symbols), np.int64), 1)
+    return _ideal_bits(symbols, alphabet, contexts.of(symbols), contexts.count)
 
 
 class StreamEncoder:
@@ -324,3 +317,27 @@ def _decode_contexts(words, state, alphabet, count, kind, given, table, first, c
         seen[k] += 1
     state[0], state[1], state[2], state[3] = lower, rng, point, nxt
     return 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _ideal_bits(symbols, alphabet, contexts, count):  # pragma: no cover - compiled
+    """Sum over symbols of -log2 of their probability under their context's block model (5.2's
+    weights 2h + 1 of the context's symbols before the block), in one pass."""
+    hist = np.zeros((count, alphabet), np.int64)
+    frozen = np.zeros((count, alphabet), np.int64)  # each context's histogram when its block began
+    seen = np.zeros(count, np.int64)
+    block_end = np.zeros(count, np.int64)
+    log_total = np.zeros(count)
+    total = 0.0
+    for i in range(len(symbols)):
+        k = contexts[i]
+        if seen[k] == block_end[k]:
+            start = seen[k]
+            block_end[k] = start + min(MAX_BLOCK, max(FIRST_BLOCK, start))
+            frozen[k] = hist[k]
+            log_total[k] = np.log2(alphabet + 2 * start)
+        s = symbols[i]
+        total += log_total[k] - np.log2(2 * frozen[k, s] + 1)
+        hist[k, s] += 1
+        seen[k] += 1
+    return total
