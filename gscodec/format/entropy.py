@@ -189,6 +189,34 @@ _RENORMALISE = np.uint64(1 << 32)
 
 
 @numba.njit(cache=True, nogil=True)
+def _lookup_bits(alphabet):  # pragma: no cover - compiled
+    """log2 of the number of equal slices of the quantiles `_build_model` indexes: a search starts
+    at the symbol where its slice starts and steps over the few boundaries inside it (branches
+    that a binary search would mispredict half the time)."""
+    bits = 4
+    while (1 << bits) < 4 * alphabet and bits < 12:
+        bits += 1
+    return bits
+
+
+@numba.njit(cache=True, nogil=True)
+def _build_model(hist, start, alphabet, cdf, first, shift):  # pragma: no cover - compiled
+    """Fill ``cdf`` [alphabet + 1] with SPEC 5.3's model of the weights 2 ``hist`` + 1 (``start``
+    symbols counted in ``hist``), and ``first`` with the symbol at the start of each slice."""
+    scale = np.float64((1 << PRECISION) - alphabet) / np.float64(alphabet + 2 * start)  # one binary64 division
+    below = 0
+    for k in range(alphabet):
+        cdf[k] = np.uint64(np.int64(np.float64(below) * scale) + k)  # one binary64 product, truncated
+        below += 2 * hist[k] + 1
+    cdf[alphabet] = _QUANTILES
+    k = 0
+    for j in range(len(first)):
+        while cdf[k + 1] <= np.uint64(j) << shift:
+            k += 1
+        first[j] = k
+
+
+@numba.njit(cache=True, nogil=True)
 def _decode_stream(words, state, alphabet, out):  # pragma: no cover - compiled
     """Fill ``out`` with one stream's symbols (SPEC 5.2-5.4), carrying the range decoder's
     ``state`` [lower, range, point, next] (uint64, updated in place) from stream to stream.
@@ -199,29 +227,13 @@ def _decode_stream(words, state, alphabet, out):  # pragma: no cover - compiled
     n = len(out)
     hist = np.zeros(alphabet, np.int64)
     cdf = np.empty(alphabet + 1, np.uint64)
-    # the symbol at the start of each of 2^bits equal slices of the quantiles: a search starts
-    # there and steps over the few boundaries inside a slice (branches that a binary search
-    # would mispredict half the time)
-    bits = 4
-    while (1 << bits) < 4 * alphabet and bits < 12:
-        bits += 1
+    bits = _lookup_bits(alphabet)
     shift = np.uint64(PRECISION - bits)
     first = np.empty(1 << bits, np.int64)
     start = 0
     while start < n:
         stop = min(n, start + min(MAX_BLOCK, max(FIRST_BLOCK, start)))
-        total = alphabet + 2 * start  # the weights 2 h + 1: every earlier symbol counted once in h
-        scale = np.float64((1 << PRECISION) - alphabet) / np.float64(total)  # one binary64 division
-        below = 0
-        for k in range(alphabet):
-            cdf[k] = np.uint64(np.int64(np.float64(below) * scale) + k)  # one binary64 product, truncated
-            below += 2 * hist[k] + 1
-        cdf[alphabet] = _QUANTILES
-        k = 0
-        for j in range(1 << bits):
-            while cdf[k + 1] <= np.uint64(j) << shift:
-                k += 1
-            first[j] = k
+        _build_model(hist, start, alphabet, cdf, first, shift)  # every earlier symbol counted in hist
         for i in range(start, stop):
             s = rng >> _PRECISION
             quantile = (point - lower) // s
@@ -254,17 +266,14 @@ def _decode_contexts(words, state, alphabet, count, kind, given, table, first, c
     (``kind``), and each context's model is 5.2's over that context's symbols alone."""
     lower, rng, point, nxt = state[0], state[1], state[2], state[3]
     n_words = np.uint64(len(words))
-    n = len(out)
     hist = np.zeros((count, alphabet), np.int64)  # each context's symbols so far
     seen = np.zeros(count, np.int64)
     block_end = np.zeros(count, np.int64)  # in the context's own symbols: when its model is rebuilt
     cdf = np.empty((count, alphabet + 1), np.uint64)
-    bits = 4
-    while (1 << bits) < 4 * alphabet and bits < 12:
-        bits += 1
+    bits = _lookup_bits(alphabet)
     shift = np.uint64(PRECISION - bits)
     first_of = np.empty((count, 1 << bits), np.int64)
-    for i in range(n):
+    for i in range(len(out)):
         if kind == 0:
             k = given[i]
         elif kind == 1:
@@ -283,20 +292,9 @@ def _decode_contexts(words, state, alphabet, count, kind, given, table, first, c
                     total += out[i - cols + 1]
             k = table[total]
         if seen[k] == block_end[k]:  # a new block of this context: its model from all its earlier symbols
-            start = seen[k]
-            block_end[k] = start + min(MAX_BLOCK, max(FIRST_BLOCK, start))
-            scale = np.float64((1 << PRECISION) - alphabet) / np.float64(alphabet + 2 * start)
-            below = 0
-            for a in range(alphabet):
-                cdf[k, a] = np.uint64(np.int64(np.float64(below) * scale) + a)
-                below += 2 * hist[k, a] + 1
-            cdf[k, alphabet] = _QUANTILES
-            a = 0
-            for j in range(1 << bits):
-                while cdf[k, a + 1] <= np.uint64(j) << shift:
-                    a += 1
-                first_of[k, j] = a
-        s = rng >> _PRECISION
+            block_end[k] = seen[k] + min(MAX_BLOCK, max(FIRST_BLOCK, seen[k]))
+            _build_model(hist[k], seen[k], alphabet, cdf[k], first_of[k], shift)
+        s = rng >> _PRECISION  # then as in `_decode_stream`, with context k's model
         quantile = (point - lower) // s
         if quantile >= _QUANTILES:
             state[0], state[1], state[2], state[3] = lower, rng, point, nxt

@@ -45,10 +45,12 @@ def encode_symbols(params: LayerParams, symbols: LayerSymbols, width: int, heigh
         "angle": (symbols.angle, params.angle_levels),
         **{name: (color[:, c], params.color_levels[c]) for c, name in enumerate(("Y", "Cb", "Cr"))},
     }
-    contexts = {
-        "counts": count_contexts(params, width), "minor_gap": gap_contexts(params, symbols.major),
+    rules = {
+        "counts": count_contexts(params.grid(width, height)[1]), "minor_gap": gap_contexts(params, symbols.major),
         "Y": sign_contexts(params, 0), "Cb": sign_contexts(params, 1), "Cr": sign_contexts(params, 2, color[:, 1]),
     } if version[0] >= 2 else {}
+    # each symbol's context, found once for the choice and the coding (all symbols are known here)
+    contexts = {name: Contexts.from_given(rule.of(streams[name][0]), rule.count) for name, rule in rules.items()}
     if not contexts:
         flags = 0
     elif flags is None:
@@ -62,9 +64,10 @@ def encode_symbols(params: LayerParams, symbols: LayerSymbols, width: int, heigh
     return enc.words(), flags
 
 
-def count_contexts(params: LayerParams, width: int) -> Contexts:
-    """A patch count's context: by the sum of its left, upper-left, upper and upper-right neighbours."""
-    return Contexts.from_neighbours(COUNT_CONTEXTS, params.grid(width, 1)[1], int(COUNT_CONTEXTS.max()) + 1)
+def count_contexts(cols: int) -> Contexts:
+    """A patch count's context, on a grid of ``cols`` columns: by the sum of its left, upper-left,
+    upper and upper-right neighbours."""
+    return Contexts.from_neighbours(COUNT_CONTEXTS, cols, int(COUNT_CONTEXTS.max()) + 1)
 
 
 def gap_contexts(params: LayerParams, major: np.ndarray) -> Contexts:
@@ -91,7 +94,7 @@ def decode_symbols(params: LayerParams, count: int, words: np.ndarray, width: in
     on = {name: bool(flags & bit) for name, bit in CONTEXT_BITS.items()}
     # uint8 (counts are at most MAX_PER_PATCH): a grid of 2^26 patches then takes 64 MB, not 512 MB
     counts = dec.decode(rows * cols, MAX_PER_PATCH + 1, np.uint8,
-                        count_contexts(params, width) if on["counts"] else None)
+                        count_contexts(cols) if on["counts"] else None)
     if int(counts.sum()) != count:
         raise GscError(f"corrupt layer: patch counts add up to {int(counts.sum())}, not {count}")
     cells = 1 << params.pos_bits
