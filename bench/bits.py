@@ -3,7 +3,7 @@
     python -m bench.bits [--qualities 20 50 80] [--effort 4] [--images kodim01 ...] [--limit N]
 
 Each image is encoded at each quality and effort; each layer's symbols are decoded and coded
-again stream by stream (`gscodec.format.symbols.encode_symbols`, which reports the bits each
+again stream by stream (`gscodec.format.codec.stream_bits`, which reports the bits each
 stream takes: the same words the encoder wrote), and the bits are grouped by attribute:
 patch counts, offsets (x and y), scales (major exponent and minor gap), angles, Y, Cb, Cr,
 and everything else (header, chunk headers and CRCs, the range coder's last word).
@@ -23,9 +23,8 @@ from tqdm import tqdm
 
 import gscodec
 from bench import datasets
+from gscodec.format import codec
 from gscodec.format.constants import VERSION
-from gscodec.format.container import parse
-from gscodec.format.symbols import decode_symbols, encode_symbols
 
 RESULTS = Path(__file__).resolve().parent / "results" / "kodak"
 # attribute -> the symbol streams (gscodec.format.symbols.STREAMS) it is coded in
@@ -36,18 +35,10 @@ GROUPS = {"counts": ("counts",), "offsets": ("off_x", "off_y"), "scales": ("majo
 def stream_bits(data: bytes) -> dict[str, int]:
     """Bits of the stream ``data`` by attribute (`GROUPS`, plus "other": the rest of the file),
     "splats" and "layers": the counts. The groups and "other" add up to 8 * len(data)."""
-    header, chunks = parse(data)
-    bits: dict[str, int] = {}
-    for chunk in chunks:
-        symbols = decode_symbols(chunk.params, chunk.splat_count, chunk.words, header.width, header.height,
-                                 chunk.contexts)
-        words, _ = encode_symbols(chunk.params, symbols, header.width, header.height, header.version, bits,
-                                  flags=chunk.contexts)
-        if not np.array_equal(words, chunk.words[: len(words)]):
-            raise RuntimeError("coding the decoded symbols again gave other words")  # the coder changed
+    splats, bits = codec.stream_bits(data)
     out = {group: sum(bits.get(s, 0) for s in streams) for group, streams in GROUPS.items()}
     out["other"] = 8 * len(data) - sum(out.values())
-    out["splats"], out["layers"] = header.splat_count, header.layer_count
+    out["splats"], out["layers"] = len(splats), len(splats.patch_sizes)
     return out
 
 
