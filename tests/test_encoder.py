@@ -525,3 +525,43 @@ def test_moves_on_the_grid_stay_on_it_one_step_at_a_time(monkeypatch: pytest.Mon
         costs, _ = enc.replacement_costs(start, [(chosen.means, chosen.scales, chosen.angles)])
         assert (costs <= 1e-6).all()
         assert (costs < -1e-6).any()
+
+
+def test_a_chroma_group_is_dropped_where_its_bits_cost_more_than_its_error() -> None:
+    """`Encoder.quantize_colors` drops a group's chroma (0, for good) when its bits are priced
+    above the error dropping it adds, keeps it when they are not, and stops at the first group
+    it keeps; luma is never dropped."""
+    enc, truth = synthetic()
+    g = torch.Generator().manual_seed(6)  # colours off the target's, so that a bit has a price
+    truth = SplatTensors(truth.means, truth.scales, truth.angles, truth.colors + 0.02 * torch.randn(60, 3, generator=g))
+    step = torch.tensor([0.05, 0.05, 0.05])
+    first, second = torch.arange(60) < 30, torch.arange(60) >= 30
+    kept = enc.quantize_colors(truth, step, no_bits, 1.0, 1, [(first, 0.0), (second, 1e9)])
+    assert (kept[:, 1:] != 0).any(1).sum() > 40  # the first group costs error and no bits: both kept
+
+    dropped = enc.quantize_colors(truth, step, no_bits, 1.0, 4, [(first, 1e9), (second, 0.0)])
+    assert (dropped[first, 1:] == 0).all()  # on the grid and zero, through the shares' solves
+    assert (dropped[second, 1:] != 0).any(1).sum() > 20
+    assert (dropped[:, 0] != 0).any()
+    torch.testing.assert_close(dropped / step, torch.round(dropped / step), rtol=0, atol=1e-4)
+
+
+def test_a_grey_image_codes_no_chroma() -> None:
+    """The finish drops every layer's chroma when the image has none to give: each layer's Cb
+    and Cr take one level, which the format codes in no bits."""
+    import numpy as np
+
+    from gscodec.encoder import pipeline
+    from gscodec.format.codec import stream_bits
+    from gscodec.format.container import parse
+    from gscodec.quant.stream import encode_splats
+
+    rng = np.random.default_rng(4)
+    luma = np.clip(np.linspace(0, 1, 48 * 64).reshape(48, 64, 1) + 0.2 * rng.random((48, 64, 1)), 0, 1)
+    splats, steps = pipeline.finish(pipeline.refine_image(np.repeat(luma, 3, 2).astype(np.float32), 60, 1))
+    assert (splats.colors[:, 1:] == 0).all() and (splats.colors[:, 0] != 0).any()
+    data = encode_splats(splats, steps=steps)
+    _, chunks = parse(data)
+    assert len(chunks) > 1 and all(chunk.params.color_levels[1:] == (1, 1) for chunk in chunks)
+    _, bits = stream_bits(data)
+    assert bits["Cb"] == bits["Cr"] == 0 < bits["Y"]

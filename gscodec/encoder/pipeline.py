@@ -5,7 +5,7 @@ quantization-aware finish) -> .gsc bytes. The search for a target rate or PSNR i
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -91,11 +91,11 @@ def finish(refined: Refined, steps: Steps | None = None, progress: Progress | No
     on the grid of ``steps`` (default: the initializer's, else the policy's for the quality):
     the centres moved onto the quantizer's grid (`choose_centres`), the other attributes
     polished to make up for it (see `gscodec.encoder.plan.POLISH_FRACTION` for why one polish),
-    then scales and angles
-    moved onto theirs (`choose_shapes`), the colours solved for that geometry; then the plan's
-    rounds of moves on the grid (`Plan.grid_rounds`: each centre a cell, each shape a step, by
-    the same choice, the colours solved again), and the colours moved onto their grid
-    (`quantize_colors`). Returns the splats and the quantizer steps that
+    then scales and angles moved onto theirs (`choose_shapes`), the colours solved for that
+    geometry; then the plan's rounds of moves on the grid (`Plan.grid_rounds`: each centre a
+    cell, each shape a step, by the same choice, the colours solved again); and the colours
+    moved onto their grid (`quantize_colors`), first dropping the chroma of the layers where it
+    costs more bits than it returns (`Plan.chroma_by_rate`). Returns the splats and the quantizer steps that
     `gscodec.quant.stream.encode_splats` codes them with; ``refined`` is left as it was, so it
     can be finished again."""
     enc, plan, start = refined.encoder, refined.plan, refined.start
@@ -118,7 +118,9 @@ def finish(refined: Refined, steps: Steps | None = None, progress: Progress | No
         s = choose_shapes(enc, s, layer, steps, on_grid=True)
         s, layer = snap(s, layer, start.patch_sizes, steps, w, h, ("means", "scales", "angles"))
         s = SplatTensors(s.means, s.scales, s.angles, enc.solve_colors(s, GRID_ROUND_SOLVE, s.colors))
-    colors = (quantize_colors(enc, s, layer, steps, plan.color_rounds) if plan.color_rounds else s.colors).cpu().numpy()
+    drop_order = chroma_drop_order(layer, start.patch_sizes) if plan.chroma_by_rate else ()
+    colors = (quantize_colors(enc, s, layer, steps, plan.color_rounds, drop_order) if plan.color_rounds
+              else s.colors).cpu().numpy()
     report(1.0)
     means, scales, angles = (t.cpu().numpy() for t in (s.means, s.scales, s.angles))
     return Splats(w, h, means, scales, angles, colors, refined.background, layer=layer.cpu().numpy(),
@@ -228,11 +230,26 @@ def _order0(rounded: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     return lambda values: bits[np.clip(values.astype(np.int64) - first, 0, len(bits) - 1)]
 
 
-def quantize_colors(enc: Encoder, s: SplatTensors, layer: torch.Tensor, steps: Steps, rounds: int) -> torch.Tensor:
+def chroma_drop_order(layer: torch.Tensor, patch_sizes: tuple[int, ...]) -> list[int]:
+    """The layers in the order `quantize_colors` tries dropping their chroma: the finest first."""
+    return sorted(torch.unique(layer).tolist(), key=lambda i: (patch_sizes[i], -i))
+
+
+def quantize_colors(enc: Encoder, s: SplatTensors, layer: torch.Tensor, steps: Steps, rounds: int,
+                    drop_order: Sequence[int] = ()) -> torch.Tensor:
     """`Encoder.quantize_colors` on the format's colour grid for ``steps``, with the format's
     rate: in each layer and channel an index costs what an order-0 model of the rounded
     indices gives it (`code_lengths`), and a bit `SQUARED_ERROR_PER_BIT` x D / B of squared
-    error, the stream's B bits counted as `BITS_PER_SPLAT` a splat."""
+    error, the stream's B bits counted as `BITS_PER_SPLAT` a splat.
+
+    The layers in ``drop_order`` (`chroma_drop_order`) may first drop their chroma, each costing
+    what its Cb and Cr indices take under those models: a layer whose Cb and Cr indices are all 0
+    has one level each, which the format codes in no bits. This is the encoder's analogue of
+    the chroma subsampling of JPEG and WebP. On Sun-Hays crops (768 x 512, qualities 20 / 50 /
+    80), BD-rate against no drops: effort 1 -1.19 % and -1.13 % (6 crops, seed 131; 8, seed
+    136), effort 0 -2.29 % (6, seed 137), effort 4 -2.30 % (4, seed 138). Most encodes drop the
+    finest layer's chroma at quality 50 and below, more layers' at 20, none or the finest's at
+    80."""
     step = torch.tensor(color_steps(steps), dtype=s.colors.dtype, device=s.colors.device) / COLOR_UNIT
     rounded = torch.round(s.colors / step).long().cpu()
     layer = layer.cpu()
@@ -251,7 +268,16 @@ def quantize_colors(enc: Encoder, s: SplatTensors, layer: torch.Tensor, steps: S
             out[mine] += bits[values]
         return out
 
-    return enc.quantize_colors(s, step, index_bits, SQUARED_ERROR_PER_BIT / BITS_PER_SPLAT, rounds)
+    def chroma_bits(index: int) -> float:  # what a layer's Cb and Cr indices take under its models
+        mine = rounded[layer == index]
+        total = 0.0
+        for c in (1, 2):
+            first, bits = tables[index, c]
+            total += float(bits[(mine[:, c] - first).to(bits.device)].sum())
+        return total
+
+    groups = [((layer == index).to(s.colors.device), chroma_bits(index)) for index in drop_order]
+    return enc.quantize_colors(s, step, index_bits, SQUARED_ERROR_PER_BIT / BITS_PER_SPLAT, rounds, groups)
 
 
 def finish_weight(plan: Plan) -> int:

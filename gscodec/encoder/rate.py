@@ -377,7 +377,7 @@ def quick_encode(rgb: np.ndarray, quality: float, effort: int, seed: int = 0, de
     predicts the refined one, through `EFFORT_CHANGE`."""
     plan = None if effort <= 0 else dataclasses.replace(plan_for(quality, 0, *rgb.shape[:2]), prune=0.0,
                                                          centres_by_rate=False, shapes_by_rate=False,
-                                                         grid_rounds=0)
+                                                         grid_rounds=0, chroma_by_rate=False)
     return pipeline.encode_image(rgb, quality, 0, None, seed, device, init, plan)
 
 
