@@ -137,18 +137,18 @@ BEYOND_REACH = 2.0
 # quality, at the qualities EFFORT_CHANGE_QUALITIES: the log of the ratio of file sizes, and dB
 # of PSNR-RGB. Means over 8 training images (centre crops of Kodak's size, 768 x 512, from
 # Sun-Hays80), measured by `python -m training.effort_priors --efforts 1 2 3 4 --crop 768x512
-# --only sun_hays80 --out training/runs/effort_priors.json` on 2026-12-06, after the finish
-# gained its rounds of moves on the grid (`plan.GRID_ROUNDS`; not in the quick encodes). Between
-# images they spread by 0.026-0.057 in log rate (sd; 0.12-0.19 when quick encodes were pruned)
-# and 0.37-1.80 dB.
+# --only sun_hays80 --out training/runs/effort_priors.json` on 2026-12-07, in format 2.0, after
+# the finish gained its rounds of moves on the grid (`plan.GRID_ROUNDS`) and its chroma drops
+# (`plan.Plan.chroma_by_rate`; neither is in the quick encodes). Between images they spread by
+# 0.022-0.077 in log rate (sd; 0.12-0.19 when quick encodes were pruned) and 0.38-1.82 dB.
 # Above quality 50 effort 2 is effort 1 (`plan.HIGH_QUALITY`), hence their equal rows there.
 # Efforts above 4 use effort 4's.
 EFFORT_CHANGE_QUALITIES = (10.0, 30.0, 50.0, 70.0, 90.0)
 EFFORT_CHANGE = {
-    1: ((-0.176, -0.190, -0.224, -0.071, 0.018), (1.15, 1.79, 2.38, 4.42, 6.34)),
-    2: ((-0.104, -0.127, -0.151, -0.071, 0.018), (1.59, 2.19, 3.02, 4.42, 6.34)),
-    3: ((0.003, -0.022, -0.047, 0.014, 0.090), (1.83, 2.50, 3.47, 4.83, 6.51)),
-    4: ((0.083, 0.042, 0.013, 0.064, 0.134), (2.32, 2.87, 3.99, 5.46, 7.24)),
+    1: ((-0.177, -0.190, -0.218, -0.059, 0.031), (1.14, 1.75, 2.35, 4.39, 6.34)),
+    2: ((-0.089, -0.105, -0.139, -0.059, 0.031), (1.58, 2.17, 2.99, 4.39, 6.34)),
+    3: ((0.032, -0.012, -0.032, 0.019, 0.098), (1.81, 2.44, 3.44, 4.77, 6.49)),
+    4: ((0.129, 0.073, 0.032, 0.086, 0.144), (2.30, 2.84, 3.94, 5.46, 7.22)),
 }
 
 
