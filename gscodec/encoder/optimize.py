@@ -73,7 +73,7 @@ COLOR_ROUND_SOLVE = 2
 # conjugate-gradient steps after a group's chroma is dropped (`Encoder.quantize_colors`), for the
 # chroma left to make up for it. On 6 Sun-Hays crops (768 x 512, seed 131, effort 1), BD-rate of
 # the layers' chroma dropped by rate against none dropped: 0 steps -0.93 %, 2 -1.19 %, 5 -1.24 %
-# (0.08 / 0.14 / 0.20 s a finish)
+# (what the drops cost in time: `gscodec.encoder.plan.CHROMA_BY_RATE_EFFORT0`)
 CHROMA_DROP_SOLVE = 2
 
 

@@ -95,9 +95,9 @@ def finish(refined: Refined, steps: Steps | None = None, progress: Progress | No
     geometry; then the plan's rounds of moves on the grid (`Plan.grid_rounds`: each centre a
     cell, each shape a step, by the same choice, the colours solved again); and the colours
     moved onto their grid (`quantize_colors`), first dropping the chroma of the layers where it
-    costs more bits than it returns (`Plan.chroma_by_rate`). Returns the splats and the quantizer steps that
-    `gscodec.quant.stream.encode_splats` codes them with; ``refined`` is left as it was, so it
-    can be finished again."""
+    costs more bits than it returns (`Plan.chroma_by_rate`). Returns the splats and the
+    quantizer steps that `gscodec.quant.stream.encode_splats` codes them with; ``refined`` is
+    left as it was, so it can be finished again."""
     enc, plan, start = refined.encoder, refined.plan, refined.start
     h, w = enc.h, enc.w
     report = progress or (lambda _: None)
@@ -246,10 +246,9 @@ def quantize_colors(enc: Encoder, s: SplatTensors, layer: torch.Tensor, steps: S
     what its Cb and Cr indices take under those models: a layer whose Cb and Cr indices are all 0
     has one level each, which the format codes in no bits. This is the encoder's analogue of
     the chroma subsampling of JPEG and WebP. On Sun-Hays crops (768 x 512, qualities 20 / 50 /
-    80), BD-rate against no drops: effort 1 -1.19 % and -1.13 % (6 crops, seed 131; 8, seed
-    136), effort 0 -2.29 % (6, seed 137), effort 4 -2.30 % (4, seed 138). Most encodes drop the
-    finest layer's chroma at quality 50 and below, more layers' at 20, none or the finest's at
-    80."""
+    80), BD-rate against no drops: effort 1 -1.17 % and -1.13 % (6 crops, seed 131; 8, seed
+    136), effort 0 -2.29 % (6, seed 137), effort 4 -2.30 % (4, seed 138); on Kodak -1.2 % at
+    the default and at effort 4 (bench/README.md, "Layers drop their chroma")."""
     step = torch.tensor(color_steps(steps), dtype=s.colors.dtype, device=s.colors.device) / COLOR_UNIT
     rounded = torch.round(s.colors / step).long().cpu()
     layer = layer.cpu()
