@@ -546,9 +546,12 @@ def test_a_chroma_group_is_dropped_where_its_bits_cost_more_than_its_error() -> 
     torch.testing.assert_close(dropped / step, torch.round(dropped / step), rtol=0, atol=1e-4)
 
 
-def test_a_grey_image_codes_no_chroma() -> None:
-    """The finish drops every layer's chroma when the image has none to give: each layer's Cb
-    and Cr take one level, which the format codes in no bits."""
+def test_the_finish_drops_the_chroma_of_layers_whose_bits_cost_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With bits priced far above squared error, every layer drops its chroma: each layer's Cb
+    and Cr take one level, which the format codes in no bits; without the drops (or at the
+    usual price, on a colourful image) the chroma is coded."""
+    import dataclasses
+
     import numpy as np
 
     from gscodec.encoder import pipeline
@@ -556,12 +559,21 @@ def test_a_grey_image_codes_no_chroma() -> None:
     from gscodec.format.container import parse
     from gscodec.quant.stream import encode_splats
 
-    rng = np.random.default_rng(4)
-    luma = np.clip(np.linspace(0, 1, 48 * 64).reshape(48, 64, 1) + 0.2 * rng.random((48, 64, 1)), 0, 1)
-    splats, steps = pipeline.finish(pipeline.refine_image(np.repeat(luma, 3, 2).astype(np.float32), 60, 1))
-    assert (splats.colors[:, 1:] == 0).all() and (splats.colors[:, 0] != 0).any()
-    data = encode_splats(splats, steps=steps)
+    image = render_splats(*random_splats(150, 64, 96, seed=7), 64, 96, backend="torch").numpy()  # colourful
+    rgb = np.clip(0.5 + 0.5 * image / np.abs(image).max(), 0, 1).astype(np.float32)
+    refined = pipeline.refine_image(rgb, 60, 1)
+
+    def finished(chroma_by_rate: bool) -> bytes:
+        plan = dataclasses.replace(refined.plan, chroma_by_rate=chroma_by_rate)
+        splats, steps = pipeline.finish(dataclasses.replace(refined, plan=plan))
+        return encode_splats(splats, steps=steps)
+
+    usual = stream_bits(finished(True))[1]
+    assert usual["Cb"] > 0 and usual["Cr"] > 0  # at the usual price this image's chroma pays
+    monkeypatch.setattr(pipeline, "SQUARED_ERROR_PER_BIT", 1e6)
+    assert stream_bits(finished(False))[1]["Cb"] > 0
+    data = finished(True)
     _, chunks = parse(data)
     assert len(chunks) > 1 and all(chunk.params.color_levels[1:] == (1, 1) for chunk in chunks)
-    _, bits = stream_bits(data)
+    bits = stream_bits(data)[1]
     assert bits["Cb"] == bits["Cr"] == 0 < bits["Y"]
