@@ -252,11 +252,15 @@ def quantize_colors(enc: Encoder, s: SplatTensors, layer: torch.Tensor, steps: S
     step = torch.tensor(color_steps(steps), dtype=s.colors.dtype, device=s.colors.device) / COLOR_UNIT
     rounded = torch.round(s.colors / step).long().cpu()
     layer = layer.cpu()
-    tables = {}
+    tables, chroma_bits = {}, {}  # chroma_bits: what each layer's Cb and Cr indices take
     for index in torch.unique(layer).tolist():
+        mine = rounded[layer == index].numpy()
+        chroma_bits[index] = 0.0
         for c in range(3):
-            first, bits = code_lengths(rounded[layer == index, c].numpy())
+            first, bits = code_lengths(mine[:, c])
             tables[index, c] = first, torch.from_numpy(bits).to(s.colors)
+            if c:
+                chroma_bits[index] += float(bits[mine[:, c] - first].sum())
 
     def index_bits(rows: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(indices.shape[:2], dtype=s.colors.dtype, device=s.colors.device)
@@ -267,15 +271,7 @@ def quantize_colors(enc: Encoder, s: SplatTensors, layer: torch.Tensor, steps: S
             out[mine] += bits[values]
         return out
 
-    def chroma_bits(index: int) -> float:  # what a layer's Cb and Cr indices take under its models
-        mine = rounded[layer == index]
-        total = 0.0
-        for c in (1, 2):
-            first, bits = tables[index, c]
-            total += float(bits[(mine[:, c] - first).to(bits.device)].sum())
-        return total
-
-    groups = [((layer == index).to(s.colors.device), chroma_bits(index)) for index in drop_order]
+    groups = [((layer == index).to(s.colors.device), chroma_bits[index]) for index in drop_order]
     return enc.quantize_colors(s, step, index_bits, SQUARED_ERROR_PER_BIT / BITS_PER_SPLAT, rounds, groups)
 
 
